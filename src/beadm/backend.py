@@ -1,0 +1,101 @@
+"""The bootloader backend interface, its registry, and the no-op backend.
+
+The BE library (``beadm.be``) calls these hooks at fixed points of each lifecycle
+command; a backend makes BEs bootable (writes kernels, entries, the BE's own kernel
+command line) and reports which BE boots next. Backends are chosen from an explicit
+registry (:data:`BACKENDS`), never discovered by import side effects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from beadm.runner import Runner
+
+
+@dataclass(frozen=True)
+class BeRef:
+    """What a backend needs to know about one BE."""
+
+    name: str  # e.g. "pve-1"
+    dataset: str  # e.g. "rpool/ROOT/pve-1"
+    description: str = ""
+    running: bool = False  # mounted at / right now
+
+
+@dataclass(frozen=True)
+class BootState:
+    """Which BEs boot next, as the boot chain really stands (not as beadm last wrote it)."""
+
+    next_boot: str | None = None  # BE name shown with R
+    once: str | None = None  # BE name shown with T (boots once, then next_boot again)
+    warnings: tuple[str, ...] = ()  # e.g. "loader.conf default overwritten by proxmox-boot-tool"
+
+
+class BootBackend(Protocol):
+    """Hooks the BE library calls. Every hook must be safe to re-run (idempotent)."""
+
+    name: str
+
+    def boot_state(self, bes: list[BeRef]) -> BootState:
+        """Report R and T among ``bes``; cheap (no ESP mount unless unavoidable)."""
+        ...
+
+    def init(self, be: BeRef) -> None:
+        """Adopt an existing dataset as a BE: write its cmdline and its boot entries."""
+        ...
+
+    def post_create(self, be: BeRef) -> None:
+        """A new BE exists (not active): make it bootable."""
+        ...
+
+    def activate(self, be: BeRef, *, temporary: bool) -> None:
+        """Make ``be`` boot next (``temporary``: once only)."""
+        ...
+
+    def post_rename(self, old: BeRef, new: BeRef) -> None:
+        """Datasets were renamed: move entries, rewrite the BE's cmdline."""
+        ...
+
+    def post_destroy(self, be: BeRef) -> None:
+        """The BE's datasets are gone: remove its entries, free unshared kernel files."""
+        ...
+
+
+class NoopBackend:
+    """Does nothing and knows nothing: for hosts (or tests) where beadm manages datasets only.
+
+    With it, the BE library shows the pool's ``bootfs`` BE as next boot (R).
+    """
+
+    name = "none"
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    def boot_state(self, bes: list[BeRef]) -> BootState:
+        return BootState()
+
+    def init(self, be: BeRef) -> None:
+        return None
+
+    def post_create(self, be: BeRef) -> None:
+        return None
+
+    def activate(self, be: BeRef, *, temporary: bool) -> None:
+        return None
+
+    def post_rename(self, old: BeRef, new: BeRef) -> None:
+        return None
+
+    def post_destroy(self, be: BeRef) -> None:
+        return None
+
+
+BackendFactory = Callable[[Runner], BootBackend]
+
+#: name -> factory. The systemd-boot backend registers itself here (explicitly, in
+#: ``beadm.backends``), GRUB later.
+BACKENDS: dict[str, BackendFactory] = {"none": NoopBackend}
