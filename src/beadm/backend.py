@@ -3,7 +3,7 @@
 The BE library (``beadm.be``) calls these hooks at fixed points of each lifecycle
 command; a backend makes BEs bootable (writes kernels, entries, the BE's own kernel
 command line) and reports which BE boots next. Backends are chosen from an explicit
-registry (:data:`BACKENDS`), never discovered by import side effects.
+registry (``beadm.registry``), never discovered by import side effects.
 """
 
 from __future__ import annotations
@@ -63,6 +63,14 @@ class BootBackend(Protocol):
         """The BE's datasets are gone: remove its entries, free unshared kernel files."""
         ...
 
+    def check(self, bes: list[BeRef]) -> list[str]:
+        """Report drift (between ESPs, and between ESPs and ZFS), one line per problem."""
+        ...
+
+    def sync(self, bes: list[BeRef]) -> None:
+        """Repair what :meth:`check` reports: re-copy, re-write entries, collect garbage."""
+        ...
+
 
 class NoopBackend:
     """Does nothing and knows nothing: for hosts (or tests) where beadm manages datasets only.
@@ -93,9 +101,14 @@ class NoopBackend:
     def post_destroy(self, be: BeRef) -> None:
         return None
 
+    def check(self, bes: list[BeRef]) -> list[str]:
+        return []
+
+    def sync(self, bes: list[BeRef]) -> None:
+        return None
+
 
 BackendFactory = Callable[[Runner], BootBackend]
 
-#: name -> factory. The systemd-boot backend registers itself here (explicitly, in
-#: ``beadm.backends``), GRUB later.
-BACKENDS: dict[str, BackendFactory] = {"none": NoopBackend}
+# The registry of backends (name -> factory) lives in ``beadm.registry`` so that this
+# interface module imports no implementation.
