@@ -1,0 +1,257 @@
+"""The man page and the bash completion document exactly what the CLI parses.
+
+Walks the argparse parser of ``beadm.cli`` (every subcommand, alias and option)
+and checks it against ``man/beadm.8`` and ``completion/beadm``; checks the exit
+codes of ``beadm.errors`` against the man page's EXIT STATUS section. Adding a
+flag, a subcommand or an error class without documenting it fails here, and so
+does documenting one the code does not have.
+"""
+
+from __future__ import annotations
+
+import argparse
+import inspect
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from beadm import cli, errors
+
+ROOT = Path(__file__).resolve().parents[2]
+MAN = ROOT / "man" / "beadm.8"
+COMPLETION = ROOT / "completion" / "beadm"
+
+
+# --- the CLI, as argparse sees it ------------------------------------------
+
+
+@dataclass
+class Command:
+    name: str
+    aliases: set[str] = field(default_factory=set)
+    options: set[str] = field(default_factory=set)  # every option string, e.g. {"-H", "--json"}
+
+
+def _parser() -> argparse.ArgumentParser:
+    for attr in ("build_parser", "make_parser", "_build_parser", "parser"):
+        obj = getattr(cli, attr, None)
+        if isinstance(obj, argparse.ArgumentParser):
+            return obj
+        if callable(obj):
+            made = obj()
+            if isinstance(made, argparse.ArgumentParser):
+                return made
+    raise AssertionError("beadm.cli exposes no build_parser() returning an ArgumentParser")
+
+
+def _options(parser: argparse.ArgumentParser) -> set[str]:
+    return {s for action in parser._actions for s in action.option_strings}
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:  # type: ignore[type-arg]
+    found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    assert len(found) == 1, "beadm's parser should have exactly one set of subcommands"
+    return found[0]
+
+
+def _commands() -> tuple[set[str], dict[str, Command]]:
+    """Global options, and each subcommand (keyed by its main name) with its options."""
+    parser = _parser()
+    sub = _subparsers(parser)
+    # add_parser() enters a command's own name first, then its aliases.
+    by_parser: dict[int, Command] = {}
+    for name, p in sub.choices.items():
+        cmd = by_parser.get(id(p))
+        if cmd is None:
+            by_parser[id(p)] = Command(name=name, options=_options(p))
+        else:
+            cmd.aliases.add(name)
+    return _options(parser), {c.name: c for c in by_parser.values()}
+
+
+# --- the man page ------------------------------------------------------------
+
+
+def _plain(roff: str) -> str:
+    """Roff source to plain words: drop font escapes, unescape hyphens."""
+    text = re.sub(r"\\f[BIRP]|\\f\(..|\\&|\\%", "", roff)
+    return text.replace("\\-", "-").replace("\\(em", "-").replace("\\e", "\\")
+
+
+def _man() -> str:
+    return MAN.read_text(encoding="utf-8")
+
+
+def _sections(roff: str) -> dict[str, str]:
+    """Section name -> its roff source (up to the next .SH)."""
+    parts = re.split(r"^\.SH\s+(.*)$", roff, flags=re.MULTILINE)
+    return {parts[i].strip().strip('"'): parts[i + 1] for i in range(1, len(parts), 2)}
+
+
+def _command_entries(commands_section: str) -> dict[str, str]:
+    """COMMANDS section -> {command name: roff of its entry}.
+
+    An entry starts at a ``.TP`` whose tag line is ``.B <command> ...`` (not an
+    option) and runs to the next such tag.
+    """
+    lines = commands_section.splitlines()
+    entries: dict[str, list[str]] = {}
+    current: str | None = None
+    for i, line in enumerate(lines):
+        head = re.match(r"^\.B\s+([a-z][a-z0-9-]*)\b", line)
+        if head and i > 0 and lines[i - 1].strip() == ".TP":
+            current = head.group(1)
+            entries.setdefault(current, [])
+        if current is not None:
+            entries[current].append(line)
+    return {k: "\n".join(v) for k, v in entries.items()}
+
+
+def _mentions(text: str, word: str) -> bool:
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", text) is not None
+
+
+def _documented_options(entry_roff: str) -> set[str]:
+    """Options an entry documents as items: tag lines ``.B -x`` / ``.BI -x arg`` / ``.BR``."""
+    found: set[str] = set()
+    lines = entry_roff.splitlines()
+    for i, line in enumerate(lines):
+        if i > 0 and lines[i - 1].strip() == ".TP" and re.match(r"^\.B[IR]?\s", line):
+            found.update(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", _plain(line)))
+    return found
+
+
+# --- tests ---------------------------------------------------------------------
+
+
+def test_man_page_has_the_required_sections() -> None:
+    sections = _sections(_man())
+    for name in (
+        "NAME",
+        "SYNOPSIS",
+        "DESCRIPTION",
+        "GLOBAL OPTIONS",
+        "COMMANDS",
+        "EXIT STATUS",
+        "FILES",
+        "EXAMPLES",
+        "SEE ALSO",
+    ):
+        assert name in sections, f"man/beadm.8 lacks section {name}"
+
+
+def test_every_subcommand_has_a_man_entry_and_a_synopsis_line() -> None:
+    _, commands = _commands()
+    sections = _sections(_man())
+    entries = _command_entries(sections["COMMANDS"])
+    synopsis = _plain(sections["SYNOPSIS"])
+    for name, cmd in commands.items():
+        assert name in entries, f"subcommand {name!r} has no entry in COMMANDS of man/beadm.8"
+        assert _mentions(synopsis, name), f"subcommand {name!r} is not in the SYNOPSIS"
+        for alias in cmd.aliases:
+            assert _mentions(_plain(entries[name]), alias), (
+                f"alias {alias!r} of {name!r} is not mentioned in its man entry"
+            )
+
+
+def test_man_page_documents_no_subcommand_the_cli_lacks() -> None:
+    _, commands = _commands()
+    entries = _command_entries(_sections(_man())["COMMANDS"])
+    extra = set(entries) - set(commands)
+    assert not extra, f"man/beadm.8 documents subcommands the CLI does not have: {sorted(extra)}"
+
+
+def test_every_option_of_every_subcommand_is_in_its_man_entry() -> None:
+    _, commands = _commands()
+    entries = _command_entries(_sections(_man())["COMMANDS"])
+    for name, cmd in commands.items():
+        assert name in entries, f"subcommand {name!r} has no entry in COMMANDS of man/beadm.8"
+        text = _plain(entries[name])
+        for opt in sorted(cmd.options - {"-h", "--help"}):
+            assert _mentions(text, opt), f"option {opt} of 'beadm {name}' is not in its man entry"
+
+
+def test_man_page_documents_no_option_the_cli_lacks() -> None:
+    global_opts, commands = _commands()
+    sections = _sections(_man())
+    entries = _command_entries(sections["COMMANDS"])
+    for name, entry in entries.items():
+        if name not in commands:
+            continue  # reported by test_man_page_documents_no_subcommand_the_cli_lacks
+        extra = _documented_options(entry) - commands[name].options
+        assert not extra, f"man entry of 'beadm {name}' documents options it lacks: {extra}"
+    extra = _documented_options(sections["GLOBAL OPTIONS"]) - global_opts
+    assert not extra, f"GLOBAL OPTIONS documents options beadm lacks: {extra}"
+
+
+def test_every_global_option_is_in_global_options() -> None:
+    global_opts, _ = _commands()
+    text = _plain(_sections(_man())["GLOBAL OPTIONS"])
+    for opt in sorted(global_opts):
+        assert _mentions(text, opt), f"global option {opt} is not in GLOBAL OPTIONS"
+
+
+def _exit_codes() -> set[int]:
+    codes = {0}
+    for _, obj in inspect.getmembers(errors, inspect.isclass):
+        if issubclass(obj, errors.BeadmError):
+            codes.add(int(obj.exit_code))
+    return codes
+
+
+def _documented_exit_codes() -> set[int]:
+    section = _sections(_man())["EXIT STATUS"]
+    lines = section.splitlines()
+    return {
+        int(m.group(1))
+        for i, line in enumerate(lines)
+        if i > 0
+        and lines[i - 1].strip() == ".TP"
+        and (m := re.match(r"^\.B\s+(\d+)\s*$", line))
+    }
+
+
+def test_exit_status_lists_every_exit_code_and_no_other() -> None:
+    code, documented = _exit_codes(), _documented_exit_codes()
+    assert code - documented == set(), f"exit codes not in EXIT STATUS: {sorted(code - documented)}"
+    assert documented - code == set(), (
+        f"EXIT STATUS lists codes beadm.errors lacks: {sorted(documented - code)}"
+    )
+
+
+def test_completion_knows_every_subcommand_and_option() -> None:
+    script = COMPLETION.read_text(encoding="utf-8")
+    global_opts, commands = _commands()
+    for opt in sorted(global_opts):
+        assert _mentions(script, opt), f"completion/beadm lacks global option {opt}"
+    for name, cmd in commands.items():
+        for word in {name, *cmd.aliases}:
+            assert _mentions(script, word), f"completion/beadm lacks subcommand {word}"
+        # the options of a subcommand are listed on its case branch: `name) opts="..."`
+        branch = re.search(
+            rf"^\s*(?:[\w|-]*\|)?{re.escape(name)}(?:\|[\w|-]*)?\)\s*opts=\"([^\"]*)\"",
+            script,
+            flags=re.MULTILINE,
+        )
+        assert branch, f"completion/beadm has no opts=... branch for {name}"
+        listed = set(branch.group(1).split())
+        missing = cmd.options - listed
+        assert not missing, f"completion/beadm lacks options {sorted(missing)} of {name}"
+        extra = listed - cmd.options
+        assert not extra, f"completion/beadm offers options {sorted(extra)} that {name} lacks"
+
+
+def test_man_page_renders_without_warnings() -> None:
+    """groff, when present, renders the page without a warning."""
+    groff = shutil.which("groff")
+    if groff is None:
+        pytest.skip("groff is not installed")
+    result = subprocess.run(
+        [groff, "-ww", "-man", "-z", str(MAN)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "", result.stderr
