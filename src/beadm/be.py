@@ -1,0 +1,676 @@
+"""The BE library: what a BE is, where BEs live, and every lifecycle command with its rules.
+
+A BE is a direct child filesystem of the *BE root* (``rpool/ROOT``), together with its
+descendant datasets. The BE root is the parent of the dataset mounted at ``/`` unless the
+caller names it. Changing commands hold the lock, clean up what a killed ``create`` left
+behind (datasets and snapshots marked ``org.beadm:state=creating``), then do their work.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import logging
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from beadm import mounts as mnt
+from beadm.backend import BeRef, BootBackend, BootState
+from beadm.errors import (
+    ExistsError,
+    InvalidNameError,
+    NotFoundError,
+    RefusedError,
+    UnsupportedError,
+    UsageError,
+)
+from beadm.lock import Lock
+from beadm.names import MAX_DATASET_LEN, check_be_name, check_component, split_be_snapshot
+from beadm.runner import Runner
+from beadm.tree import SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
+from beadm.txn import UndoLog
+from beadm.zfs import PROP_DESCRIPTION, PROP_STATE, Dataset, PropValue, Zfs
+
+log = logging.getLogger(__name__)
+
+STATE_CREATING = "creating"
+MAX_DESCRIPTION_LEN = 1024
+
+#: Properties never copied to a clone: fixed at creation or inherited from the origin.
+_NOT_COPIED = frozenset(
+    {
+        "canmount",
+        "encryption",
+        "keyformat",
+        "keylocation",
+        "pbkdf2iters",
+        "casesensitivity",
+        "normalization",
+        "utf8only",
+        "volsize",
+        "volblocksize",
+        "origin",
+        PROP_STATE,
+        PROP_DESCRIPTION,
+    }
+)
+
+
+@dataclass(frozen=True)
+class BeInfo:
+    """One BE as ``list`` shows it."""
+
+    be: BootEnv
+    running: bool
+    next_boot: bool
+    once: bool
+    mounted_at: str | None  # where the BE root is mounted, if anywhere
+
+    @property
+    def active(self) -> str:
+        flags = ("N" if self.running else "") + ("R" if self.next_boot else "")
+        flags += "T" if self.once else ""
+        return flags or "-"
+
+
+@dataclass(frozen=True)
+class Listing:
+    root: str
+    pool: str
+    bootfs: str
+    state: BootState
+    bes: tuple[BeInfo, ...]
+
+
+class BeManager:
+    """Every BE operation. Dependencies are injected; nothing here prints or exits."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        backend: BootBackend,
+        *,
+        root: str | None = None,
+        mountinfo: Path = mnt.MOUNTINFO,
+        lock: Lock | None = None,
+        clock: Callable[[], dt.datetime] = dt.datetime.now,
+    ) -> None:
+        self.runner = runner
+        self.zfs = Zfs(runner)
+        self.backend = backend
+        self._root_override = root
+        self._mountinfo = mountinfo
+        self._lock = lock if lock is not None else Lock()
+        self._clock = clock
+        self._root: str | None = None
+
+    # -- where BEs live ------------------------------------------------------------------
+
+    def mounts(self) -> list[mnt.Mount]:
+        return mnt.read_mounts(self._mountinfo)
+
+    @property
+    def root(self) -> str:
+        """The BE root dataset (e.g. ``rpool/ROOT``)."""
+        if self._root is None:
+            if self._root_override is not None:
+                root = self._root_override.rstrip("/")
+                if not root or "@" in root or root.startswith("/"):
+                    raise UsageError(f"--root must be a dataset name, got {self._root_override!r}")
+                if not self.zfs.exists(root):
+                    raise NotFoundError(f"BE root {root} does not exist")
+            else:
+                top = mnt.root_dataset(self.mounts())
+                if top is None or "/" not in top:
+                    raise UnsupportedError(
+                        "/ is not a ZFS dataset below a BE root; use --root DATASET"
+                    )
+                root = top.rpartition("/")[0]
+            self._root = root
+        return self._root
+
+    @property
+    def pool(self) -> str:
+        return self.root.partition("/")[0]
+
+    def running_name(self) -> str | None:
+        """The BE mounted at ``/`` right now, if it lives under the BE root."""
+        top = mnt.root_dataset(self.mounts())
+        if top is not None and top.rpartition("/")[0] == self.root:
+            return top.rpartition("/")[2]
+        return None
+
+    def _tree(self) -> Tree:
+        return Tree(self.root, self.zfs.list_tree(self.root))
+
+    def _bootfs(self) -> str:
+        return self.zfs.pool_get(self.pool, "bootfs")
+
+    def _ref(self, be: BootEnv, running: str | None) -> BeRef:
+        return BeRef(be.name, be.dataset, be.description, be.name == running)
+
+    def _need(self, tree: Tree, name: str) -> BootEnv:
+        if not tree.has_be(name):
+            raise NotFoundError(f"BE {name} does not exist under {tree.root}")
+        return tree.be(name)
+
+    @contextmanager
+    def _changing(self) -> Iterator[Tree]:
+        """Hold the lock; yield the tree with stale half-created BEs removed."""
+        with self._lock:
+            yield self._cleanup_stale(self._tree())
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def listing(self) -> Listing:
+        """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``."""
+        tree = self._tree()
+        running = self.running_name()
+        bes = tree.bes()
+        state = self.backend.boot_state([self._ref(b, running) for b in bes])
+        bootfs = self._bootfs()
+        next_boot = state.next_boot
+        if next_boot is None and bootfs.rpartition("/")[0] == self.root:
+            next_boot = bootfs.rpartition("/")[2]
+        where = mnt.zfs_mounts(self.mounts())
+        infos = tuple(
+            BeInfo(
+                be=b,
+                running=b.name == running,
+                next_boot=b.name == next_boot,
+                once=b.name == state.once,
+                mounted_at=where[b.dataset][-1] if b.dataset in where else None,
+            )
+            for b in bes
+        )
+        return Listing(self.root, self.pool, bootfs, state, infos)
+
+    def check(self) -> list[str]:
+        tree = self._tree()
+        running = self.running_name()
+        return self.backend.check([self._ref(b, running) for b in tree.bes()])
+
+    # -- create ----------------------------------------------------------------------------
+
+    def create(
+        self,
+        name: str,
+        *,
+        source: str | None = None,
+        description: str = "",
+        props: list[str] | None = None,
+    ) -> BeRef | str:
+        """Create BE ``name`` (a clone of ``source``), or ``BE@snap`` (a snapshot).
+
+        Returns the new BE's :class:`BeRef`, or the snapshot's full name.
+        """
+        if "@" in name:
+            if source is not None or description or props:
+                raise UsageError("create BE@snapshot takes no -e, -d or -o")
+            return self.snapshot(name)
+        check_be_name(name)
+        if source is not None:
+            split_be_snapshot(source)
+        user_props = _parse_props(props or [])
+        _check_description(description)
+        with self._changing() as tree:
+            return self._create(tree, name, source, description, user_props)
+
+    def snapshot(self, spec: str) -> str:
+        """``create BE@snap``: a recursive snapshot of the BE's datasets."""
+        be_name, snap = split_be_snapshot(spec)
+        assert snap is not None
+        with self._changing() as tree:
+            be = self._need(tree, be_name)
+            full = f"{be.dataset}@{snap}"
+            if any(tree.snapshot(f"{d.name}@{snap}") for d in be.datasets):
+                raise ExistsError(f"snapshot {be_name}@{snap} already exists")
+            _check_len(max((f"{d.name}@{snap}" for d in be.datasets), key=len))
+            self.zfs.snapshot(full, recursive=True)
+            return full
+
+    def _source(self, tree: Tree, source: str | None) -> tuple[BootEnv, str | None]:
+        if source is None:
+            name = self.running_name()
+            if name is None:
+                bootfs = self._bootfs()
+                if bootfs.rpartition("/")[0] == self.root:
+                    name = bootfs.rpartition("/")[2]
+            if name is None or not tree.has_be(name):
+                raise UsageError(f"no running BE under {self.root}; name the source with -e")
+            return tree.be(name), None
+        be_name, snap = split_be_snapshot(source)
+        be = self._need(tree, be_name)
+        if snap is not None:
+            for d in be.datasets:
+                if tree.snapshot(f"{d.name}@{snap}") is None:
+                    if d is be.root:
+                        raise NotFoundError(f"snapshot {be_name}@{snap} does not exist")
+                    raise NotFoundError(
+                        f"snapshot {d.name}@{snap} does not exist: a BE snapshot must cover "
+                        "the BE's child datasets (beadm create BE@snap, or zfs snapshot -r)"
+                    )
+        return be, snap
+
+    def _new_snapname(self, tree: Tree, src: BootEnv) -> str:
+        base = SNAP_PREFIX + self._clock().strftime("%Y%m%d-%H%M%S")
+        snap, n = base, 0
+        while any(tree.snapshot(f"{d.name}@{snap}") for d in src.datasets):
+            n += 1
+            snap = f"{base}-{n}"
+        return snap
+
+    def _create(
+        self,
+        tree: Tree,
+        name: str,
+        source: str | None,
+        description: str,
+        user_props: list[tuple[str, str]],
+    ) -> BeRef:
+        target = tree.be_dataset(name)
+        if target in tree.fs:
+            raise ExistsError(f"BE {name} already exists")
+        src, snap = self._source(tree, source)
+        made_snapshot = snap is None
+        if snap is None:
+            snap = self._new_snapname(tree, src)
+        for d in src.datasets:
+            _check_len(target + d.name[len(src.dataset) :])
+            _check_len(f"{d.name}@{snap}")
+        local: dict[str, list[PropValue]] = {}
+        for pv in self.zfs.local_props(src.dataset):
+            local.setdefault(pv.dataset, []).append(pv)
+
+        undo = UndoLog()
+        try:
+            if made_snapshot:
+                self.zfs.snapshot(
+                    f"{src.dataset}@{snap}", recursive=True, props={PROP_STATE: STATE_CREATING}
+                )
+                undo.done(
+                    f"snapshot {src.dataset}@{snap}",
+                    lambda: self.zfs.destroy(f"{src.dataset}@{snap}", recursive=True),
+                )
+            clones: list[str] = []
+            for d in src.datasets:
+                clone = target + d.name[len(src.dataset) :]
+                is_root = d is src.root
+                opts = _clone_props(
+                    d,
+                    local.get(d.name, []),
+                    description=description if is_root else "",
+                    user=user_props if is_root else [],
+                )
+                self.zfs.clone(f"{d.name}@{snap}", clone, opts)
+                clones.append(clone)
+                undo.done(f"clone {clone}", functools.partial(self.zfs.destroy, clone))
+            ref = BeRef(name, target, description, False)
+            undo.done(f"boot entries of {name}", lambda: self.backend.post_destroy(ref))
+            self.backend.post_create(ref)
+            # Commit: clear the in-progress marks, the BE root's last.
+            if made_snapshot:
+                for d in src.datasets:
+                    self.zfs.inherit(f"{d.name}@{snap}", PROP_STATE)
+            for clone in reversed(clones):
+                self.zfs.inherit(clone, PROP_STATE)
+        except BaseException:
+            undo.rollback()
+            raise
+        return ref
+
+    # -- destroy ---------------------------------------------------------------------------
+
+    def destroy_check(self, spec: str) -> str:
+        """Validate a destroy without changing anything; return what would be destroyed."""
+        be_name, snap = split_be_snapshot(spec)
+        tree = self._tree()
+        be = self._need(tree, be_name)
+        if snap is not None:
+            self._snapshot_to_destroy(tree, be, snap)
+            return f"snapshot {be_name}@{snap}"
+        self._refuse_destroy(tree, be)
+        return f"BE {be_name} ({be.dataset} and {len(be.datasets) - 1} child datasets)"
+
+    def destroy(self, spec: str, *, origin: bool = False) -> None:
+        """Destroy a BE (promoting dependent clones first) or a BE snapshot."""
+        be_name, snap = split_be_snapshot(spec)
+        with self._changing() as tree:
+            be = self._need(tree, be_name)
+            if snap is not None:
+                full = self._snapshot_to_destroy(tree, be, snap)
+                self.zfs.destroy(full, recursive=True)
+                return
+            self._refuse_destroy(tree, be)
+            self._unmount_be(be, force=False)
+            self._destroy_be(tree, be, remove_origin=origin, beadm_only=False)
+
+    def _snapshot_to_destroy(self, tree: Tree, be: BootEnv, snap: str) -> str:
+        full = f"{be.dataset}@{snap}"
+        if tree.snapshot(full) is None:
+            raise NotFoundError(f"snapshot {be.name}@{snap} does not exist")
+        for d in be.datasets:
+            s = tree.snapshot(f"{d.name}@{snap}")
+            if s is not None and s.clones:
+                raise RefusedError(
+                    f"snapshot {s.name} has clones ({', '.join(s.clones)}); "
+                    "destroy or promote them first"
+                )
+        return full
+
+    def _refuse_destroy(self, tree: Tree, be: BootEnv) -> None:
+        running = self.running_name()
+        if be.name == running:
+            raise RefusedError(f"BE {be.name} is the running BE")
+        refs = [self._ref(b, running) for b in tree.bes()]
+        state = self.backend.boot_state(refs)
+        bootfs = self._bootfs()
+        if be.name in (state.next_boot, state.once) or bootfs == be.dataset:
+            raise RefusedError(f"BE {be.name} boots next; activate another BE first")
+
+    def _destroy_be(
+        self, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool
+    ) -> set[str]:
+        """Promote dependents, destroy the BE, then its origin snapshots. Returns what went."""
+        inside = {d.name for d in be.datasets}
+        promote: list[str] = []
+        origins: list[tuple[str, set[str]]] = []  # origin snapshot after promotions, its clones
+        for d in be.datasets:
+            last: tuple[str, Dataset] | None = None
+            for s in tree.snaps.get(d.name, []):
+                outside = sorted(c for c in s.clones if c not in inside)
+                if outside:
+                    # Oldest first: promoting the clone of an older snapshot leaves the
+                    # clones of younger ones depending on this dataset, so each promotion
+                    # stands (collect, then promote).
+                    promote.append(outside[0])
+                    last = (outside[0], s)
+            if last is not None:
+                pick, s = last
+                origins.append((f"{pick}@{s.snapname}", set(s.clones) - {pick}))
+            elif d.origin:
+                o = tree.snapshot(d.origin)
+                clones = set(o.clones) if o is not None else self._clones(d.origin)
+                origins.append((d.origin, clones - {d.name}))
+        for clone in promote:
+            log.info("promoting %s", clone)
+            self.zfs.promote(clone)
+        self.zfs.destroy(be.dataset, recursive=True)
+        gone = set(inside)
+        for snap, others in origins:
+            snapname = snap.partition("@")[2]
+            if others - inside:
+                continue
+            if remove_origin or is_beadm_snapshot(snapname):
+                self.zfs.destroy(snap)
+                gone.add(snap)
+            elif not beadm_only:
+                log.warning("kept origin snapshot %s (not made by beadm; -o removes it)", snap)
+        self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
+        return gone
+
+    def _clones(self, snapshot: str) -> set[str]:
+        value = self.zfs.get(snapshot, "clones")
+        return {c for c in value.split(",") if c}
+
+    # -- stale half-created BEs ----------------------------------------------------------
+
+    def _cleanup_stale(self, tree: Tree) -> Tree:
+        """Remove what a killed ``create`` left: BEs and snapshots marked creating."""
+        stale = [b for b in tree.bes() if b.root.state == STATE_CREATING]
+        stale_ds = {d.name for b in stale for d in b.datasets}
+        marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
+        marked_fs = [
+            d for d in tree.fs.values() if d.state == STATE_CREATING and d.name not in stale_ds
+        ]
+        if not (stale or marked_snaps or marked_fs):
+            return tree
+        gone: set[str] = set()
+        for be in stale:
+            log.warning("removing half-created BE %s", be.name)
+            self._unmount_be(be, force=True)
+            gone |= self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
+        for s in marked_snaps:
+            if s.name in gone or s.dataset in gone:
+                continue
+            if set(s.clones) - gone:
+                self.zfs.inherit(s.name, PROP_STATE)
+            else:
+                log.warning("removing half-created snapshot %s", s.name)
+                self.zfs.destroy(s.name)
+                gone.add(s.name)
+        for d in marked_fs:
+            self.zfs.inherit(d.name, PROP_STATE)
+        return tree.without(gone)
+
+    # -- rename ----------------------------------------------------------------------------
+
+    def rename(self, old: str, new: str) -> BeRef:
+        """Rename a BE's datasets (without remounting); refuses the running BE."""
+        check_be_name(old)
+        check_be_name(new)
+        with self._changing() as tree:
+            be = self._need(tree, old)
+            target = tree.be_dataset(new)
+            if target in tree.fs:
+                raise ExistsError(f"BE {new} already exists")
+            if old == self.running_name():
+                raise RefusedError(f"BE {old} is the running BE; renaming it is not supported")
+            for d in be.datasets:
+                _check_len(target + d.name[len(be.dataset) :])
+            for s in be.snapshots:
+                _check_len(target + s.name[len(be.dataset) :])
+            bootfs = self._bootfs()
+            self.zfs.rename(be.dataset, target)
+            if bootfs == be.dataset:
+                self.zfs.pool_set(self.pool, "bootfs", target)
+            new_ref = BeRef(new, target, be.description, False)
+            self.backend.post_rename(BeRef(old, be.dataset, be.description, False), new_ref)
+            return new_ref
+
+    # -- activate / init / sync -------------------------------------------------------------
+
+    def activate(self, name: str, *, temporary: bool = False) -> BeRef:
+        """Make ``name`` boot next (once with ``temporary``): bootfs, canmount, backend."""
+        check_be_name(name)
+        with self._changing() as tree:
+            be = self._need(tree, name)
+            running = self.running_name()
+            if not temporary and self._bootfs() != be.dataset:
+                self.zfs.pool_set(self.pool, "bootfs", be.dataset)
+            # BEs other than the booted one must not mount themselves over it.
+            for other in tree.bes():
+                if other.name == running:
+                    continue
+                for d in other.datasets:
+                    if d.canmount == "on":
+                        self.zfs.set(d.name, "canmount", "noauto")
+            ref = self._ref(be, running)
+            self.backend.activate(ref, temporary=temporary)
+            return ref
+
+    def init(self, name: str | None = None) -> BeRef:
+        """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""
+        with self._changing() as tree:
+            running = self.running_name()
+            if name is None:
+                if running is None:
+                    raise UsageError(f"no running BE under {self.root}; name the BE to adopt")
+                name = running
+            check_be_name(name)
+            be = self._need(tree, name)
+            ref = self._ref(be, running)
+            self.backend.init(ref)
+            return ref
+
+    def sync(self) -> None:
+        with self._changing() as tree:
+            running = self.running_name()
+            self.backend.sync([self._ref(b, running) for b in tree.bes()])
+
+    def migrate(self) -> None:
+        hook = getattr(self.backend, "migrate", None)
+        if hook is None or not callable(hook):
+            raise UnsupportedError(f"backend {self.backend.name} has nothing to migrate")
+        with self._changing() as tree:
+            running = self.running_name()
+            hook([self._ref(b, running) for b in tree.bes()])
+
+    # -- mount / umount ----------------------------------------------------------------------
+
+    def mount(self, name: str, directory: str | None = None) -> str:
+        """Mount a BE and its children at ``directory`` (a fresh private one if None)."""
+        check_be_name(name)
+        with self._changing() as tree:
+            be = self._need(tree, name)
+            if name == self.running_name():
+                raise RefusedError(f"BE {name} is the running BE, mounted at /")
+            where = mnt.zfs_mounts(self.mounts())
+            if be.dataset in where:
+                raise RefusedError(f"BE {name} is already mounted at {where[be.dataset][-1]}")
+            made_dir = False
+            if directory is None:
+                if self.runner.dry_run:
+                    directory = str(Path(tempfile.gettempdir()) / "beadm-XXXXXXXX")
+                else:
+                    directory = tempfile.mkdtemp(prefix="beadm-")
+                    made_dir = True
+            else:
+                path = Path(directory)
+                if not path.is_dir():
+                    raise NotFoundError(f"directory {directory} does not exist")
+                directory = str(path.resolve())
+            done: list[str] = []
+            try:
+                for d, rel in _mount_plan(be):
+                    target = directory + rel if rel else directory
+                    if rel and not self.runner.dry_run:
+                        Path(target).mkdir(parents=True, exist_ok=True)
+                    self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", d.name, target])
+                    done.append(target)
+            except BaseException:
+                for target in reversed(done):
+                    self.runner.run(["umount", target], check=False)
+                if made_dir:
+                    _rmdir(directory)
+                raise
+            return directory
+
+    def umount(self, target: str, *, force: bool = False) -> None:
+        """Unmount a BE (named, or by the directory it is mounted at), children first."""
+        with self._changing() as tree:
+            if "/" in target:
+                path = str(Path(target).resolve())
+                owner = [
+                    m.source for m in self.mounts() if m.fstype == "zfs" and m.mountpoint == path
+                ]
+                names = [n for n in tree.be_names() if tree.be_dataset(n) in owner]
+                if not names:
+                    raise NotFoundError(f"no BE is mounted at {path}")
+                be = tree.be(names[-1])
+            else:
+                check_be_name(target)
+                be = self._need(tree, target)
+            if be.name == self.running_name():
+                raise RefusedError(f"BE {be.name} is the running BE")
+            if not self._unmount_be(be, force=force):
+                raise NotFoundError(f"BE {be.name} is not mounted")
+
+    def _unmount_be(self, be: BootEnv, *, force: bool) -> bool:
+        """Unmount every mount of the BE's datasets, deepest first. False if none."""
+        inside = {d.name for d in be.datasets}
+        points = [m.mountpoint for m in self.mounts() if m.fstype == "zfs" and m.source in inside]
+        if not points:
+            return False
+        if "/" in points:
+            raise RefusedError(f"BE {be.name} is mounted at /")
+        top = [m.mountpoint for m in self.mounts() if m.fstype == "zfs" and m.source == be.dataset]
+        for p in sorted(points, key=lambda p: (p.count("/"), p), reverse=True):
+            self.runner.run(["umount", "-f", p] if force else ["umount", p])
+        for p in top:
+            parent = Path(p).parent
+            ours = Path(p).name.startswith("beadm-") and str(parent) == tempfile.gettempdir()
+            if ours and not self.runner.dry_run:
+                _rmdir(p)
+        return True
+
+
+def _rmdir(path: str) -> None:
+    try:
+        Path(path).rmdir()
+    except OSError as exc:
+        log.warning("could not remove %s: %s", path, exc.strerror)
+
+
+def _mount_plan(be: BootEnv) -> list[tuple[Dataset, str]]:
+    """(dataset, path relative to the mount directory), parents first."""
+    plan: list[tuple[Dataset, str]] = [(be.root, "")]
+    top = be.root.mountpoint
+    for d in be.datasets[1:]:
+        if d.canmount == "off" or d.mountpoint in ("", "none", "legacy"):
+            continue
+        mp = d.mountpoint
+        if top == "/" and mp.startswith("/") and mp != "/":
+            rel = mp
+        elif top not in ("", "none", "legacy") and mp.startswith(top.rstrip("/") + "/"):
+            rel = mp[len(top.rstrip("/")) :]
+        else:
+            rel = d.name[len(be.dataset) :]
+        plan.append((d, rel))
+    plan.sort(key=lambda p: (p[1].count("/"), p[1]))
+    return plan
+
+
+def _clone_props(
+    src: Dataset,
+    local: list[PropValue],
+    *,
+    description: str,
+    user: list[tuple[str, str]],
+) -> list[tuple[str, str]]:
+    """Properties for the clone of ``src``: local/received ones copied, then beadm's own."""
+    props: dict[str, str] = {}
+    for pv in local:
+        if pv.prop not in _NOT_COPIED and not pv.prop.startswith("org.beadm:"):
+            props[pv.prop] = pv.value
+    props["canmount"] = "off" if src.canmount == "off" else "noauto"
+    props[PROP_STATE] = STATE_CREATING
+    if description:
+        props[PROP_DESCRIPTION] = description
+    for k, v in user:
+        props[k] = v
+    return list(props.items())
+
+
+def _parse_props(props: list[str]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    for p in props:
+        key, sep, value = p.partition("=")
+        if not sep or not key or any(c in key for c in " \t\n=@/"):
+            raise UsageError(f"invalid -o {p!r}: expected property=value")
+        if key in (PROP_STATE, "origin"):
+            raise UsageError(f"property {key} cannot be set with -o")
+        if "\n" in value or "\t" in value:
+            raise UsageError(f"invalid -o {key}: value contains a tab or newline")
+        out.append((key, value))
+    return out
+
+
+def _check_description(description: str) -> None:
+    if len(description) > MAX_DESCRIPTION_LEN:
+        raise UsageError(f"description longer than {MAX_DESCRIPTION_LEN} characters")
+    if any(c in description for c in "\t\n\r"):
+        raise UsageError("description must be one line without tabs")
+
+
+def _check_len(name: str) -> None:
+    if len(name) > MAX_DATASET_LEN:
+        raise InvalidNameError(
+            f"dataset name {name[:40]}... would exceed {MAX_DATASET_LEN} characters"
+        )
+
+
+__all__ = ["BeInfo", "BeManager", "Listing", "check_component"]

@@ -1,0 +1,395 @@
+"""The ``beadm`` command line: parses arguments, calls :mod:`beadm.be`, prints results.
+
+It never runs ``zfs`` itself. Every error below it is a :class:`beadm.errors.BeadmError`,
+mapped here, in :func:`main`, to one line ``beadm: <message>`` on stderr and its exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn, TextIO
+
+from beadm import __version__
+from beadm.backend import BootBackend
+from beadm.be import BeInfo, BeManager, Listing
+from beadm.errors import BeadmError, RefusedError, UnsupportedError, UsageError
+from beadm.lock import LOCK_PATH, Lock
+from beadm.mounts import MOUNTINFO
+from beadm.registry import backends, make_backend
+from beadm.runner import Runner, SubprocessRunner
+from beadm.zfs import Dataset
+
+log = logging.getLogger("beadm")
+
+SORT_KEYS = ("date", "name", "space")
+
+LIST_JSON_SCHEMA = """\
+--json prints one object:
+  {"root": "rpool/ROOT", "pool": "rpool", "bootfs": "rpool/ROOT/pve-1",
+   "warnings": [str, ...],                  # from the boot backend
+   "bes": [{"name": str, "dataset": str,
+            "active": str,                  # "N", "R", "T" combined, or "-"
+            "running": bool, "next_boot": bool, "once": bool,
+            "mountpoint": str | null,       # where the BE is mounted now
+            "space": int,                   # bytes, snapshots included
+            "space_without_snapshots": int, # bytes
+            "created": int,                 # seconds since the epoch
+            "description": str,
+            "origin": str | null,           # origin snapshot of the BE root
+            "datasets": [{"name", "mountpoint", "canmount", "used", "created",
+                          "origin"}, ...],  # the BE root first
+            "snapshots": [{"name", "used", "created"}, ...]}, ...]}"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line through the error mapping, not exit(2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _examples(*lines: str) -> str:
+    return "example:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line (also walked by the docs tests)."""
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = _Parser(
+        prog="beadm",
+        description="Boot environments (BEs) for Proxmox VE hosts with a ZFS root.",
+        epilog=_examples(
+            "beadm create -d 'before upgrade' pve-2",
+            "beadm activate pve-2",
+            "beadm list",
+        )
+        + "\n\nexit status: 0 ok, 1 error, 2 usage, 3 not found, 4 exists, 5 refused,"
+        "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed",
+        formatter_class=fmt,
+    )
+    p.add_argument("-n", "--dry-run", action="store_true", help="print commands, change nothing")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
+    p.add_argument("--root", metavar="DATASET", help="BE root (default: parent of the / dataset)")
+    p.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", *backends()],
+        help="boot backend (default: auto: systemd-boot on proxmox-boot hosts, else none)",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def cmd(name: str, help_: str, example: str, aliases: Sequence[str] = ()) -> _Parser:
+        sp: _Parser = sub.add_parser(
+            name,
+            aliases=list(aliases),
+            help=help_,
+            description=help_,
+            epilog=_examples(example),
+            formatter_class=fmt,
+        )
+        return sp
+
+    sp = cmd("list", "list BEs (Active: N now, R next boot, T next boot only)", "beadm list -s")
+    sp.epilog = f"{sp.epilog}\n\n{LIST_JSON_SCHEMA}"
+    sp.add_argument("-a", dest="all", action="store_true", help="show datasets and snapshots")
+    sp.add_argument("-s", dest="snapshots", action="store_true", help="show snapshots")
+    sp.add_argument("-D", dest="nosnap", action="store_true", help="space without snapshots")
+    sp.add_argument("-H", dest="script", action="store_true", help="tab-separated, no header")
+    sp.add_argument("--json", action="store_true", help="JSON (schema below)")
+    sp.add_argument("-k", dest="sort", choices=SORT_KEYS, help="sort ascending (default date)")
+    sp.add_argument("-K", dest="rsort", choices=SORT_KEYS, help="sort descending")
+    sp.add_argument("name", nargs="?", metavar="NAME", help="list only this BE")
+
+    sp = cmd(
+        "create",
+        "create a BE (clone of the running BE, or of -e), or a BE snapshot NAME@snap",
+        "beadm create -e pve-1@before -d 'test kernel 6.8' pve-3",
+    )
+    sp.add_argument("-e", dest="source", metavar="BE|BE@snap", help="clone this BE or snapshot")
+    sp.add_argument("-d", dest="description", default="", metavar="DESCRIPTION")
+    sp.add_argument(
+        "-o", dest="props", action="append", default=[], metavar="property=value",
+        help="set a property on the new BE (repeatable)",
+    )  # fmt: skip
+    sp.add_argument("name", metavar="NAME|NAME@snap")
+
+    sp = cmd("destroy", "destroy a BE or a BE snapshot", "beadm destroy -F pve-old")
+    sp.add_argument("-F", dest="force", action="store_true", help="do not ask for confirmation")
+    sp.add_argument("-o", dest="origin", action="store_true", help="also destroy the origin")
+    sp.add_argument("name", metavar="NAME|NAME@snap")
+
+    sp = cmd("rename", "rename a BE (not the running one)", "beadm rename pve-2 pve-stable")
+    sp.add_argument("old", metavar="OLD")
+    sp.add_argument("new", metavar="NEW")
+
+    sp = cmd("mount", "mount a BE and its child datasets", "beadm mount pve-2 /mnt/pve-2")
+    sp.add_argument("name", metavar="NAME")
+    sp.add_argument("directory", nargs="?", metavar="DIR", help="default: a new directory")
+
+    sp = cmd("umount", "unmount a BE mounted by 'mount'", "beadm umount pve-2", ["unmount"])
+    sp.add_argument("-f", dest="force", action="store_true", help="force (umount -f)")
+    sp.add_argument("target", metavar="NAME|DIR")
+
+    sp = cmd("init", "adopt an existing dataset as a BE (default: the running one)", "beadm init")
+    sp.add_argument("name", nargs="?", metavar="NAME")
+
+    sp = cmd("activate", "make a BE boot next", "beadm activate -t pve-2")
+    sp.add_argument("-t", dest="temporary", action="store_true", help="next boot only")
+    sp.add_argument("name", metavar="NAME")
+
+    cmd("check", "report drift between ESPs and ZFS (exit 1 if any)", "beadm check")
+    cmd("sync", "repair what check reports", "beadm sync")
+    cmd("migrate", "convert boot files of older beadm versions", "beadm migrate")
+    cmd("version", "print the version", "beadm version")
+    return p
+
+
+@dataclass
+class Deps:
+    """What :func:`main` talks to; tests replace parts."""
+
+    make_runner: Callable[[bool], Runner] = field(default=lambda dry: SubprocessRunner(dry_run=dry))
+    make_backend: Callable[[str, Runner], BootBackend] = field(default=make_backend)
+    mountinfo: Path = MOUNTINFO
+    lock_path: Path = LOCK_PATH
+    lock_wait: float = 5.0
+    euid: Callable[[], int] = os.geteuid
+    stdin: TextIO | None = None
+    stdout: TextIO | None = None
+    stderr: TextIO | None = None
+
+
+def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
+    """Run beadm; return the exit status (errors mapped here, one line each)."""
+    deps = deps if deps is not None else Deps()
+    out = deps.stdout if deps.stdout is not None else sys.stdout
+    err = deps.stderr if deps.stderr is not None else sys.stderr
+    handler = logging.StreamHandler(err)
+    handler.setFormatter(logging.Formatter("beadm: %(message)s"))
+    root_log = logging.getLogger("beadm")
+    root_log.addHandler(handler)
+    root_log.propagate = False
+    try:
+        try:
+            args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+        except SystemExit as exc:  # --help
+            return exc.code if isinstance(exc.code, int) else 0
+        root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        return _dispatch(args, deps, out, err)
+    except BeadmError as exc:
+        print(f"beadm: {' '.join(exc.message.splitlines())}", file=err)
+        return exc.exit_code
+    except OSError as exc:
+        print(f"beadm: {exc}", file=err)
+        return 1
+    except KeyboardInterrupt:
+        print("beadm: interrupted", file=err)
+        return 130
+    finally:
+        root_log.removeHandler(handler)
+
+
+def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
+    if args.command == "version":
+        print(f"beadm {__version__}", file=out)
+        return 0
+    if deps.euid() != 0:
+        raise UnsupportedError("must be run as root")
+    runner = deps.make_runner(args.dry_run)
+    backend = deps.make_backend(args.backend, runner)
+    mgr = BeManager(
+        runner,
+        backend,
+        root=args.root,
+        mountinfo=deps.mountinfo,
+        lock=Lock(deps.lock_path, deps.lock_wait),
+    )
+    cmd = args.command
+    if cmd == "list":
+        _list(mgr, args, out, err)
+    elif cmd == "create":
+        made = mgr.create(
+            args.name, source=args.source, description=args.description, props=args.props
+        )
+        if args.verbose:
+            print(f"created {made if isinstance(made, str) else made.name}", file=err)
+    elif cmd == "destroy":
+        _destroy(mgr, args, deps, out)
+    elif cmd == "rename":
+        mgr.rename(args.old, args.new)
+    elif cmd == "mount":
+        print(mgr.mount(args.name, args.directory), file=out)
+    elif cmd in ("umount", "unmount"):
+        mgr.umount(args.target, force=args.force)
+    elif cmd == "init":
+        mgr.init(args.name)
+    elif cmd == "activate":
+        mgr.activate(args.name, temporary=args.temporary)
+    elif cmd == "check":
+        problems = mgr.check()
+        for line in problems:
+            print(line, file=out)
+        return 1 if problems else 0
+    elif cmd == "sync":
+        mgr.sync()
+    elif cmd == "migrate":
+        mgr.migrate()
+    return 0
+
+
+def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
+    what = mgr.destroy_check(args.name)
+    if not args.force and not mgr.runner.dry_run:
+        stdin = deps.stdin if deps.stdin is not None else sys.stdin
+        if not stdin.isatty():
+            raise RefusedError(f"not destroying {what} without confirmation: use -F")
+        print(f"Destroy {what}? [y/N] ", end="", file=out, flush=True)
+        answer = stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            raise RefusedError(f"{what} not destroyed")
+    mgr.destroy(args.name, origin=args.origin)
+
+
+# -- list output ----------------------------------------------------------------------
+
+
+def human(n: int) -> str:
+    """Bytes the way ``zfs list`` shows them (1024-based, three significant digits)."""
+    if n < 1024:
+        return f"{n}B"
+    value = float(n)
+    for unit in "KMGTPE":
+        value /= 1024
+        if value < 1024 or unit == "E":
+            break
+    if value < 10:
+        return f"{value:.2f}{unit}"
+    if value < 100:
+        return f"{value:.1f}{unit}"
+    return f"{value:.0f}{unit}"
+
+
+def _when(epoch: int) -> str:
+    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+
+
+def _sorted(infos: Sequence[BeInfo], key: str | None, reverse: bool) -> list[BeInfo]:
+    def k(i: BeInfo) -> tuple[Any, str]:
+        if key == "name":
+            return (i.be.name, i.be.name)
+        if key == "space":
+            return (i.be.space, i.be.name)
+        return (i.be.root.creation, i.be.name)
+
+    return sorted(infos, key=k, reverse=reverse)
+
+
+def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    if args.sort and args.rsort:
+        raise UsageError("list: -k and -K are exclusive")
+    if args.json and args.script:
+        raise UsageError("list: --json and -H are exclusive")
+    listing = mgr.listing()
+    infos = list(listing.bes)
+    if args.name is not None:
+        infos = [i for i in infos if i.be.name == args.name]
+        if not infos:
+            from beadm.errors import NotFoundError
+
+            raise NotFoundError(f"BE {args.name} does not exist under {listing.root}")
+    infos = _sorted(infos, args.rsort or args.sort, reverse=bool(args.rsort))
+    for w in listing.state.warnings:
+        print(f"beadm: warning: {w}", file=err)
+    if args.json:
+        json.dump(_json(listing, infos), out, indent=2)
+        out.write("\n")
+        return
+    rows: list[list[str]] = []
+    for i in infos:
+        space = i.be.space_without_snapshots if args.nosnap else i.be.space
+        rows.append(
+            [
+                i.be.name,
+                i.active,
+                i.mounted_at or "-",
+                human(space),
+                _when(i.be.root.creation),
+                i.be.description or "-",
+            ]
+        )
+        if args.all:
+            for d in i.be.datasets:
+                rows.append(_sub_row(d, args.nosnap))
+        if args.all or args.snapshots:
+            for s in i.be.snapshots:
+                rows.append(_sub_row(s, args.nosnap))
+    header = ["BE", "Active", "Mountpoint", "Space", "Created", "Description"]
+    if args.all or args.snapshots:
+        header[0] = "BE/Dataset/Snapshot"
+    _table(out, header, rows, script=args.script)
+
+
+def _sub_row(d: Dataset, nosnap: bool) -> list[str]:
+    space = d.used - d.usedbysnapshots if nosnap else d.used
+    where = d.mountpoint if (d.mounted and d.mountpoint) else "-"
+    return ["  " + d.name, "-", where, human(space), _when(d.creation), "-"]
+
+
+def _table(out: TextIO, header: list[str], rows: list[list[str]], *, script: bool) -> None:
+    if script:
+        for r in rows:
+            print("\t".join(c.strip() for c in r), file=out)
+        return
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
+    for r in [header, *rows]:
+        cells = [v.ljust(widths[c]) for c, v in enumerate(r)]
+        print("  ".join(cells).rstrip(), file=out)
+
+
+def _json(listing: Listing, infos: list[BeInfo]) -> dict[str, Any]:
+    return {
+        "root": listing.root,
+        "pool": listing.pool,
+        "bootfs": listing.bootfs or None,
+        "warnings": list(listing.state.warnings),
+        "bes": [
+            {
+                "name": i.be.name,
+                "dataset": i.be.dataset,
+                "active": i.active,
+                "running": i.running,
+                "next_boot": i.next_boot,
+                "once": i.once,
+                "mountpoint": i.mounted_at,
+                "space": i.be.space,
+                "space_without_snapshots": i.be.space_without_snapshots,
+                "created": i.be.root.creation,
+                "description": i.be.description,
+                "origin": i.be.root.origin or None,
+                "datasets": [
+                    {
+                        "name": d.name,
+                        "mountpoint": d.mountpoint,
+                        "canmount": d.canmount,
+                        "used": d.used,
+                        "created": d.creation,
+                        "origin": d.origin or None,
+                    }
+                    for d in i.be.datasets
+                ],
+                "snapshots": [
+                    {"name": s.name, "used": s.used, "created": s.creation} for s in i.be.snapshots
+                ],
+            }
+            for i in infos
+        ],
+    }

@@ -1,0 +1,56 @@
+"""BE and snapshot name validation.
+
+A BE name is one ZFS dataset component: letters, digits and ``-_.:``; not empty, not
+``.``/``..``, no leading ``-``, no trailing ``:`` (some loaders choke on it), at most
+:data:`MAX_NAME_LEN` characters. Names are literals everywhere: nothing here or elsewhere
+builds a regex, glob or sed script from a name.
+"""
+
+from __future__ import annotations
+
+from beadm.errors import InvalidNameError
+
+#: Longest BE or snapshot name accepted. The whole dataset name (pool/ROOT/NAME/child@snap)
+#: must also fit ZFS's 255-character limit; ``beadm.be`` checks that at create time.
+MAX_NAME_LEN = 100
+
+#: ZFS's limit for a whole dataset or snapshot name.
+MAX_DATASET_LEN = 255
+
+_ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+
+
+def check_component(name: str, what: str = "BE name") -> str:
+    """Return ``name`` if it is a valid BE (or snapshot) name, else raise InvalidNameError."""
+    shown = repr(name) if name else "''"
+    if not name:
+        raise InvalidNameError(f"invalid {what} {shown}: empty")
+    if len(name) > MAX_NAME_LEN:
+        raise InvalidNameError(f"invalid {what}: longer than {MAX_NAME_LEN} characters")
+    bad = sorted({c for c in name if c not in _ALLOWED})
+    if bad:
+        listed = " ".join(repr(c) for c in bad)
+        raise InvalidNameError(
+            f"invalid {what} {shown}: character {listed} not allowed "
+            "(use letters, digits, '-', '_', '.', ':')"
+        )
+    if name.startswith("-"):
+        raise InvalidNameError(f"invalid {what} {shown}: must not start with '-'")
+    if name.endswith(":"):
+        raise InvalidNameError(f"invalid {what} {shown}: must not end with ':'")
+    if name in (".", ".."):
+        raise InvalidNameError(f"invalid {what} {shown}")
+    return name
+
+
+def check_be_name(name: str) -> str:
+    """Validate a BE name (one dataset component)."""
+    return check_component(name, "BE name")
+
+
+def split_be_snapshot(spec: str) -> tuple[str, str | None]:
+    """Split ``BE`` or ``BE@snap`` into a validated (be, snap-or-None)."""
+    if "@" in spec:
+        be, _, snap = spec.partition("@")
+        return check_be_name(be), check_component(snap, "snapshot name")
+    return check_be_name(spec), None

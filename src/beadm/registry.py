@@ -1,0 +1,58 @@
+"""The explicit registry of bootloader backends (name -> factory) and the ``auto`` choice."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from beadm.backend import BackendFactory, BootBackend, NoopBackend
+from beadm.errors import UnsupportedError, UsageError
+from beadm.runner import Runner
+
+#: Files whose presence means the host boots through proxmox-boot-tool's ESPs.
+UUIDS_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")
+SDBOOT_MODULE = "beadm.sdboot.backend"
+
+
+def _systemd_boot(runner: Runner) -> BootBackend:
+    try:
+        from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise UnsupportedError("the systemd-boot backend is not available") from exc
+    backend: BootBackend = SystemdBootBackend(runner)
+    return backend
+
+
+def _none(runner: Runner) -> BootBackend:
+    return NoopBackend(runner)
+
+
+def backends() -> dict[str, BackendFactory]:
+    """Every backend by name (a fresh mapping each call: no module-level state)."""
+    return {"none": _none, "systemd-boot": _systemd_boot}
+
+
+def sdboot_available() -> bool:
+    try:
+        return importlib.util.find_spec(SDBOOT_MODULE) is not None
+    except ImportError:
+        return False
+
+
+def auto_name(etc_kernel: Path = Path("/etc/kernel")) -> str:
+    """``systemd-boot`` when a proxmox-boot uuids file exists (and the backend is there)."""
+    if any((etc_kernel / f).exists() for f in UUIDS_FILES) and sdboot_available():
+        return "systemd-boot"
+    return "none"
+
+
+def make_backend(
+    name: str, runner: Runner, *, etc_kernel: Path = Path("/etc/kernel")
+) -> BootBackend:
+    """The backend called ``name`` (or the ``auto`` choice), built with ``runner``."""
+    if name == "auto":
+        name = auto_name(etc_kernel)
+    table = backends()
+    if name not in table:
+        raise UsageError(f"unknown backend {name!r} (choose from auto, {', '.join(table)})")
+    return table[name](runner)

@@ -1,0 +1,204 @@
+"""A thin typed layer over the ``zfs`` and ``zpool`` commands. It knows nothing of BEs.
+
+Queries use ``-H -p`` (tab-separated, exact numbers) and run ``readonly`` so a dry run
+still sees the real state; changes go through the injected runner as argv lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from beadm.runner import Runner
+
+#: User-property namespace of beadm.
+PROP_DESCRIPTION = "org.beadm:description"
+PROP_STATE = "org.beadm:state"
+
+#: Columns of :meth:`Zfs.list_tree`, in order. The description is last so that a tab
+#: inside it cannot shift the other columns.
+LIST_COLUMNS: tuple[str, ...] = (
+    "name",
+    "type",
+    "used",
+    "usedbysnapshots",
+    "creation",
+    "createtxg",
+    "mountpoint",
+    "mounted",
+    "canmount",
+    "origin",
+    "clones",
+    PROP_STATE,
+    PROP_DESCRIPTION,
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One filesystem or snapshot as ``zfs list -H -p`` reports it ("-" becomes "" / 0)."""
+
+    name: str
+    type: str  # "filesystem" | "snapshot" | "volume"
+    used: int
+    usedbysnapshots: int
+    creation: int  # seconds since the epoch
+    createtxg: int
+    mountpoint: str  # "" for snapshots
+    mounted: bool
+    canmount: str  # "on" | "off" | "noauto" | "" (snapshots)
+    origin: str  # "" when not a clone
+    clones: tuple[str, ...]  # snapshots only
+    state: str  # org.beadm:state, "" when unset
+    description: str  # org.beadm:description, "" when unset
+
+    @property
+    def is_snapshot(self) -> bool:
+        return self.type == "snapshot"
+
+    @property
+    def dataset(self) -> str:
+        """For a snapshot, the dataset it belongs to; else the name itself."""
+        return self.name.partition("@")[0]
+
+    @property
+    def snapname(self) -> str:
+        """For a snapshot, the part after ``@``; else ""."""
+        return self.name.partition("@")[2]
+
+
+def _dash(value: str) -> str:
+    return "" if value == "-" else value
+
+
+def _int(value: str) -> int:
+    value = _dash(value)
+    return int(value) if value else 0
+
+
+def parse_list(text: str) -> list[Dataset]:
+    """Parse ``zfs list -H -p -o <LIST_COLUMNS>`` output."""
+    out: list[Dataset] = []
+    n = len(LIST_COLUMNS)
+    for line in text.splitlines():
+        if not line:
+            continue
+        f = line.split("\t", n - 1)
+        if len(f) != n:
+            raise ValueError(f"unexpected zfs list line: {line!r}")
+        clones = _dash(f[10])
+        out.append(
+            Dataset(
+                name=f[0],
+                type=f[1],
+                used=_int(f[2]),
+                usedbysnapshots=_int(f[3]),
+                creation=_int(f[4]),
+                createtxg=_int(f[5]),
+                mountpoint=_dash(f[6]),
+                mounted=f[7] == "yes",
+                canmount=_dash(f[8]),
+                origin=_dash(f[9]),
+                clones=tuple(c for c in clones.split(",") if c),
+                state=_dash(f[11]),
+                description=_dash(f[12]),
+            )
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class PropValue:
+    """One line of ``zfs get -H -p -o name,property,value,source``."""
+
+    dataset: str
+    prop: str
+    value: str
+    source: str  # "local", "received", "default", "inherited from X", "-"
+
+
+def parse_get(text: str) -> list[PropValue]:
+    """Parse ``zfs get -H -p -o name,property,value,source`` output."""
+    out: list[PropValue] = []
+    for line in text.splitlines():
+        if not line:
+            continue
+        name, prop, rest = line.split("\t", 2)
+        value, _, source = rest.rpartition("\t")
+        out.append(PropValue(name, prop, value, source))
+    return out
+
+
+class Zfs:
+    """ZFS commands through a :class:`beadm.runner.Runner`."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    # -- queries (readonly) ------------------------------------------------------------
+
+    def list_tree(self, root: str) -> list[Dataset]:
+        """Every filesystem and snapshot at or below ``root``: one ``zfs list`` call."""
+        argv = ["zfs", "list", "-H", "-p", "-t", "filesystem,snapshot"]
+        argv += ["-o", ",".join(LIST_COLUMNS), "-r", root]
+        return parse_list(self.runner.run(argv, readonly=True).stdout)
+
+    def exists(self, name: str) -> bool:
+        res = self.runner.run(["zfs", "list", "-H", "-o", "name", name], readonly=True, check=False)
+        return res.returncode == 0
+
+    def local_props(self, root: str) -> list[PropValue]:
+        """Properties set locally or received, on ``root`` and its descendants."""
+        argv = ["zfs", "get", "-H", "-p", "-o", "name,property,value,source"]
+        argv += ["-s", "local,received", "-t", "filesystem", "-r", "all", root]
+        return parse_get(self.runner.run(argv, readonly=True).stdout)
+
+    def get(self, name: str, prop: str) -> str:
+        argv = ["zfs", "get", "-H", "-p", "-o", "value", prop, name]
+        return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
+
+    def pool_get(self, pool: str, prop: str) -> str:
+        argv = ["zpool", "get", "-H", "-p", "-o", "value", prop, pool]
+        return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
+
+    # -- changes -----------------------------------------------------------------------
+
+    def snapshot(
+        self, name: str, *, recursive: bool, props: Mapping[str, str] | None = None
+    ) -> None:
+        argv = ["zfs", "snapshot"]
+        if recursive:
+            argv.append("-r")
+        argv += _opts((props or {}).items())
+        self.runner.run([*argv, name])
+
+    def clone(self, snapshot: str, target: str, props: Sequence[tuple[str, str]]) -> None:
+        self.runner.run(["zfs", "clone", *_opts(props), snapshot, target])
+
+    def set(self, name: str, prop: str, value: str) -> None:
+        self.runner.run(["zfs", "set", f"{prop}={value}", name])
+
+    def inherit(self, name: str, prop: str) -> None:
+        self.runner.run(["zfs", "inherit", prop, name])
+
+    def promote(self, name: str) -> None:
+        self.runner.run(["zfs", "promote", name])
+
+    def rename(self, old: str, new: str) -> None:
+        self.runner.run(["zfs", "rename", "-u", old, new])
+
+    def destroy(self, name: str, *, recursive: bool = False) -> None:
+        argv = ["zfs", "destroy"]
+        if recursive:
+            argv.append("-r")
+        self.runner.run([*argv, name])
+
+    def pool_set(self, pool: str, prop: str, value: str) -> None:
+        self.runner.run(["zpool", "set", f"{prop}={value}", pool])
+
+
+def _opts(props: Iterable[tuple[str, str]]) -> list[str]:
+    argv: list[str] = []
+    for k, v in props:
+        argv += ["-o", f"{k}={v}"]
+    return argv
