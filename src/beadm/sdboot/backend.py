@@ -1,0 +1,463 @@
+"""The systemd-boot backend: :class:`SystemdBootBackend` implements ``BootBackend``.
+
+How the next boot is chosen and kept (see also ``docs`` in the package doc):
+
+* **Record.** The activated BE is recorded as the ZFS user property ``org.beadm:next``
+  on the BE root container (e.g. ``rpool/ROOT``): it survives ESP rewrites and ESP
+  loss, and the hooks re-assert it with ``beadm sync``.
+* **activate NAME.** The BE's entries are written on every ESP first; then the EFI
+  variable ``LoaderEntryDefault`` is set to the exact id of its newest entry (exact, so
+  loaders before v250 take it too and ``pve`` never matches ``pve-2``); then every
+  ``loader.conf`` gets ``default <that id>``; then the record. If the firmware refuses
+  the EFI write, a stale ``LoaderEntryDefault`` is deleted (it would outrank
+  ``loader.conf``) and ``loader.conf`` alone carries the choice; Proxmox's tools may
+  overwrite it, the ``zzz-beadm`` hooks re-assert it, and :meth:`boot_state` warns when
+  it stands overwritten.
+* **activate -t NAME.** ``LoaderEntryOneShot`` = the exact id of NAME's newest entry.
+  The loader deletes the variable when it reads it, so the boot after (also after a
+  failed boot) falls back to the default. There is no ``loader.conf`` fallback for -t:
+  boot counting (``+1`` suffixes) only changes on the ESP that booted, the loader's ids
+  include the counter and a glob default defeats it (lab.md), so a counted entry would
+  leave the ESPs disagreeing and need a later cleanup that Proxmox's tools never do.
+  When the firmware refuses the write, -t fails with a clear error and changes nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from beadm.backend import BeRef, BootState
+from beadm.errors import BeadmError, BootError
+from beadm.runner import Runner
+from beadm.sdboot import cmdline as cmd
+from beadm.sdboot import entries as ent
+from beadm.sdboot import hooks, kernels, resolve
+from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
+from beadm.sdboot.host import Esp, Host, Session, SystemHost
+from beadm.sdboot.store import EspStore, file_digest, store_name
+
+RECORD = "org.beadm:next"
+PROXMOX_DEFAULT = "proxmox-*"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a BE needs on every ESP: its entries (file name -> content, newest first)."""
+
+    be: BeRef
+    options: str
+    kernels: tuple[kernels.Kernel, ...]
+
+    @property
+    def default_id(self) -> str:
+        return ent.entry_filename(self.be.name, self.kernels[0].kver)
+
+    def fnames(self) -> list[str]:
+        return [ent.entry_filename(self.be.name, k.kver) for k in self.kernels]
+
+
+def _container(be: BeRef) -> str:
+    return be.dataset.rsplit("/", 1)[0]
+
+
+def _belongs(fname: str, e: ent.Entry, name: str, names: list[str]) -> bool:
+    """Is the beadm entry ``fname`` BE ``name``'s (by its tag, else by its id)?"""
+    if e.be:
+        return e.be == name
+    return ent.be_of_id(fname, names) == name
+
+
+class SystemdBootBackend:
+    """BEs booted by systemd-boot from every ESP in ``/etc/kernel/proxmox-boot-uuids``."""
+
+    name = "systemd-boot"
+
+    def __init__(self, runner: Runner, *, host: Host | None = None,
+                 out: TextIO | None = None) -> None:
+        self._runner = runner
+        self._out = out if out is not None else sys.stdout
+        self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
+        self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
+
+    # -- the record ----------------------------------------------------------------
+    def _get_record(self, container: str) -> str | None:
+        try:
+            r = self._runner.run(["zfs", "get", "-H", "-p", "-o", "value", RECORD, container],
+                                 readonly=True)
+        except BeadmError:
+            return None
+        value = r.stdout.strip()
+        return value if value and value != "-" else None
+
+    def _set_record(self, container: str, name: str | None) -> None:
+        if name is None:
+            self._runner.run(["zfs", "inherit", RECORD, container])
+        elif self._get_record(container) != name:
+            self._runner.run(["zfs", "set", f"{RECORD}={name}", container])
+
+    # -- building blocks -----------------------------------------------------------
+    def _plan(self, s: Session, be: BeRef, *, prepare: bool) -> Plan:
+        """Read BE ``be``'s kernels and command line (``prepare``: also write its cmdline
+        and hooks, which needs it mounted read-write)."""
+        root = s.be_root(be, writable=prepare)
+        fallback = self.host.proc_cmdline() if be.running else None
+        options = cmd.wanted(root, be.name, be.dataset, fallback)
+        if prepare:
+            self._write_cmdline(root, options)
+            hooks.install(root, dry_run=self._runner.dry_run, out=self._out)
+        keep = self.host.running_kernel() if be.running else None
+        found = kernels.find(root / "boot", keep=keep)
+        if not found:
+            raise BootError(f"BE {be.name} has no kernel with an initrd in its /boot")
+        return Plan(be, options, tuple(found))
+
+    def _write_cmdline(self, root: Path, options: str) -> None:
+        path = root / cmd.CMDLINE
+        if cmd.first_line(path) == options:
+            return
+        if self._runner.dry_run:
+            print(f"would write {path}: {options}", file=self._out)
+            return
+        try:
+            rest = path.read_text(encoding="utf-8").splitlines()[1:]
+        except FileNotFoundError:
+            rest = []
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(".cmdline.beadm-tmp")
+        tmp.write_text("\n".join([options, *rest]) + "\n", encoding="utf-8")
+        tmp.replace(path)
+
+    def _entry(self, esp: EspStore, plan: Plan, k: kernels.Kernel) -> ent.Entry:
+        linux = esp.put_file(k.vmlinuz, f"vmlinuz-{k.kver}")
+        initrd = esp.put_file(k.initrd, f"initrd.img-{k.kver}")
+        return ent.Entry(
+            title=ent.title_for(plan.be.name, plan.be.description, k.kver),
+            version=k.kver, options=plan.options, linux=linux, initrd=(initrd,),
+            be=plan.be.name)
+
+    def _install(self, esp: EspStore, plan: Plan, *, replacing: str | None = None) -> None:
+        """Files first, then the entries naming them (stale entries stay until pruned)."""
+        existing = esp.beadm_entries()
+        for k in plan.kernels:
+            fname = ent.entry_filename(plan.be.name, k.kver)
+            other = existing.get(fname)
+            if other and other.be and other.be not in (plan.be.name, replacing):
+                raise BootError(
+                    f"BE names {other.be!r} and {plan.be.name!r} differ only in case: "
+                    "systemd-boot lowercases entry ids and cannot tell them apart")
+            esp.write_entry(fname, self._entry(esp, plan, k))
+
+    def _prune(self, esp: EspStore, name: str, keep: list[str], names: list[str]) -> None:
+        for fname, e in esp.beadm_entries().items():
+            if fname not in keep and _belongs(fname, e, name, names):
+                esp.remove_entry(fname)
+
+    def _each(self, esps: list[Esp], errors: list[str], step: str,
+              fn: Callable[[EspStore], object]) -> list[Esp]:
+        """Run ``fn`` on every available ESP; collect failures, return the ESPs that took it."""
+        done = []
+        for esp in esps:
+            if esp.store is None:
+                continue
+            try:
+                fn(esp.store)
+            except BootError as exc:
+                errors.append(exc.message)
+                esp.store = None  # leave this ESP alone for the rest of the command
+                continue
+            except OSError as exc:
+                errors.append(f"ESP {esp.uuid}: {step}: {exc}")
+                esp.store = None
+                continue
+            done.append(esp)
+        return done
+
+    @staticmethod
+    def _raise(esps: list[Esp], errors: list[str]) -> None:
+        missing = [e.error for e in esps if e.error]
+        problems = [m for m in missing if m] + errors
+        if problems:
+            raise BootError("; ".join(problems))
+
+    def _set_efi(self, var: str, value: str | None) -> bool:
+        """Set (or with None delete) a loader variable; False when refused."""
+        efi = self.host.efivars
+        try:
+            if value is None:
+                efi.delete(var)
+            elif efi.get(var) != value:
+                efi.set(var, value)
+        except EfiRefused as exc:
+            self.warnings.append(f"EFI variable {var} not written ({exc.strerror}): "
+                                 "loader.conf carries the choice")
+            return False
+        return True
+
+    def _assert_default(self, esps: list[Esp], errors: list[str], target: str) -> None:
+        """The default last: EFI variable (or its removal if refused), then loader.conf."""
+        if self.host.efivars.available() and not self._set_efi(DEFAULT, target):
+            current = self.host.efivars.get(DEFAULT)
+            if current is not None and current != target and not self._set_efi(DEFAULT, None):
+                errors.append(f"EFI variable {DEFAULT}={current} can be neither changed nor "
+                              "removed and outranks loader.conf")
+        self._each(esps, errors, "loader.conf", lambda st: st.set_loader_default(target))
+
+    def _gc(self, esps: list[Esp], errors: list[str]) -> None:
+        self._each(esps, errors, "garbage collection", lambda st: st.gc())
+
+    # -- the protocol --------------------------------------------------------------
+    def init(self, be: BeRef) -> None:
+        self._make_bootable(be)
+
+    def post_create(self, be: BeRef) -> None:
+        self._make_bootable(be)
+
+    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
+        self.warnings = []
+        with self.host.session() as s:
+            plan = self._plan(s, be, prepare=True)
+            esps = s.esps()
+            errors: list[str] = []
+            old = replacing.name if replacing else None
+            self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
+            if replacing is not None:
+                self._follow_rename(esps, errors, replacing, plan)
+            names = [be.name] + ([replacing.name] if replacing else [])
+            self._each(esps, errors, "prune",
+                       lambda st: self._prune(st, be.name, plan.fnames(), names))
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
+    def activate(self, be: BeRef, *, temporary: bool) -> None:
+        self.warnings = []
+        with self.host.session() as s:
+            plan = self._plan(s, be, prepare=False)
+            esps = s.esps()
+            errors: list[str] = []
+            ok = self._each(esps, errors, "entries", lambda st: self._install(st, plan))
+            if not ok:
+                self._raise(esps, errors)
+            if temporary:
+                efi = self.host.efivars
+                try:
+                    efi.set(ONESHOT, plan.default_id)
+                except EfiRefused as exc:
+                    raise BootError(
+                        f"activate -t needs the EFI variable {ONESHOT}, and it could not be "
+                        f"written ({exc.strerror}); use 'activate' without -t") from exc
+            else:
+                if self.host.efivars.get(ONESHOT) is not None:
+                    self._set_efi(ONESHOT, None)  # a pending once-boot is overridden
+                self._assert_default(esps, errors, plan.default_id)
+                self._set_record(_container(be), be.name)
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
+    def post_rename(self, old: BeRef, new: BeRef) -> None:
+        self._make_bootable(new, replacing=old)
+
+    def _follow_rename(self, esps: list[Esp], errors: list[str], old: BeRef,
+                       plan: Plan) -> None:
+        """Point every default that named ``old`` at ``plan``'s BE, then drop old's entries."""
+        efi = self.host.efivars
+        names = [old.name, plan.be.name]
+        for var in (ONESHOT, DEFAULT):
+            cur = efi.get(var)
+            if cur and ent.be_of_id(cur, names) == old.name and cur not in plan.fnames():
+                self._set_efi(var, plan.default_id)
+        for esp in esps:
+            st = esp.store
+            if st is None:
+                continue
+            d = st.loader_default()
+            if d and ent.be_of_id(d, names) == old.name and d not in plan.fnames():
+                self._each([esp], errors, "loader.conf",
+                           lambda x: x.set_loader_default(plan.default_id))
+        if self._get_record(_container(old)) == old.name:
+            self._set_record(_container(old), plan.be.name)
+        self._each(esps, errors, "prune", lambda st: self._prune(st, old.name, [], names))
+
+    def post_destroy(self, be: BeRef) -> None:
+        self.warnings = []
+        efi = self.host.efivars
+        for var in (ONESHOT, DEFAULT):
+            cur = efi.get(var)
+            if cur and ent.be_of_id(cur, [be.name]) == be.name:
+                self._set_efi(var, None)
+        if self._get_record(_container(be)) == be.name:
+            self._set_record(_container(be), None)
+        with self.host.session() as s:
+            esps = s.esps()
+            errors: list[str] = []
+
+            def drop(st: EspStore) -> None:
+                d = st.loader_default()
+                if d and ent.be_of_id(d, [be.name]) == be.name:
+                    st.set_loader_default(PROXMOX_DEFAULT)
+                self._prune(st, be.name, [], [be.name])
+
+            self._each(esps, errors, "remove entries", drop)
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
+    def sync(self, bes: list[BeRef]) -> None:
+        self.warnings = []
+        with self.host.session() as s:
+            errors: list[str] = []
+            plans: dict[str, Plan] = {}
+            for be in bes:
+                try:
+                    plans[be.name] = self._plan(s, be, prepare=False)
+                except BootError as exc:
+                    errors.append(exc.message)
+            esps = s.esps()
+            names = [b.name for b in bes]
+            for plan in plans.values():
+                self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
+            record = self._get_record(_container(bes[0])) if bes else None
+            if record in plans:
+                self._assert_default(esps, errors, plans[record].default_id)
+            self._each(esps, errors, "prune", functools.partial(_prune_all, plans=plans,
+                                                                  names=names))
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
+    def check(self, bes: list[BeRef]) -> list[str]:
+        problems: list[str] = []
+        with self.host.session() as s:
+            plans: dict[str, Plan] = {}
+            for be in bes:
+                try:
+                    plan = self._plan(s, be, prepare=False)
+                except BootError as exc:
+                    problems.append(exc.message)
+                    continue
+                plans[be.name] = plan
+                current = cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE)
+                if current != plan.options:
+                    problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
+                                    f"should be {plan.options!r}")
+            esps = s.esps()
+            names = [b.name for b in bes]
+            record = self._get_record(_container(bes[0])) if bes else None
+            for esp in esps:
+                if esp.store is None:
+                    problems.append(esp.error or f"ESP {esp.uuid} is missing")
+                    continue
+                problems += self._check_esp(esp.store, plans, names, record)
+            if record in plans and self.host.efivars.available():
+                cur = self.host.efivars.get(DEFAULT)
+                if cur is not None and cur != plans[record].default_id:
+                    problems.append(f"EFI {DEFAULT} is {cur}, beadm activated {record}")
+        return problems
+
+    def _check_esp(self, st: EspStore, plans: dict[str, Plan], names: list[str],
+                   record: str | None) -> list[str]:
+        where = f"ESP {st.uuid}"
+        out: list[str] = []
+        have = st.beadm_entries()
+        for plan in plans.values():
+            for k in plan.kernels:
+                fname = ent.entry_filename(plan.be.name, k.kver)
+                e = have.get(fname)
+                want = ent.Entry(
+                    title=ent.title_for(plan.be.name, plan.be.description, k.kver),
+                    version=k.kver, options=plan.options,
+                    linux="/beadm/" + _sname(k.vmlinuz, f"vmlinuz-{k.kver}"),
+                    initrd=("/beadm/" + _sname(k.initrd, f"initrd.img-{k.kver}"),),
+                    be=plan.be.name)
+                if e is None:
+                    out.append(f"{where}: entry {fname} is missing")
+                elif e != want:
+                    out.append(f"{where}: entry {fname} is out of date")
+        for fname, e in have.items():
+            owner = e.be or ent.be_of_id(fname, names)
+            if owner not in names:
+                out.append(f"{where}: entry {fname} belongs to no BE")
+            elif owner in plans and fname not in plans[owner].fnames():
+                out.append(f"{where}: entry {fname} names a kernel BE {owner} no longer has")
+            for rel in e.store_paths():
+                if not st.has(rel):
+                    out.append(f"{where}: entry {fname} names missing file /{rel}")
+        referenced = {p for e in st.entry_files().values() for p in e.store_paths()}
+        for name in st.store_files():
+            if f"{ent.STORE_DIR}/{name}" not in referenced:
+                out.append(f"{where}: /{ent.STORE_DIR}/{name} is referenced by no entry")
+        if record in plans:
+            target = plans[record].default_id
+            d = st.loader_default()
+            if d != target:
+                out.append(f"{where}: loader.conf default is {d!r}, beadm activated "
+                           f"{record} ({target})")
+        return out
+
+    def boot_state(self, bes: list[BeRef]) -> BootState:
+        names = [b.name for b in bes]
+        efi = self.host.efivars
+        oneshot = efi.get(ONESHOT) if efi.available() else None
+        default = efi.get(DEFAULT) if efi.available() else None
+        once = ent.be_of_id(oneshot, names) if oneshot else None
+        if default and default != "@saved":
+            nxt = ent.be_of_id(default, names)
+            if nxt is not None:
+                return BootState(next_boot=nxt, once=once)
+        # LoaderEntryDefault does not decide: read loader.conf (the ESPs must be mounted)
+        warnings: list[str] = []
+        by_ds = {b.dataset: b.name for b in bes}
+        picks: dict[str, str | None] = {}
+        once_pick: str | None = None
+        with self.host.session() as s:
+            for esp in s.esps():
+                st = esp.store
+                if st is None:
+                    warnings.append(esp.error or f"ESP {esp.uuid} is missing")
+                    continue
+                found = st.entry_files()
+                eid = resolve.pick(st.root, found, oneshot=None, efi_default=default,
+                                   conf_default=st.loader_default())
+                picks[st.uuid] = self._owner(eid, found, by_ds, names)
+                if oneshot and once is None:
+                    oid = resolve.pick(st.root, found, oneshot=oneshot, efi_default=None,
+                                       conf_default=None)
+                    once_pick = self._owner(oid, found, by_ds, names)
+        values = [v for v in picks.values()]
+        nxt = values[0] if values else None
+        if len(set(values)) > 1:
+            warnings.append("ESPs disagree on the next boot: " + ", ".join(
+                f"{u}: {v or '?'}" for u, v in picks.items()) + " (run 'beadm sync')")
+        record = self._get_record(_container(bes[0])) if bes else None
+        if record is not None and record in names and nxt != record:
+            warnings.append(
+                f"beadm activated {record}, but loader.conf now boots {nxt or 'no BE'} "
+                "(overwritten by proxmox-boot-tool?): run 'beadm activate "
+                f"{record}' or 'beadm sync'")
+        return BootState(next_boot=nxt, once=once or once_pick, warnings=tuple(warnings))
+
+    @staticmethod
+    def _owner(eid: str | None, found: dict[str, ent.Entry], by_ds: dict[str, str],
+               names: list[str]) -> str | None:
+        if eid is None:
+            return None
+        e = next((v for k, v in found.items() if k.lower() == eid), None)
+        if e is not None:
+            ds = e.root_dataset()
+            if ds in by_ds:
+                return by_ds[ds]
+        return ent.be_of_id(eid, names)
+
+
+def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> None:
+    """Remove entries of BEs that no longer exist and of kernels their BE no longer has."""
+    for fname, e in st.beadm_entries().items():
+        owner = e.be or ent.be_of_id(fname, names)
+        if owner not in names or (owner in plans and fname not in plans[owner].fnames()):
+            st.remove_entry(fname)
+
+
+def _sname(path: Path, basename: str) -> str:
+    return store_name(file_digest(path), basename)

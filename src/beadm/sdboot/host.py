@@ -1,0 +1,282 @@
+"""Access to the machine: ESP list, mounting ESPs and BEs, EFI variables.
+
+One :class:`Session` per backend call (one beadm command): each ESP is mounted at most
+once, lazily, and every mount is undone when the session closes, also on error.
+
+Decision on the mount namespace: the process itself enters a private mount namespace
+(``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rprivate /``) for the
+session only, and returns to the original namespace with ``setns`` on a saved
+``/proc/self/ns/mnt`` descriptor when the session closes. No re-exec is needed, child
+processes (``mount``) inherit the namespace, nothing beadm mounts there is visible to
+other processes, and if beadm is killed the namespace, with every mount in it, dies with
+the process: an ESP is never left mounted for ``proxmox-boot-tool`` to trip on. The
+namespace is entered only when something must be mounted (``list`` usually does not).
+
+:class:`DirHost` is the same interface over plain directories, for tests and benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol, TextIO
+
+from beadm.backend import BeRef
+from beadm.errors import BeadmError, BootError, UnsupportedError
+from beadm.runner import Runner
+from beadm.sdboot.efivars import EFIVARS, EfiVars
+from beadm.sdboot.store import EspStore
+
+UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
+CLONE_NEWNS = 0x00020000
+
+
+def read_uuids(etc_kernel: Path) -> list[str]:
+    """ESP volume ids from the first uuids file that exists (sorted, unique)."""
+    for name in UUID_FILES:
+        path = etc_kernel / name
+        if path.is_file():
+            ids = {ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()}
+            return sorted(i for i in ids if i and not i.startswith("#"))
+    raise BootError(
+        f"no ESP list: neither {etc_kernel}/{UUID_FILES[0]} nor {UUID_FILES[1]} exists "
+        "(is this a proxmox-boot-tool managed host?)")
+
+
+@dataclass
+class Esp:
+    """One ESP of the list: its store when mounted, else why it is not available."""
+
+    uuid: str
+    store: EspStore | None
+    error: str | None = None
+
+
+class Session(Protocol):
+    def esps(self) -> list[Esp]: ...
+
+    def be_root(self, be: BeRef, *, writable: bool) -> Path: ...
+
+
+class Host(Protocol):
+    efivars: EfiVars
+    esp_mounts: int
+    be_mounts: int
+
+    def session(self) -> contextlib.AbstractContextManager[Session]: ...
+
+    def proc_cmdline(self) -> str | None: ...
+
+    def running_kernel(self) -> str: ...
+
+
+# -- the real machine ---------------------------------------------------------------
+
+class PrivateNamespace:
+    """Enter a private mount namespace for a while, then come back (see module doc)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+        self._old: int | None = None
+        self._cwd = "/"
+
+    def enter(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        self._cwd = str(Path.cwd())
+        self._old = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+        if libc.unshare(CLONE_NEWNS) != 0:
+            err = ctypes.get_errno()
+            os.close(self._old)
+            self._old = None
+            raise UnsupportedError(f"cannot make a private mount namespace: {os.strerror(err)}")
+        self._runner.run(["mount", "--make-rprivate", "/"], readonly=True)
+
+    def leave(self) -> None:
+        if self._old is None:
+            return
+        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        rc = libc.setns(self._old, CLONE_NEWNS)
+        os.close(self._old)
+        self._old = None
+        if rc != 0:
+            raise BootError(f"cannot leave the private mount namespace: "
+                            f"{os.strerror(ctypes.get_errno())}")
+        with contextlib.suppress(OSError):
+            os.chdir(self._cwd)
+
+
+class SystemSession:
+    def __init__(self, host: SystemHost) -> None:
+        self._host = host
+        self._ns: PrivateNamespace | None = None
+        self._base: Path | None = None
+        self._mounted: list[Path] = []
+        self._esps: list[Esp] | None = None
+        self._bes: dict[str, tuple[Path, bool]] = {}
+
+    def _dir(self, name: str) -> Path:
+        if self._ns is None:
+            self._ns = self._host.namespace_factory(self._host.runner)
+            self._ns.enter()
+        if self._base is None:
+            self._base = Path(tempfile.mkdtemp(prefix="beadm-", dir=self._host.tmp_base))
+        d = self._base / name
+        d.mkdir(mode=0o700)
+        return d
+
+    def esps(self) -> list[Esp]:
+        if self._esps is not None:
+            return self._esps
+        host = self._host
+        self._esps = []
+        for uuid in read_uuids(host.etc_kernel):
+            dev = host.dev_by_uuid / uuid
+            if not dev.exists():
+                self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing ({dev} not found)"))
+                continue
+            d = self._dir(f"esp-{uuid}")
+            opts = "ro,umask=0077" if host.runner.dry_run else "umask=0077"
+            try:
+                host.runner.run(["mount", "-t", "vfat", "-o", opts, str(dev), str(d)],
+                                readonly=True)
+            except BeadmError as exc:
+                self._esps.append(Esp(uuid, None, f"ESP {uuid} cannot be mounted: {exc}"))
+                continue
+            host.esp_mounts += 1
+            self._mounted.append(d)
+            self._esps.append(Esp(uuid, EspStore(d, uuid, dry_run=host.runner.dry_run,
+                                                 out=host.out)))
+        return self._esps
+
+    def be_root(self, be: BeRef, *, writable: bool) -> Path:
+        if be.running:
+            return self._host.running_root
+        writable = writable and not self._host.runner.dry_run
+        have = self._bes.get(be.dataset)
+        if have and (have[1] or not writable):
+            return have[0]
+        host = self._host
+        if have:  # mounted read-only, now needed writable
+            host.runner.run(["mount", "-o", "remount,rw", str(have[0])], readonly=True)
+            self._bes[be.dataset] = (have[0], True)
+            return have[0]
+        d = self._dir(f"be-{len(self._bes)}")
+        opts = "zfsutil" if writable else "ro,zfsutil"
+        host.runner.run(["mount", "-t", "zfs", "-o", opts, be.dataset, str(d)], readonly=True)
+        host.be_mounts += 1
+        self._mounted.append(d)
+        self._bes[be.dataset] = (d, writable)
+        return d
+
+    def close(self) -> None:
+        try:
+            for d in reversed(self._mounted):
+                r = self._host.runner.run(["umount", str(d)], readonly=True, check=False)
+                if r.returncode != 0:
+                    self._host.runner.run(["umount", "-l", str(d)], readonly=True, check=False)
+            if self._base is not None:
+                shutil.rmtree(self._base, ignore_errors=True)
+        finally:
+            if self._ns is not None:
+                self._ns.leave()
+
+
+class SystemHost:
+    """The running machine. Paths are parameters so tests can point them elsewhere."""
+
+    def __init__(self, runner: Runner, *, etc_kernel: Path = Path("/etc/kernel"),
+                 efivars: Path = EFIVARS, dev_by_uuid: Path = Path("/dev/disk/by-uuid"),
+                 running_root: Path = Path("/"), tmp_base: str = "/run",
+                 out: TextIO | None = None) -> None:
+        self.runner = runner
+        self.etc_kernel = etc_kernel
+        self.dev_by_uuid = dev_by_uuid
+        self.running_root = running_root
+        self.tmp_base = tmp_base
+        self.out = out if out is not None else sys.stdout
+        self.efivars = EfiVars(efivars, dry_run=runner.dry_run, out=self.out)
+        self.esp_mounts = 0
+        self.be_mounts = 0
+        self.namespace_factory = PrivateNamespace
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        s = SystemSession(self)
+        try:
+            yield s
+        finally:
+            s.close()
+
+    def proc_cmdline(self) -> str | None:
+        try:
+            return Path("/proc/cmdline").read_text(encoding="utf-8").strip()
+        except OSError:
+            return None
+
+    def running_kernel(self) -> str:
+        return os.uname().release
+
+
+# -- plain directories (tests, benchmarks) ------------------------------------------
+
+class DirSession:
+    def __init__(self, host: DirHost) -> None:
+        self._host = host
+        self._esps: list[Esp] | None = None
+
+    def esps(self) -> list[Esp]:
+        if self._esps is None:
+            self._esps = []
+            for uuid in read_uuids(self._host.etc_kernel):
+                path = self._host.esp_dirs.get(uuid)
+                if path is None or not path.is_dir():
+                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing"))
+                    continue
+                self._host.esp_mounts += 1
+                self._esps.append(Esp(uuid, EspStore(path, uuid, dry_run=self._host.dry_run,
+                                                     out=self._host.out, step=self._host.step)))
+        return self._esps
+
+    def be_root(self, be: BeRef, *, writable: bool) -> Path:
+        if be.dataset not in self._host.be_dirs:
+            raise BootError(f"cannot mount {be.dataset}")
+        if not be.running:
+            self._host.be_mounts += 1
+        return self._host.be_dirs[be.dataset]
+
+
+class DirHost:
+    """ESPs and BE trees as directories: ``esp_dirs`` uuid -> dir, ``be_dirs`` dataset -> dir."""
+
+    def __init__(self, etc_kernel: Path, esp_dirs: dict[str, Path], be_dirs: dict[str, Path],
+                 efivars: Path, *, dry_run: bool = False, out: TextIO | None = None,
+                 kernel: str = "0-none", cmdline: str | None = None) -> None:
+        self.etc_kernel = etc_kernel
+        self.esp_dirs = esp_dirs
+        self.be_dirs = be_dirs
+        self.dry_run = dry_run
+        self.out = out if out is not None else sys.stdout
+        self.efivars = EfiVars(efivars, dry_run=dry_run, out=self.out)
+        self.esp_mounts = 0
+        self.be_mounts = 0
+        self.step: Callable[[str], None] | None = None
+        self._kernel = kernel
+        self._cmdline = cmdline
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        yield DirSession(self)
+
+    def proc_cmdline(self) -> str | None:
+        return self._cmdline
+
+    def running_kernel(self) -> str:
+        return self._kernel

@@ -1,0 +1,237 @@
+"""One ESP seen as a plain directory: the shared kernel store, entries and loader.conf.
+
+Mounting is not this module's business (see :mod:`.host`); everything here works on
+any directory, which is how the unit tests drive it.
+
+Crash order, per ESP: every new file is written under a temporary name, fsynced and
+renamed into place (then the directory is fsynced); entries only after the files they
+name; ``loader.conf``'s ``default`` only after the entries; garbage collection last.
+Garbage collection derives references by scanning every entry file on the ESP (no
+stored counters): a store file no entry names is removed, as are leftover temporaries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TextIO
+
+from beadm.errors import BootError
+from beadm.sdboot import entries as ent
+from beadm.sdboot import loaderconf
+
+ENTRIES_DIR = "loader/entries"
+LOADER_CONF = "loader/loader.conf"
+_TMP = ".beadm-tmp-"
+_STORE_NAME = re.compile(r"^[0-9a-f]{16}-(vmlinuz|initrd\.img)-.+$")
+_digest_cache: dict[tuple[int, int, int, int], str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file, hex; cached per (device, inode, size, mtime) for one process."""
+    st = path.stat()
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    if key not in _digest_cache:
+        h = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        _digest_cache[key] = h.hexdigest()
+    return _digest_cache[key]
+
+
+def store_name(digest: str, basename: str) -> str:
+    return f"{digest[:16]}-{basename}"
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class EspStore:
+    """The beadm-relevant content of one mounted ESP at ``root``, labelled ``uuid``."""
+
+    def __init__(self, root: Path, uuid: str, *, dry_run: bool = False,
+                 out: TextIO | None = None,
+                 step: Callable[[str], None] | None = None) -> None:
+        self.root = root
+        self.uuid = uuid
+        self.dry_run = dry_run
+        self._out = out if out is not None else sys.stdout
+        self._step = step  # called before every change (tests inject crashes here)
+
+    # -- reading -------------------------------------------------------------------
+    def entry_files(self) -> dict[str, ent.Entry]:
+        """Every ``*.conf`` entry (beadm's and foreign), by file name."""
+        d = self.root / ENTRIES_DIR
+        found: dict[str, ent.Entry] = {}
+        if not d.is_dir():
+            return found
+        for p in sorted(d.iterdir()):
+            if p.name.endswith(".conf") and p.is_file():
+                found[p.name] = ent.parse(p.read_text(encoding="utf-8", errors="replace"))
+        return found
+
+    def beadm_entries(self) -> dict[str, ent.Entry]:
+        return {n: e for n, e in self.entry_files().items() if n.startswith(ent.PREFIX)}
+
+    def loader_conf(self) -> str | None:
+        try:
+            return (self.root / LOADER_CONF).read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+
+    def loader_default(self) -> str | None:
+        text = self.loader_conf()
+        return loaderconf.get_default(text) if text is not None else None
+
+    def has(self, rel: str) -> bool:
+        return (self.root / rel.lstrip("/")).is_file()
+
+    def store_files(self) -> list[str]:
+        d = self.root / ent.STORE_DIR
+        if not d.is_dir():
+            return []
+        return sorted(p.name for p in d.iterdir() if _STORE_NAME.match(p.name))
+
+    def used_bytes(self) -> int:
+        return sum(p.stat().st_size for p in self.root.rglob("*") if p.is_file())
+
+    # -- changing ------------------------------------------------------------------
+    def _fail(self, what: str, exc: OSError) -> BootError:
+        if exc.errno == errno.ENOSPC:
+            return BootError(f"ESP {self.uuid} is full: cannot write {what}")
+        return BootError(f"ESP {self.uuid}: cannot write {what}: {exc.strerror or exc}")
+
+    def _place(self, rel: str, write: Callable[[int], None]) -> None:
+        """Write ``rel`` via a temporary file + fsync + rename + directory fsync."""
+        dest = self.root / rel
+        tmp = dest.with_name(_TMP + dest.name)
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                write(fd)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            if self._step:
+                self._step(f"rename {rel}")
+            tmp.replace(dest)
+            _fsync_dir(dest.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise self._fail(rel, exc) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    def _write_text(self, rel: str, text: str) -> None:
+        data = text.encode("utf-8")
+
+        def write(fd: int) -> None:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+
+        self._place(rel, write)
+
+    def put_file(self, src: Path, basename: str) -> str:
+        """Store ``src`` by content; return the ESP path an entry names (``/beadm/...``)."""
+        name = store_name(file_digest(src), basename)
+        rel = f"{ent.STORE_DIR}/{name}"
+        dest = self.root / rel
+        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+            return "/" + rel
+        if self.dry_run:
+            print(f"would copy {src} to ESP {self.uuid}:/{rel}", file=self._out)
+            return "/" + rel
+
+        def write(fd: int) -> None:
+            with src.open("rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    view = memoryview(block)
+                    while view:
+                        view = view[os.write(fd, view) :]
+
+        self._place(rel, write)
+        return "/" + rel
+
+    def write_entry(self, fname: str, entry: ent.Entry) -> None:
+        rel = f"{ENTRIES_DIR}/{fname}"
+        text = entry.render()
+        p = self.root / rel
+        if p.is_file() and p.read_text(encoding="utf-8", errors="replace") == text:
+            return
+        if self.dry_run:
+            print(f"would write ESP {self.uuid}:/{rel}", file=self._out)
+            return
+        self._write_text(rel, text)
+
+    def remove_entry(self, fname: str) -> None:
+        p = self.root / ENTRIES_DIR / fname
+        if not p.exists():
+            return
+        if self.dry_run:
+            print(f"would remove ESP {self.uuid}:/{ENTRIES_DIR}/{fname}", file=self._out)
+            return
+        if self._step:
+            self._step(f"unlink {ENTRIES_DIR}/{fname}")
+        try:
+            p.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise self._fail(f"{ENTRIES_DIR}/{fname}", exc) from exc
+        _fsync_dir(p.parent)
+
+    def set_loader_default(self, pattern: str) -> None:
+        text = self.loader_conf()
+        new = loaderconf.set_default(text if text is not None else loaderconf.DEFAULT_TEXT,
+                                     pattern)
+        if new == text:
+            return
+        if self.dry_run:
+            print(f"would set 'default {pattern}' in ESP {self.uuid}:/{LOADER_CONF}",
+                  file=self._out)
+            return
+        self._write_text(LOADER_CONF, new)
+
+    def gc(self) -> list[str]:
+        """Remove store files no entry on this ESP names, and leftover temporaries."""
+        referenced = set()
+        for e in self.entry_files().values():
+            referenced.update(e.store_paths())
+        removed: list[str] = []
+        for d in (self.root / ent.STORE_DIR, self.root / ENTRIES_DIR, self.root / "loader"):
+            if not d.is_dir():
+                continue
+            for p in sorted(d.iterdir()):
+                rel = p.relative_to(self.root).as_posix()
+                stale = p.name.startswith(_TMP) or (
+                    d.name == ent.STORE_DIR and _STORE_NAME.match(p.name)
+                    and rel not in referenced)
+                if not stale:
+                    continue
+                removed.append(rel)
+                if self.dry_run:
+                    print(f"would remove ESP {self.uuid}:/{rel}", file=self._out)
+                    continue
+                if self._step:
+                    self._step(f"unlink {rel}")
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+        return removed
