@@ -10,7 +10,6 @@ proxmox-boot-tool is documented to do to ``loader.conf`` (docs/proxmox-boot.md).
 from __future__ import annotations
 
 import io
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -185,4 +184,4 @@ class World:
 
 def tree_snapshot(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes()
-            for p in sorted(root.rglob("*")) if p.is_file() and not os.path.islink(p)}
+            for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()}

@@ -154,7 +154,7 @@ def test_store_full_esp_names_the_esp_and_leaves_no_temporary(
     real_write = os.write
 
     def full(fd: int, data: bytes) -> int:
-        if os.readlink(f"/proc/self/fd/{fd}").startswith(str(esp)):
+        if str(Path(f"/proc/self/fd/{fd}").readlink()).startswith(str(esp)):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write(fd, data)
 

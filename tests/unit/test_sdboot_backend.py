@@ -1,0 +1,265 @@
+"""SystemdBootBackend against a directory-made Proxmox machine (sdboot_world)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
+
+from beadm.errors import BootError
+from beadm.sdboot import hooks
+from beadm.sdboot.efivars import EfiRefused, EfiVars
+
+
+@pytest.fixture
+def w(tmp_path: Path) -> World:
+    return World(tmp_path)
+
+
+def inited(w: World) -> World:
+    w.backend.init(w.ref("pve-1"))
+    return w
+
+
+def with_pve2(w: World) -> World:
+    inited(w)
+    w.add_be("pve-2", clone_of="pve-1")
+    w.backend.post_create(w.ref("pve-2", desc="before upgrade"))
+    return w
+
+
+class Refusing(EfiVars):
+    """Firmware that refuses every EFI variable write (Dell and others)."""
+
+    def set(self, name: str, value: str) -> None:
+        raise EfiRefused(5, "Input/output error")
+
+    def delete(self, name: str) -> None:
+        raise EfiRefused(5, "Input/output error")
+
+
+def test_fresh_machine_boots_pve1_and_init_keeps_it(w: World) -> None:
+    assert all(w.booted(u) == "pve-1" for u in UUIDS)
+    inited(w)
+    for u in UUIDS:
+        assert w.booted(u) == "pve-1"
+        assert w.entries(u) == [f"beadm-pve-1-{K1}.conf", f"beadm-pve-1-{K2}.conf"]
+        assert len(w.files(u)) == 4
+    root = w.bes["rpool/ROOT/pve-1"]
+    for rel in hooks.TARGETS:
+        assert (root / rel / "zzz-beadm").read_text() == hooks.SCRIPT
+    text = (w.esps[UUIDS[0]] / f"loader/entries/beadm-pve-1-{K2}.conf").read_text()
+    assert f"title pve-1 ({K2})" in text
+    assert "options root=ZFS=rpool/ROOT/pve-1 boot=zfs quiet" in text
+    assert "linux /beadm/" in text and "EFI/proxmox" not in text
+
+
+def test_create_writes_its_own_cmdline_and_shares_files(w: World) -> None:
+    with_pve2(w)
+    assert (w.bes["rpool/ROOT/pve-2"] / "etc/kernel/cmdline").read_text() == (
+        "root=ZFS=rpool/ROOT/pve-2 boot=zfs quiet\n")
+    assert (w.bes["rpool/ROOT/pve-1"] / "etc/kernel/cmdline").read_text().startswith(
+        "root=ZFS=rpool/ROOT/pve-1 ")
+    for u in UUIDS:
+        assert len(w.files(u)) == 4  # shared by content
+        assert len(w.entries(u)) == 4
+        assert w.booted(u) == "pve-1"  # created, not active
+    text = (w.esps[UUIDS[1]] / f"loader/entries/beadm-pve-2-{K2}.conf").read_text()
+    assert f"title pve-2 - before upgrade ({K2})" in text
+
+
+def test_activate_sets_efi_default_loader_conf_and_record(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    target = f"beadm-pve-2-{K2}.conf"
+    assert w.efi("LoaderEntryDefault") == target
+    for u in UUIDS:
+        assert (w.esps[u] / "loader/loader.conf").read_text() == f"timeout 3\ndefault {target}\n"
+        assert w.booted(u) == "pve-2"
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-2"
+    before = w.host.esp_mounts
+    state = w.backend.boot_state(w.refs())
+    assert (state.next_boot, state.once, state.warnings) == ("pve-2", None, ())
+    assert w.host.esp_mounts == before  # answered from EFI variables, no ESP mounted
+
+
+def test_activate_survives_refresh_and_reinit(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    for u in UUIDS:
+        w.pbt_refresh_entries("pve-1")
+        w.pbt_reinit(w.esps[u])
+        assert w.booted(u) == "pve-2"  # the EFI variable outranks loader.conf
+    w.backend.sync(w.refs())  # what zzz-beadm runs after Proxmox's hooks
+    for u in UUIDS:
+        assert "default beadm-pve-2-" in (w.esps[u] / "loader/loader.conf").read_text()
+    assert w.backend.check(w.refs()) == []
+
+
+def test_refused_efi_loader_conf_alone_and_list_warns(w: World) -> None:
+    with_pve2(w)
+    w.host.efivars = Refusing(w.efivars)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert w.efi("LoaderEntryDefault") is None
+    assert any("not written" in m for m in w.backend.warnings)
+    assert all(w.booted(u) == "pve-2" for u in UUIDS)
+    assert w.backend.boot_state(w.refs()).next_boot == "pve-2"
+    for u in UUIDS:
+        w.pbt_refresh(w.esps[u])
+    state = w.backend.boot_state(w.refs())
+    assert state.next_boot == "pve-1"  # the real state, not beadm's record
+    assert any("overwritten" in m and "pve-2" in m for m in state.warnings)
+    assert any("loader.conf default" in p for p in w.backend.check(w.refs()))
+    w.backend.sync(w.refs())
+    assert all(w.booted(u) == "pve-2" for u in UUIDS)
+    assert w.backend.boot_state(w.refs()).warnings == ()
+
+
+def test_refused_efi_with_stale_default_is_an_error(w: World) -> None:
+    with_pve2(w)
+    EfiVars(w.efivars).set("LoaderEntryDefault", f"beadm-pve-1-{K2}.conf")
+    w.host.efivars = Refusing(w.efivars)
+    with pytest.raises(BootError, match=r"outranks loader\.conf"):
+        w.backend.activate(w.ref("pve-2"), temporary=False)
+
+
+def test_activate_temporary_uses_oneshot_only(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=True)
+    assert w.efi("LoaderEntryOneShot") == f"beadm-pve-2-{K2}.conf"
+    assert w.efi("LoaderEntryDefault") is None
+    assert all("proxmox-*" in (w.esps[u] / "loader/loader.conf").read_text() for u in UUIDS)
+    assert w.booted(UUIDS[0]) == "pve-2"
+    state = w.backend.boot_state(w.refs())
+    assert (state.next_boot, state.once) == ("pve-1", "pve-2")
+    # the loader deletes the one-shot variable when it reads it:
+    EfiVars(w.efivars).delete("LoaderEntryOneShot")
+    assert w.booted(UUIDS[0]) == "pve-1"
+    # a permanent activate cancels a pending once
+    w.backend.activate(w.ref("pve-2"), temporary=True)
+    w.backend.activate(w.ref("pve-1"), temporary=False)
+    assert w.efi("LoaderEntryOneShot") is None
+
+
+def test_activate_temporary_refused_fails_clearly(w: World) -> None:
+    with_pve2(w)
+    w.host.efivars = Refusing(w.efivars)
+    with pytest.raises(BootError, match="activate -t needs"):
+        w.backend.activate(w.ref("pve-2"), temporary=True)
+    assert all(w.booted(u) == "pve-1" for u in UUIDS)
+
+
+def test_rename_moves_entries_cmdline_and_defaults(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    w.rename_be("pve-2", "Next")
+    w.backend.post_rename(w.ref("pve-2"), w.ref("Next"))
+    assert (w.bes["rpool/ROOT/Next"] / "etc/kernel/cmdline").read_text().startswith(
+        "root=ZFS=rpool/ROOT/Next ")
+    for u in UUIDS:
+        assert not [e for e in w.entries(u) if "pve-2" in e]
+        assert f"beadm-next-{K2}.conf" in w.entries(u)
+        assert w.booted(u) == "Next"
+        assert len(w.files(u)) == 4
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "Next"
+    assert w.backend.boot_state(w.refs()).next_boot == "Next"
+    assert w.backend.check(w.refs()) == []
+
+
+def test_case_only_collision_is_refused(w: World) -> None:
+    with_pve2(w)
+    w.add_be("PVE-2", clone_of="pve-1")
+    with pytest.raises(BootError, match="differ only in case"):
+        w.backend.post_create(w.ref("PVE-2"))
+
+
+def test_destroy_frees_unshared_files_only(w: World) -> None:
+    with_pve2(w)
+    w.add_be("new", {"6.9.1-1-pve": b"newer"}, clone_of="pve-2")
+    w.backend.post_create(w.ref("new"))
+    for u in UUIDS:
+        assert len(w.files(u)) == 6  # 6.9.1 + K2 newest two: K2 files shared
+    w.backend.activate(w.ref("new"), temporary=False)
+    w.backend.activate(w.ref("pve-1"), temporary=False)
+    del w.bes["rpool/ROOT/new"]
+    w.backend.post_destroy(w.ref("new"))
+    for u in UUIDS:
+        assert len(w.files(u)) == 4
+        assert not [e for e in w.entries(u) if "-new-" in e]
+        assert w.booted(u) == "pve-1"
+    w.backend.post_destroy(w.ref("pve-2"))
+    del w.bes["rpool/ROOT/pve-2"]
+    for u in UUIDS:
+        assert len(w.files(u)) == 4  # still pve-1's
+
+
+def test_missing_esp_is_named_others_stay_consistent(w: World) -> None:
+    inited(w)
+    w.add_be("pve-2", clone_of="pve-1")
+    w.host.esp_dirs.pop(UUIDS[1])
+    with pytest.raises(BootError, match=f"ESP {UUIDS[1]} is missing"):
+        w.backend.post_create(w.ref("pve-2"))
+    assert len(w.entries(UUIDS[0])) == 4
+    w.host.esp_dirs[UUIDS[1]] = w.esps[UUIDS[1]]
+    problems = w.backend.check(w.refs())
+    assert problems and all(UUIDS[1] in p for p in problems)
+    w.backend.sync(w.refs())
+    assert w.backend.check(w.refs()) == []
+
+
+def test_wiped_esp_reported_and_restored_by_sync(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    import shutil
+
+    shutil.rmtree(w.esps[UUIDS[1]])
+    w.esps[UUIDS[1]].mkdir(parents=True)
+    w.pbt_install(w.esps[UUIDS[1]])
+    problems = w.backend.check(w.refs())
+    assert problems and all(UUIDS[1] in p for p in problems)
+    w.backend.sync(w.refs())
+    assert w.backend.check(w.refs()) == []
+    assert w.booted(UUIDS[1]) == "pve-2"
+    assert w.files(UUIDS[0]) == w.files(UUIDS[1])
+
+
+def test_sync_adds_new_kernel_and_drops_removed_and_stale(w: World) -> None:
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    root = w.bes["rpool/ROOT/pve-2"]
+    (root / "boot/vmlinuz-6.9.0-1-pve").write_bytes(b"v9")
+    (root / "boot/initrd.img-6.9.0-1-pve").write_bytes(b"i9")
+    w.backend.sync(w.refs())
+    assert w.efi("LoaderEntryDefault") == "beadm-pve-2-6.9.0-1-pve.conf"
+    for u in UUIDS:
+        names = w.entries(u)
+        assert "beadm-pve-2-6.9.0-1-pve.conf" in names
+        assert f"beadm-pve-2-{K1}.conf" not in names  # only the two newest
+        assert w.booted(u) == "pve-2"
+    (w.esps[UUIDS[0]] / "loader/entries/beadm-gone-1.0.conf").write_text(
+        "# beadm-be gone\ntitle x\nlinux /beadm/x\n")
+    assert any("belongs to no BE" in p for p in w.backend.check(w.refs()))
+    w.backend.sync(w.refs())
+    assert w.backend.check(w.refs()) == []
+
+
+def test_dry_run_changes_nothing(tmp_path: Path) -> None:
+    w = World(tmp_path, dry_run=True)
+    w.add_be("pve-2", clone_of="pve-1")
+    before = tree_snapshot(tmp_path)
+    w.backend.init(w.ref("pve-1"))
+    w.backend.post_create(w.ref("pve-2"))
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    w.backend.sync(w.refs())
+    assert tree_snapshot(tmp_path) == before
+    out = w.out.getvalue()
+    assert "would copy" in out and "would write" in out and "would set EFI variable" in out
+    assert ("zfs", "set", "org.beadm:next=pve-2", "rpool/ROOT") in w.runner.calls
+
+
+def test_be_without_kernels_is_an_error(w: World) -> None:
+    inited(w)
+    w.add_be("empty")
+    with pytest.raises(BootError, match="BE empty has no kernel"):
+        w.backend.post_create(w.ref("empty"))
