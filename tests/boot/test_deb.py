@@ -1,0 +1,229 @@
+"""The Debian package: built with packaging/build-deb, installed, used and removed
+in the Proxmox-like lab machine (lab/pvelab), leaving nothing behind.
+
+Host side: build the .deb once per session and check its contents (dpkg -c) and
+control fields. Machine side: `apt install ./beadm_*.deb` (dpkg -i when apt cannot
+do without the network), `beadm list`, the installed files, `apt remove`, then
+purge, and a check that no file of the package is left.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.boot
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_DEB = REPO / "packaging" / "build-deb"
+PVELAB = REPO / "lab" / "pvelab"
+
+
+def _version() -> str:
+    ns: dict[str, str] = {}
+    init = REPO / "src" / "beadm" / "__init__.py"
+    for line in init.read_text(encoding="utf-8").splitlines():
+        if line.startswith("__version__"):
+            exec(line, ns)  # noqa: S102 - our own one-line assignment
+    return ns["__version__"]
+
+
+@pytest.fixture(scope="module")
+def deb() -> Iterator[Path]:
+    """beadm_<version>_all.deb, built out of tree into a temporary directory."""
+    if shutil.which("dpkg-buildpackage") is None and os.geteuid() != 0:
+        pytest.skip("dpkg-buildpackage is missing and build-deb cannot install it (not root)")
+    out = Path(tempfile.mkdtemp(prefix="beadm-deb-test-"))
+    try:
+        proc = subprocess.run(
+            [str(BUILD_DEB), str(out)], capture_output=True, text=True, check=False, timeout=900
+        )
+        sys.stderr.write(proc.stderr[-4000:])
+        assert proc.returncode == 0, f"build-deb failed:\n{proc.stderr[-4000:]}"
+        path = Path(proc.stdout.strip().splitlines()[-1])
+        assert path.name == f"beadm_{_version()}_all.deb"
+        assert path.is_file()
+        yield path
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+
+
+def _contents(deb: Path) -> dict[str, str]:
+    """path (without leading ./) -> mode string, from dpkg -c."""
+    listing = subprocess.run(
+        ["dpkg-deb", "-c", str(deb)], capture_output=True, text=True, check=True
+    ).stdout
+    files: dict[str, str] = {}
+    for line in listing.splitlines():
+        fields = line.split(None, 5)
+        files[fields[5].removeprefix("./").split(" -> ")[0].rstrip("/")] = fields[0]
+    return files
+
+
+def test_deb_contents(deb: Path) -> None:
+    files = _contents(deb)
+    assert files["usr/sbin/beadm"].startswith("-rwxr-xr-x")
+    assert "usr/bin/beadm" not in files
+    assert "usr/lib/python3/dist-packages/beadm/cli.py" in files
+    assert "usr/lib/python3/dist-packages/beadm/__init__.py" in files
+    assert "usr/share/man/man8/beadm.8.gz" in files
+    assert "usr/share/bash-completion/completions/beadm" in files
+    assert "usr/share/doc/beadm/copyright" in files
+    for hook in (
+        "etc/kernel/postinst.d/zzz-beadm",
+        "etc/kernel/postrm.d/zzz-beadm",
+        "etc/initramfs/post-update.d/zzz-beadm",
+    ):
+        assert files[hook].startswith("-rwxr-xr-x"), hook
+    # hooks sort after Proxmox's (run-parts, C collation)
+    assert "zzz-beadm" > "zz-proxmox-boot" and "zzz-beadm" > "proxmox-boot-sync"
+    # nothing from the build or the test suite
+    junk = [
+        f
+        for f in files
+        if "__pycache__" in f or f.endswith(".pyc") or "/tests/" in f or ".egg-info" in f
+    ]
+    assert not junk, junk
+    # every module of the source tree is shipped
+    src = REPO / "src" / "beadm"
+    for py in src.rglob("*.py"):
+        rel = py.relative_to(src.parent).as_posix()
+        assert f"usr/lib/python3/dist-packages/{rel}" in files, rel
+
+
+def test_deb_control(deb: Path) -> None:
+    def field(name: str) -> str:
+        return subprocess.run(
+            ["dpkg-deb", "-f", str(deb), name], capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    assert field("Package") == "beadm"
+    assert field("Version") == _version()
+    assert field("Architecture") == "all"
+    depends = {d.strip().split(" ")[0] for d in field("Depends").split(",")}
+    assert depends == {"python3", "python3:any", "zfsutils-linux", "dosfstools", "util-linux"}
+    conffiles = subprocess.run(
+        ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert sorted(conffiles) == [
+        "/etc/initramfs/post-update.d/zzz-beadm",
+        "/etc/kernel/postinst.d/zzz-beadm",
+        "/etc/kernel/postrm.d/zzz-beadm",
+    ]
+
+
+# What runs inside the machine, as root, as one pvelab step; the .deb travels inside
+# it (base64), so nothing is written into the checkout. Each check prints
+# "FAIL: ..." and exits non-zero; the last line on success is "DEB-TEST-OK".
+IN_MACHINE = r"""
+set -u
+# The lab puts the checkout's beadm first on PATH and on PYTHONPATH: test the package's.
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+unset PYTHONPATH
+deb=/tmp/@DEB@
+base64 -d > "$deb" <<'DEB-BASE64'
+@BASE64@
+DEB-BASE64
+fail() { echo "FAIL: $*"; exit 1; }
+step() { echo "--- $*"; }
+export DEBIAN_FRONTEND=noninteractive
+
+step "install $deb"
+if ! apt-get install -y --no-install-recommends --no-download "$deb"; then
+    echo "apt-get could not install without the network; using dpkg -i"
+    dpkg -i "$deb" || fail "dpkg -i failed"
+fi
+dpkg-query -W -f='${db:Status-Status}\n' beadm | grep -qx installed || fail "beadm not installed"
+dpkg -L beadm | sort > /tmp/beadm-files
+
+step "installed files"
+[ -x /usr/sbin/beadm ] || fail "/usr/sbin/beadm missing"
+[ ! -e /usr/bin/beadm ] || fail "/usr/bin/beadm exists"
+[ "$(command -v beadm)" = /usr/sbin/beadm ] || fail "beadm is not /usr/sbin/beadm"
+[ -f /usr/lib/python3/dist-packages/beadm/cli.py ] || fail "beadm not in dist-packages"
+py=$(python3 -c 'import beadm; print(beadm.__file__)')
+[ "$py" = /usr/lib/python3/dist-packages/beadm/__init__.py ] || fail "python3 imports $py"
+[ -f /usr/share/man/man8/beadm.8.gz ] || fail "man page missing"
+zcat /usr/share/man/man8/beadm.8.gz | grep -q '^\.SH EXIT STATUS' || fail "man page incomplete"
+if command -v man >/dev/null; then
+    man -w beadm | grep -q beadm.8 || fail "man -w beadm does not find the page"
+fi
+comp=/usr/share/bash-completion/completions/beadm
+[ -f $comp ] || fail "bash completion missing"
+bash -c "source $comp && complete -p beadm" | grep -q _beadm || fail "completion not registered"
+for h in /etc/kernel/postinst.d/zzz-beadm /etc/kernel/postrm.d/zzz-beadm \
+         /etc/initramfs/post-update.d/zzz-beadm; do
+    [ -x "$h" ] || fail "hook $h missing or not executable"
+done
+
+step "beadm version"
+beadm version || fail "beadm version"
+step "beadm list"
+beadm list || fail "beadm list exited $?"
+beadm list -H | cut -f1 | grep -qx "$(findmnt -n -o SOURCE / | sed 's|.*/||')" \
+    || fail "beadm list -H lacks the running BE"
+step "beadm --help"
+beadm --help >/dev/null || fail "beadm --help"
+
+step "apt remove"
+apt-get remove -y beadm || dpkg -r beadm || fail "remove failed"
+[ ! -e /usr/sbin/beadm ] || fail "/usr/sbin/beadm left after remove"
+[ ! -e /usr/lib/python3/dist-packages/beadm ] || fail "dist-packages/beadm left after remove"
+# the hooks are conffiles: kept until purge, and must do nothing without beadm
+for h in /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm; do
+    if [ -e "$h" ]; then
+        "$h" "$(uname -r)" || fail "$h fails once beadm is removed"
+    fi
+done
+
+step "purge"
+apt-get purge -y beadm || dpkg -P beadm || fail "purge failed"
+if dpkg-query -W -f='${db:Status-Status}\n' beadm 2>/dev/null | grep -qv '^not-installed$'; then
+    fail "dpkg still knows beadm: $(dpkg-query -W -f='${db:Status-Status}' beadm)"
+fi
+left=""
+while IFS= read -r f; do   # every file (not folder) the package had
+    if [ -n "$f" ] && { [ -f "$f" ] || [ -L "$f" ]; }; then left="$left $f"; fi
+done < /tmp/beadm-files
+for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lock \
+         /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm; do
+    [ ! -e "$f" ] || left="$left $f"
+done
+ls /var/lib/dpkg/info/beadm.* >/dev/null 2>&1 && left="$left /var/lib/dpkg/info/beadm.*"
+[ -z "$left" ] || fail "left after purge:$left"
+echo DEB-TEST-OK
+"""
+
+
+def _pvelab_available() -> bool:
+    return PVELAB.is_file() and os.access(PVELAB, os.X_OK)
+
+
+def test_deb_installs_runs_and_removes_cleanly_in_the_proxmox_like_machine(deb: Path) -> None:
+    if not _pvelab_available():
+        pytest.skip("lab/pvelab is not there")
+    with tempfile.TemporaryDirectory(prefix="beadm-deb-step-") as tmp:
+        step = Path(tmp) / "deb-test.sh"
+        payload = base64.encodebytes(deb.read_bytes()).decode("ascii").rstrip("\n")
+        step.write_text(
+            IN_MACHINE.replace("@DEB@", deb.name).replace("@BASE64@", payload), encoding="utf-8"
+        )
+        proc = subprocess.run(
+            [str(PVELAB), "run", str(step)],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=1800,
+        )
+    output = proc.stdout + proc.stderr
+    sys.stdout.write(output[-8000:])
+    assert proc.returncode == 0, f"in the machine (exit {proc.returncode}):\n{output[-8000:]}"
+    assert "DEB-TEST-OK" in output
