@@ -20,7 +20,14 @@ from typing import Any, NoReturn, TextIO
 from beadm import __version__
 from beadm.backend import BootBackend
 from beadm.be import BeInfo, BeManager, Listing
-from beadm.errors import BeadmError, RefusedError, UnsupportedError, UsageError
+from beadm.errors import (
+    BeadmError,
+    InterruptedByUser,
+    NotFoundError,
+    RefusedError,
+    UnsupportedError,
+    UsageError,
+)
 from beadm.lock import LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
@@ -192,8 +199,9 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         print(f"beadm: {exc}", file=err)
         return 1
     except KeyboardInterrupt:
-        print("beadm: interrupted", file=err)
-        return 130
+        stop = InterruptedByUser("interrupted")
+        print(f"beadm: {stop.message}", file=err)
+        return stop.exit_code
     finally:
         root_log.removeHandler(handler)
 
@@ -303,8 +311,6 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     if args.name is not None:
         infos = [i for i in infos if i.be.name == args.name]
         if not infos:
-            from beadm.errors import NotFoundError
-
             raise NotFoundError(f"BE {args.name} does not exist under {listing.root}")
     infos = _sorted(infos, args.rsort or args.sort, reverse=bool(args.rsort))
     for w in listing.state.warnings:

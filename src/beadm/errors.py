@@ -82,3 +82,9 @@ class CommandError(BeadmError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+class InterruptedByUser(BeadmError):
+    """Interrupted (SIGINT / Ctrl-C); what was done so far has been undone where possible."""
+
+    exit_code = 130

@@ -1,0 +1,117 @@
+"""Test doubles: a Runner that records argv lists and answers from canned output.
+
+``FakeRunner.on(prefix..., stdout=...)`` registers an answer for every argv starting with
+``prefix`` (the longest registered prefix wins); unregistered commands succeed with no
+output. ``calls`` holds every argv as a tuple; ``changes`` only those not run readonly.
+In dry-run mode changing commands are printed (``would run: ...``) and not recorded as
+changes, like the real runner.
+"""
+
+from __future__ import annotations
+
+import io
+import shlex
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from beadm.errors import CommandError
+from beadm.runner import Result
+
+
+@dataclass
+class Answer:
+    stdout: str = ""
+    returncode: int = 0
+    stderr: str = ""
+    hook: Callable[[tuple[str, ...]], None] | None = None
+
+
+class FakeRunner:
+    def __init__(self, *, dry_run: bool = False) -> None:
+        self._dry_run = dry_run
+        self._answers: dict[tuple[str, ...], Answer] = {}
+        self.calls: list[tuple[str, ...]] = []
+        self.changes: list[tuple[str, ...]] = []
+        self.out = io.StringIO()
+
+    @property
+    def dry_run(self) -> bool:
+        return self._dry_run
+
+    def on(
+        self,
+        *prefix: str,
+        stdout: str = "",
+        returncode: int = 0,
+        stderr: str = "",
+        hook: Callable[[tuple[str, ...]], None] | None = None,
+    ) -> None:
+        self._answers[tuple(prefix)] = Answer(stdout, returncode, stderr, hook)
+
+    def fail(self, *prefix: str, stderr: str = "boom") -> None:
+        self.on(*prefix, returncode=1, stderr=stderr)
+
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+        args = tuple(argv)
+        self.calls.append(args)
+        if self._dry_run and not readonly:
+            print(f"would run: {shlex.join(args)}", file=self.out)
+            return Result(args, 0, "", "")
+        if not readonly:
+            self.changes.append(args)
+        best: Answer | None = None
+        best_len = -1
+        for prefix, ans in self._answers.items():
+            if args[: len(prefix)] == prefix and len(prefix) > best_len:
+                best, best_len = ans, len(prefix)
+        ans = best if best is not None else Answer()
+        if ans.hook is not None:
+            ans.hook(args)
+        if ans.returncode != 0 and check:
+            raise CommandError(list(args), ans.returncode, ans.stderr)
+        return Result(args, ans.returncode, ans.stdout, ans.stderr)
+
+
+class RecordingBackend:
+    """A boot backend that records hook calls; ``state`` is what boot_state returns."""
+
+    name = "recording"
+
+    def __init__(self, state: object = None, fail_on: str | None = None) -> None:
+        from beadm.backend import BootState
+
+        self.state = state if state is not None else BootState()
+        self.fail_on = fail_on
+        self.calls: list[tuple[object, ...]] = []
+
+    def _hook(self, *call: object) -> None:
+        self.calls.append(call)
+        if call[0] == self.fail_on:
+            from beadm.errors import BootError
+
+            raise BootError(f"{call[0]} failed")
+
+    def boot_state(self, bes: list[object]) -> object:
+        return self.state
+
+    def init(self, be: object) -> None:
+        self._hook("init", be)
+
+    def post_create(self, be: object) -> None:
+        self._hook("post_create", be)
+
+    def activate(self, be: object, *, temporary: bool) -> None:
+        self._hook("activate", be, temporary)
+
+    def post_rename(self, old: object, new: object) -> None:
+        self._hook("post_rename", old, new)
+
+    def post_destroy(self, be: object) -> None:
+        self._hook("post_destroy", be)
+
+    def check(self, bes: list[object]) -> list[str]:
+        self._hook("check")
+        return []
+
+    def sync(self, bes: list[object]) -> None:
+        self._hook("sync")

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from world import LIST_TEXT, SNAP, manager, row
+
+from beadm.backend import BeRef
+from beadm.errors import CommandError, ExistsError, NotFoundError, UsageError
+
+CLEAR = ("zfs", "inherit", "org.beadm:state")
+
+
+def test_create_from_running_exact_argv(tmp_path: Path) -> None:
+    mgr, runner, backend = manager(tmp_path)
+    ref = mgr.create("pve-3", description="new one", props=["com.example:x=1"])
+    assert ref == BeRef("pve-3", "rpool/ROOT/pve-3", "new one", False)
+    assert runner.changes == [
+        (
+            "zfs", "snapshot", "-r", "-o", "org.beadm:state=creating",
+            f"rpool/ROOT/pve-1@{SNAP}",
+        ),
+        (
+            "zfs", "clone", "-o", "mountpoint=/", "-o", "acltype=posix",
+            "-o", "com.example:note=a\tb", "-o", "canmount=noauto",
+            "-o", "org.beadm:state=creating", "-o", "org.beadm:description=new one",
+            "-o", "com.example:x=1", f"rpool/ROOT/pve-1@{SNAP}", "rpool/ROOT/pve-3",
+        ),
+        (
+            "zfs", "clone", "-o", "compression=zstd", "-o", "canmount=noauto",
+            "-o", "org.beadm:state=creating", f"rpool/ROOT/pve-1/var@{SNAP}",
+            "rpool/ROOT/pve-3/var",
+        ),
+        (*CLEAR, f"rpool/ROOT/pve-1@{SNAP}"),
+        (*CLEAR, f"rpool/ROOT/pve-1/var@{SNAP}"),
+        (*CLEAR, "rpool/ROOT/pve-3/var"),
+        (*CLEAR, "rpool/ROOT/pve-3"),
+    ]  # fmt: skip
+    assert backend.calls == [("post_create", ref)]
+
+
+def test_create_queries_are_readonly(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    mgr.create("pve-3")
+    reads = [c for c in runner.calls if c not in runner.changes]
+    assert all(c[:2] in (("zfs", "list"), ("zfs", "get"), ("zpool", "get")) for c in reads)
+
+
+def test_create_from_snapshot_makes_no_snapshot(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    mgr.create("pve-3", source="pve-1@beadm-20261120-101010")
+    assert not any(c[:2] == ("zfs", "snapshot") for c in runner.changes)
+    clones = [c for c in runner.changes if c[:2] == ("zfs", "clone")]
+    assert [c[-2:] for c in clones] == [
+        ("rpool/ROOT/pve-1@beadm-20261120-101010", "rpool/ROOT/pve-3"),
+        ("rpool/ROOT/pve-1/var@beadm-20261120-101010", "rpool/ROOT/pve-3/var"),
+    ]
+    # the source snapshot is not ours: its mark is not touched
+    assert [c[-1] for c in runner.changes if c[:3] == CLEAR] == [
+        "rpool/ROOT/pve-3/var",
+        "rpool/ROOT/pve-3",
+    ]
+
+
+def test_create_from_snapshot_missing_on_child_is_refused(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    with pytest.raises(NotFoundError, match="pve-1/var@manual"):
+        mgr.create("pve-3", source="pve-1@manual")
+    assert runner.changes == []
+
+
+def test_create_from_other_be(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    mgr.create("pve-3", source="pve-2")
+    assert runner.changes[0][-1] == f"rpool/ROOT/pve-2@{SNAP}"
+
+
+def test_snapshot_name_is_unique(tmp_path: Path) -> None:
+    listing = LIST_TEXT + row(f"rpool/ROOT/pve-1@{SNAP}") + row(f"rpool/ROOT/pve-1@{SNAP}-1")
+    mgr, runner, _ = manager(tmp_path, listing=listing)
+    mgr.create("pve-3")
+    assert runner.changes[0][-1] == f"rpool/ROOT/pve-1@{SNAP}-2"
+
+
+def test_create_existing(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    with pytest.raises(ExistsError):
+        mgr.create("pve-2")
+    assert runner.changes == []
+
+
+def test_create_without_running_uses_bootfs(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path, mountinfo="", root="rpool/ROOT")
+    mgr.create("pve-3")
+    assert runner.changes[0][-1] == f"rpool/ROOT/pve-1@{SNAP}"
+
+
+def test_create_without_running_or_bootfs(tmp_path: Path) -> None:
+    mgr, _runner, _ = manager(tmp_path, mountinfo="", root="rpool/ROOT", bootfs="-")
+    with pytest.raises(UsageError, match="-e"):
+        mgr.create("pve-3")
+
+
+def test_child_clone_failure_undoes_this_create_only(tmp_path: Path) -> None:
+    mgr, runner, backend = manager(tmp_path)
+    runner.fail("zfs", "clone", "-o", "compression=zstd")
+    with pytest.raises(CommandError):
+        mgr.create("pve-3")
+    assert runner.changes[-2:] == [
+        ("zfs", "destroy", "rpool/ROOT/pve-3"),
+        ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAP}"),
+    ]
+    assert backend.calls == []
+
+
+def test_backend_failure_undoes_everything(tmp_path: Path) -> None:
+    from fakes import RecordingBackend
+
+    backend = RecordingBackend(fail_on="post_create")
+    mgr, runner, _ = manager(tmp_path, backend=backend)
+    with pytest.raises(Exception, match="post_create failed"):
+        mgr.create("pve-3")
+    assert [c[0] for c in backend.calls] == ["post_create", "post_destroy"]
+    assert runner.changes[-3:] == [
+        ("zfs", "destroy", "rpool/ROOT/pve-3/var"),
+        ("zfs", "destroy", "rpool/ROOT/pve-3"),
+        ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAP}"),
+    ]
+
+
+def test_bad_props_rejected_before_anything(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    for bad in (["novalue"], ["=x"], ["org.beadm:state=x"]):
+        with pytest.raises(UsageError):
+            mgr.create("pve-3", props=bad)
+    with pytest.raises(UsageError):
+        mgr.create("pve-3", description="two\nlines")
+    assert runner.calls == []
+
+
+def test_create_be_snapshot(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    assert mgr.create("pve-1@before") == "rpool/ROOT/pve-1@before"
+    assert runner.changes == [("zfs", "snapshot", "-r", "rpool/ROOT/pve-1@before")]
+    with pytest.raises(ExistsError):
+        mgr.create("pve-1@manual")
+    with pytest.raises(NotFoundError):
+        mgr.create("nope@x")

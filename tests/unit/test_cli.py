@@ -1,0 +1,141 @@
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fakes import FakeRunner, RecordingBackend
+from world import GET_TEXT, LIST_ARGV, LIST_TEXT, MOUNTINFO
+
+from beadm import __version__
+from beadm.cli import Deps, human, main
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def run(
+    tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None
+) -> tuple[int, str, str, FakeRunner]:
+    runners: list[FakeRunner] = []
+
+    def make_runner(dry: bool) -> FakeRunner:
+        r = FakeRunner(dry_run=dry)
+        r.on(*LIST_ARGV, stdout=LIST_TEXT)
+        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
+        runners.append(r)
+        return r
+
+    mi = tmp_path / "mountinfo"
+    mi.write_text(MOUNTINFO)
+    out, err = io.StringIO(), io.StringIO()
+    deps = Deps(
+        make_runner=make_runner,
+        make_backend=lambda name, runner: RecordingBackend(),  # type: ignore[arg-type,return-value]
+        mountinfo=mi,
+        lock_path=tmp_path / "lock",
+        lock_wait=0.2,
+        euid=lambda: euid,
+        stdin=stdin if stdin is not None else io.StringIO(),
+        stdout=out,
+        stderr=err,
+    )
+    rc = main(list(argv), deps=deps)
+    runner = runners[0] if runners else FakeRunner()
+    return rc, out.getvalue() + runner.out.getvalue(), err.getvalue(), runner
+
+
+def test_version_works_anywhere(tmp_path: Path) -> None:
+    rc, out, _, _ = run(tmp_path, "version", euid=1000)
+    assert (rc, out) == (0, f"beadm {__version__}\n")
+
+
+def test_help_has_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for argv in (["--help"], ["create", "--help"], ["umount", "--help"], ["list", "--help"]):
+        assert main(argv) == 0
+        assert "example:" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "code"),
+    [
+        (["create", "a/b"], 2),
+        (["create", "-x"], 2),
+        (["create", "bad name"], 2),
+        (["create", "x:"], 2),
+        (["frobnicate"], 2),
+        ([], 2),
+        (["create", "pve-2"], 4),
+        (["destroy", "-F", "pve-1"], 5),
+        (["destroy", "-F", "nope"], 3),
+        (["destroy", "pve-2"], 5),  # no terminal, no -F
+        (["rename", "pve-1", "x"], 5),
+        (["list", "nope"], 3),
+        (["list", "-k", "name", "-K", "date"], 2),
+        (["--root", "/not/a/dataset", "list"], 2),
+    ],
+)
+def test_rejected_input_one_line_nonzero_no_change(
+    tmp_path: Path, argv: list[str], code: int
+) -> None:
+    rc, _out, err, runner = run(tmp_path, *argv)
+    assert rc == code
+    assert err.count("\n") == 1 and err.startswith("beadm: ")
+    assert runner.changes == []
+
+
+def test_not_root(tmp_path: Path) -> None:
+    rc, _, err, _ = run(tmp_path, "list", euid=1000)
+    assert rc == 7 and err == "beadm: must be run as root\n"
+
+
+def test_dry_run_prints_and_changes_nothing(tmp_path: Path) -> None:
+    rc, out, err, runner = run(tmp_path, "-n", "create", "pve-3")
+    assert rc == 0, err
+    assert runner.changes == []
+    assert "would run: zfs snapshot -r -o org.beadm:state=creating rpool/ROOT/pve-1@beadm-" in out
+    assert "would run: zfs clone" in out
+    rc, out, err, runner = run(tmp_path, "--dry-run", "destroy", "pve-2")
+    assert rc == 0, err
+    assert runner.changes == []
+    assert "would run: zfs destroy -r rpool/ROOT/pve-2" in out
+
+
+def test_destroy_asks_on_a_terminal(tmp_path: Path) -> None:
+    rc, out, err, runner = run(tmp_path, "destroy", "pve-2", stdin=Tty("n\n"))
+    assert rc == 5 and runner.changes == []
+    assert "Destroy BE pve-2" in out
+    rc, out, err, runner = run(tmp_path, "destroy", "pve-2", stdin=Tty("y\n"))
+    assert rc == 0, err
+    assert ("zfs", "destroy", "-r", "rpool/ROOT/pve-2") in runner.changes
+
+
+def test_list_table_script_json(tmp_path: Path) -> None:
+    rc, out, _, _ = run(tmp_path, "list")
+    lines = out.splitlines()
+    assert lines[0].split() == ["BE", "Active", "Mountpoint", "Space", "Created", "Description"]
+    assert lines[1].split()[:4] == ["pve-1", "NR", "/", "2.00G"]
+    assert lines[2].split()[:3] == ["pve-2", "-", "-"]
+    assert lines[2].endswith("before upgrade")
+    rc, out, _, _ = run(tmp_path, "list", "-H", "-K", "name")
+    assert out.splitlines()[0].split("\t")[:2] == ["pve-2", "-"]
+    rc, out, _, _ = run(tmp_path, "list", "-s")
+    assert "  rpool/ROOT/pve-1@manual" in out
+    rc, out, _, _ = run(tmp_path, "list", "-a")
+    assert "  rpool/ROOT/pve-1/var" in out
+    _rc, out, _, _ = run(tmp_path, "list", "--json")
+    data = json.loads(out)
+    assert data["root"] == "rpool/ROOT"
+    assert [b["active"] for b in data["bes"]] == ["NR", "-"]
+    assert data["bes"][1]["origin"] == "rpool/ROOT/pve-1@beadm-20261120-101010"
+
+
+def test_human() -> None:
+    assert human(0) == "0B"
+    assert human(1536) == "1.50K"
+    assert human(2147483648) == "2.00G"
+    assert human(123 * 1024**2) == "123M"
