@@ -115,17 +115,17 @@ def test_destroy_asks_on_a_terminal(tmp_path: Path) -> None:
 
 
 def test_list_table_script_json(tmp_path: Path) -> None:
-    rc, out, _, _ = run(tmp_path, "list")
+    _, out, _, _ = run(tmp_path, "list")
     lines = out.splitlines()
     assert lines[0].split() == ["BE", "Active", "Mountpoint", "Space", "Created", "Description"]
     assert lines[1].split()[:4] == ["pve-1", "NR", "/", "2.00G"]
     assert lines[2].split()[:3] == ["pve-2", "-", "-"]
     assert lines[2].endswith("before upgrade")
-    rc, out, _, _ = run(tmp_path, "list", "-H", "-K", "name")
+    _, out, _, _ = run(tmp_path, "list", "-H", "-K", "name")
     assert out.splitlines()[0].split("\t")[:2] == ["pve-2", "-"]
-    rc, out, _, _ = run(tmp_path, "list", "-s")
+    _, out, _, _ = run(tmp_path, "list", "-s")
     assert "  rpool/ROOT/pve-1@manual" in out
-    rc, out, _, _ = run(tmp_path, "list", "-a")
+    _, out, _, _ = run(tmp_path, "list", "-a")
     assert "  rpool/ROOT/pve-1/var" in out
     _rc, out, _, _ = run(tmp_path, "list", "--json")
     data = json.loads(out)
