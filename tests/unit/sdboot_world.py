@@ -62,7 +62,7 @@ class World:
     def __init__(self, tmp: Path, *, dry_run: bool = False) -> None:
         self.tmp = tmp
         self.etc = tmp / "etc-kernel"
-        self.etc.mkdir()
+        self.etc.mkdir(parents=True)
         (self.etc / "proxmox-boot-uuids").write_text("\n".join(UUIDS) + "\n")
         self.esps = {u: tmp / "esp" / u for u in UUIDS}
         self.efivars = tmp / "efivars"
