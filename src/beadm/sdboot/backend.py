@@ -25,6 +25,7 @@ How the next boot is chosen and kept (see also ``docs`` in the package doc):
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
 from beadm.sdboot.store import EspStore, file_digest, store_name
 
+log = logging.getLogger(__name__)
 RECORD = "org.beadm:next"
 PROXMOX_DEFAULT = "proxmox-*"
 
@@ -193,8 +195,10 @@ class SystemdBootBackend:
             elif efi.get(var) != value:
                 efi.set(var, value)
         except EfiRefused as exc:
-            self.warnings.append(f"EFI variable {var} not written ({exc.strerror}): "
-                                 "loader.conf carries the choice")
+            note = (f"EFI variable {var} not written ({exc.strerror}): "
+                    "loader.conf carries the choice")
+            log.warning("%s", note)
+            self.warnings.append(note)
             return False
         return True
 

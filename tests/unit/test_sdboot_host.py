@@ -1,0 +1,135 @@
+"""SystemHost: argv sequences of ESP and BE mounting in the private namespace (fake runner)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from sdboot_world import PropRunner
+
+from beadm.backend import BeRef
+from beadm.errors import BootError
+from beadm.runner import Runner
+from beadm.sdboot.backend import SystemdBootBackend
+from beadm.sdboot.efivars import EfiVars
+from beadm.sdboot.host import SystemHost, read_uuids
+
+U1, U2 = "C0DE-0001", "C0DE-0002"
+
+
+class FakeNamespace:
+    log: ClassVar[list[str]] = []
+
+    def __init__(self, runner: Runner) -> None:
+        pass
+
+    def enter(self) -> None:
+        FakeNamespace.log.append("enter")
+
+    def leave(self) -> None:
+        FakeNamespace.log.append("leave")
+
+
+def host(tmp: Path, runner: PropRunner, devices: tuple[str, ...] = (U1, U2)) -> SystemHost:
+    etc, dev, run, efi = (tmp / d for d in ("etc", "dev", "run", "efi"))
+    for d in (etc, dev, run, efi):
+        d.mkdir()
+    (etc / "proxmox-boot-uuids").write_text(f"{U1}\n{U2}\n")
+    for u in devices:
+        (dev / u).write_text("")
+    h = SystemHost(runner, etc_kernel=etc, efivars=efi, dev_by_uuid=dev, tmp_base=str(run))
+    h.namespace_factory = FakeNamespace  # type: ignore[assignment]
+    FakeNamespace.log = []
+    return h
+
+
+def mounts(runner: PropRunner) -> list[tuple[str, ...]]:
+    return [c for c in runner.calls if c[0] in ("mount", "umount")]
+
+
+def test_each_esp_mounted_once_and_unmounted(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+    ms = mounts(r)
+    esp_mounts = [c for c in ms if c[:3] == ("mount", "-t", "vfat")]
+    assert [c[5] for c in esp_mounts] == [str(tmp_path / "dev" / U1), str(tmp_path / "dev" / U2)]
+    assert all(c[4] == "umask=0077" for c in esp_mounts)
+    assert [c[1] for c in ms if c[0] == "umount"] == [esp_mounts[1][6], esp_mounts[0][6]]
+    assert FakeNamespace.log == ["enter", "leave"]
+    assert list((tmp_path / "run").iterdir()) == []  # private mount points removed
+    assert h.esp_mounts == 2
+
+
+def test_missing_esp_named_and_rest_unmounted(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r, devices=(U1,))
+    with pytest.raises(BootError, match=f"ESP {U2} is missing"):
+        SystemdBootBackend(r, host=h).post_destroy(BeRef("x", "rpool/ROOT/x"))
+    ms = mounts(r)
+    assert len([c for c in ms if c[0] == "mount" and "vfat" in c]) == 1
+    assert len([c for c in ms if c[0] == "umount"]) == 1
+    assert FakeNamespace.log == ["enter", "leave"]
+
+
+def test_failure_inside_still_unmounts(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    be = BeRef("pve-2", "rpool/ROOT/pve-2")  # not running: mounted, and it has no kernels
+    with pytest.raises(BootError, match="no kernel"):
+        SystemdBootBackend(r, host=h).post_create(be)
+    ms = mounts(r)
+    assert ms[0][:6] == ("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2")
+    assert [c[0] for c in ms] == ["mount", "umount"]
+    assert FakeNamespace.log == ["enter", "leave"]
+
+
+def test_dry_run_mounts_read_only(tmp_path: Path) -> None:
+    r = PropRunner(dry_run=True)
+    h = host(tmp_path, r)
+    with pytest.raises(BootError):
+        SystemdBootBackend(r, host=h).post_create(BeRef("pve-2", "rpool/ROOT/pve-2"))
+    assert mounts(r)[0][4] == "ro,zfsutil"
+
+
+def test_list_answers_from_efi_variables_without_mounting(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    EfiVars(tmp_path / "efi").set("LoaderEntryDefault", "beadm-pve-2-6.8.12-1-pve.conf")
+    state = SystemdBootBackend(r, host=h).boot_state(
+        [BeRef("pve-1", "rpool/ROOT/pve-1", running=True), BeRef("pve-2", "rpool/ROOT/pve-2")])
+    assert state.next_boot == "pve-2"
+    assert mounts(r) == [] and FakeNamespace.log == []
+
+
+def test_old_uuids_file_name(tmp_path: Path) -> None:
+    (tmp_path / "pve-efiboot-uuids").write_text("B-2\nA-1\n\nA-1\n")
+    assert read_uuids(tmp_path) == ["A-1", "B-2"]
+    with pytest.raises(BootError, match="no ESP list"):
+        read_uuids(tmp_path / "none")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_ADMIN) for unshare")
+def test_private_namespace_hides_mounts_and_returns(tmp_path: Path) -> None:
+    from beadm.runner import SubprocessRunner
+    from beadm.sdboot.host import PrivateNamespace
+
+    ns = PrivateNamespace(SubprocessRunner())
+    d = tmp_path / "m"
+    d.mkdir()
+    before = Path("/proc/self/ns/mnt").readlink()
+    ns.enter()
+    try:
+        assert Path("/proc/self/ns/mnt").readlink() != before
+        subprocess.run(["mount", "-t", "tmpfs", "beadm-test", str(d)], check=True)
+        assert d.is_mount()
+        outside = Path("/proc/1/mountinfo").read_text()
+        assert "beadm-test" not in outside
+    finally:
+        ns.leave()
+    assert Path("/proc/self/ns/mnt").readlink() == before
+    assert not d.is_mount()  # the namespace, and its mount, are gone
