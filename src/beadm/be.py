@@ -169,7 +169,9 @@ class BeManager:
         """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``."""
         tree = self._tree()
         running = self.running_name()
-        bes = tree.bes()
+        # BEs still being created (or left half-created by a killed create, which the next
+        # changing command removes) are not BEs yet.
+        bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
         bootfs = self._bootfs()
         next_boot = state.next_boot

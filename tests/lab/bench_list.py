@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Benchmark (not a test): ``beadm list`` against bare ``zfs list -t all`` of the same datasets.
+
+Run in the lab VM: ``lab/lab run -- python3 tests/lab/bench_list.py [BES [SNAPS_PER_BE]]``.
+Builds a pool on the first blank disk with BES BEs (default 500) under ``rpool/ROOT`` and
+SNAPS_PER_BE snapshots each (default 10, so 5000 in all), then prints the median wall time
+of each command over a few runs and their ratio.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+POOL = "rpool"
+ROOT = f"{POOL}/ROOT"
+SRC = Path(__file__).resolve().parents[2] / "src"
+RUNS = 5
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+
+
+def timed(argv: list[str]) -> float:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    times = []
+    for _ in range(RUNS):
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, env=env)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> int:
+    n_bes = int(sys.argv[1]) if len(sys.argv) > 1 else 500
+    per_be = int(sys.argv[2]) if len(sys.argv) > 2 else 10
+    disk = "/dev/disk/by-id/virtio-pool1"
+    sh("zpool", "create", "-f", "-R", "/mnt/bench", "-O", "mountpoint=none", POOL, disk)
+    try:
+        t0 = time.perf_counter()
+        sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
+        for i in range(n_bes):
+            sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/be-{i}")
+        snaps = [f"{ROOT}/be-{i}@s{j}" for i in range(n_bes) for j in range(per_be)]
+        for k in range(0, len(snaps), 1000):
+            sh("zfs", "snapshot", *snaps[k : k + 1000])
+        sh("zpool", "set", f"bootfs={ROOT}/be-0", POOL)
+        print(f"setup: {n_bes} BEs, {len(snaps)} snapshots in {time.perf_counter() - t0:.1f}s")
+        zfs = timed(["zfs", "list", "-t", "all", "-r", ROOT])
+        base = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", "list"]
+        rows = [("zfs list -t all -r rpool/ROOT", zfs)]
+        for extra in ([], ["-H"], ["-s"], ["--json"]):
+            rows.append((" ".join(["beadm list", *extra]), timed(base + extra)))
+        startup = timed([sys.executable, "-m", "beadm", "version"])
+        rows.append(("beadm version (interpreter start-up)", startup))
+        for what, t in rows:
+            print(f"{what:40s} {t * 1000:8.0f} ms   ratio {t / zfs:5.2f}")
+    finally:
+        subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

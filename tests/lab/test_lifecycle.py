@@ -1,0 +1,394 @@
+"""The BE lifecycle on real OpenZFS (lab VM): every command on a Proxmox-like pool.
+
+The pool is built on a blank disk with altroot ``/mnt/lab`` (``/`` in the VM is not ZFS),
+and beadm runs with ``--root rpool/ROOT --backend none`` as a subprocess, so these tests
+exercise the CLI end to end. The running BE is simulated for the library with a mountinfo
+file where it is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POOL = "rpool"
+ROOT = f"{POOL}/ROOT"
+ALT = "/mnt/lab"
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def sh(*argv: str) -> str:
+    res = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} exited {res.returncode}: {res.stderr}")
+    return res.stdout
+
+
+def beadm(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    argv = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", *args]
+    return subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+
+
+def ok(*args: str) -> str:
+    res = beadm(*args)
+    assert res.returncode == 0, f"beadm {' '.join(args)}: {res.returncode} {res.stderr}"
+    return res.stdout
+
+
+def state() -> str:
+    """Everything ZFS knows about the pool (compared before/after)."""
+    return sh("zfs", "list", "-H", "-p", "-t", "all", "-o", "all", "-r", POOL)
+
+
+def names() -> set[str]:
+    return set(sh("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", POOL).split())
+
+
+def prop(ds: str, p: str) -> str:
+    return sh("zfs", "get", "-H", "-p", "-o", "value", p, ds).strip()
+
+
+def bes() -> list[str]:
+    return [line.split("\t")[0] for line in ok("list", "-H").splitlines()]
+
+
+@pytest.fixture
+def pool(pool_disks: list[Path]) -> Iterator[str]:
+    """rpool/ROOT (canmount=off) with BE pve-1 (mountpoint=/, noauto) and pve-1/var."""
+    sh("zpool", "create", "-f", "-R", ALT, "-O", "mountpoint=none", POOL, str(pool_disks[0]))
+    try:
+        sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
+        sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/pve-1")
+        sh("zfs", "set", "com.example:site=lab", f"{ROOT}/pve-1")
+        sh("zfs", "mount", f"{ROOT}/pve-1")
+        sh("zfs", "create", "-o", "compression=zstd", f"{ROOT}/pve-1/var")
+        Path(ALT, "etc").mkdir()
+        Path(ALT, "etc/marker").write_text("pve-1 root\n")
+        Path(ALT, "var/marker").write_text("pve-1 var\n")
+        sh("zfs", "unmount", f"{ROOT}/pve-1/var")
+        sh("zfs", "unmount", f"{ROOT}/pve-1")
+        sh("zfs", "set", "canmount=noauto", f"{ROOT}/pve-1/var")
+        sh("zpool", "set", f"bootfs={ROOT}/pve-1", POOL)
+        yield POOL
+    finally:
+        subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
+
+
+def test_capture_real_zfs_output(pool: str) -> None:
+    """Print real ``zfs list``/``zfs get`` output (copied into the unit fixtures)."""
+    ok("create", "-d", "captured", "pve-2")
+    ok("create", "pve-1@manual")
+    from beadm.zfs import LIST_COLUMNS
+
+    print("=== zfs list ===")
+    print(sh("zfs", "list", "-H", "-p", "-t", "filesystem,snapshot", "-o",
+             ",".join(LIST_COLUMNS), "-r", ROOT), end="")  # fmt: skip
+    print("=== zfs get ===")
+    get = ["zfs", "get", "-H", "-p", "-o", "name,property,value,source", "-s", "local,received"]
+    print(sh(*get, "-t", "filesystem", "-r", "all", f"{ROOT}/pve-1"), end="")
+    print("=== end ===")
+
+
+def test_create_from_bootfs_is_deep_and_copies_properties(pool: str) -> None:
+    ok("create", "-d", "first copy", "-o", "com.example:x=1", "pve-2")
+    assert prop(f"{ROOT}/pve-2", "origin").startswith(f"{ROOT}/pve-1@beadm-")
+    assert prop(f"{ROOT}/pve-2/var", "origin").startswith(f"{ROOT}/pve-1/var@beadm-")
+    assert prop(f"{ROOT}/pve-2", "canmount") == "noauto"
+    assert prop(f"{ROOT}/pve-2", "mountpoint") == "/"
+    assert prop(f"{ROOT}/pve-2", "com.example:site") == "lab"
+    assert prop(f"{ROOT}/pve-2", "com.example:x") == "1"
+    assert prop(f"{ROOT}/pve-2", "org.beadm:description") == "first copy"
+    assert prop(f"{ROOT}/pve-2", "org.beadm:state") == "-"
+    assert prop(f"{ROOT}/pve-2/var", "compression") == "zstd"
+    assert prop(f"{ROOT}/pve-2/var", "org.beadm:state") == "-"
+    assert all(prop(n, "org.beadm:state") == "-" for n in names() if "@beadm-" in n)
+    data = json.loads(ok("list", "--json"))
+    by = {b["name"]: b for b in data["bes"]}
+    assert by["pve-1"]["active"] == "R"
+    assert by["pve-2"]["description"] == "first copy"
+    assert [d["name"] for d in by["pve-2"]["datasets"]] == [f"{ROOT}/pve-2", f"{ROOT}/pve-2/var"]
+
+
+def test_create_from_other_be_and_from_snapshot(pool: str) -> None:
+    ok("create", "pve-2")
+    ok("create", "-e", "pve-2", "pve-3")
+    assert prop(f"{ROOT}/pve-3", "origin").startswith(f"{ROOT}/pve-2@beadm-")
+    ok("create", "pve-1@before")
+    assert f"{ROOT}/pve-1/var@before" in names()
+    ok("create", "-e", "pve-1@before", "fromsnap")
+    assert prop(f"{ROOT}/fromsnap", "origin") == f"{ROOT}/pve-1@before"
+    assert prop(f"{ROOT}/fromsnap/var", "origin") == f"{ROOT}/pve-1/var@before"
+    # a user snapshot is never removed with the BE (no -o)
+    ok("destroy", "-F", "fromsnap")
+    assert f"{ROOT}/pve-1@before" in names()
+    assert f"{ROOT}/fromsnap" not in names()
+
+
+def test_destroy_origin_of_two_bes_promotes_them(pool: str) -> None:
+    ok("create", "a")
+    ok("create", "b")
+    ok("activate", "a")
+    ok("destroy", "-F", "pve-1")
+    left = names()
+    assert not any(n.startswith(f"{ROOT}/pve-1") for n in left)
+    assert {f"{ROOT}/a", f"{ROOT}/a/var", f"{ROOT}/b", f"{ROOT}/b/var"} <= left
+    assert sorted(bes()) == ["a", "b"]
+    for be in ("a", "b"):
+        where = ok("mount", be).strip()
+        try:
+            assert Path(where, "etc/marker").read_text() == "pve-1 root\n"
+            assert Path(where, "var/marker").read_text() == "pve-1 var\n"
+        finally:
+            ok("umount", be)
+    # no beadm snapshot is left without a clone
+    for n in left:
+        if "@beadm-" in n:
+            assert prop(n, "clones") not in ("", "-"), n
+
+
+def test_destroy_snapshot_with_clones_is_refused(pool: str) -> None:
+    ok("create", "pve-2")
+    snap = prop(f"{ROOT}/pve-2", "origin").partition("@")[2]
+    before = state()
+    res = beadm("destroy", "-F", f"pve-1@{snap}")
+    assert res.returncode == 5
+    assert len(res.stderr.splitlines()) == 1 and "has clones" in res.stderr
+    assert state() == before
+    ok("create", "pve-1@lonely")
+    ok("destroy", "-F", "pve-1@lonely")
+    assert f"{ROOT}/pve-1@lonely" not in names()
+    assert f"{ROOT}/pve-1/var@lonely" not in names()
+
+
+def test_rename_then_list(pool: str) -> None:
+    ok("create", "-d", "keep me", "pve-2")
+    ok("rename", "pve-2", "stable")
+    assert "stable" in bes() and "pve-2" not in bes()
+    assert f"{ROOT}/stable/var" in names()
+    row = next(r for r in ok("list", "-H").splitlines() if r.startswith("stable\t"))
+    assert row.endswith("keep me")
+    # renaming the bootfs BE moves bootfs with it
+    ok("rename", "pve-1", "first")
+    assert sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL).strip() == f"{ROOT}/first"
+
+
+def test_mount_umount_with_children(pool: str, tmp_path: Path) -> None:
+    ok("create", "pve-2")
+    where = ok("mount", "pve-2").strip()
+    assert where.startswith("/tmp/beadm-")
+    mounts = Path("/proc/self/mountinfo").read_text()
+    assert f" {where} " in mounts and f" {where}/var " in mounts
+    assert Path(where, "var/marker").read_text() == "pve-1 var\n"
+    res = beadm("mount", "pve-2")
+    assert res.returncode == 5 and len(res.stderr.splitlines()) == 1
+    ok("umount", "pve-2")
+    assert f" {where} " not in Path("/proc/self/mountinfo").read_text()
+    assert not Path(where).exists()
+    # explicit directory, unmounted by directory
+    d = tmp_path / "m"
+    d.mkdir()
+    assert ok("mount", "pve-2", str(d)).strip() == str(d)
+    assert (d / "etc/marker").read_text() == "pve-1 root\n"
+    ok("unmount", "-f", str(d))
+    assert not (d / "etc").exists()
+    res = beadm("umount", "pve-2")
+    assert res.returncode == 3
+
+
+def test_names_dot_and_prefix(pool: str) -> None:
+    ok("create", "a.b")
+    ok("create", "test")
+    ok("create", "test2")
+    ok("create", "aXb")
+    before = {n for n in names() if "test2" in n or "aXb" in n}
+    ok("destroy", "-F", "test")
+    after = names()
+    assert before <= after
+    assert not any(n == f"{ROOT}/test" or n.startswith(f"{ROOT}/test/") for n in after)
+    ok("destroy", "-F", "a.b")
+    assert f"{ROOT}/aXb" in names()
+    assert sorted(bes()) == ["aXb", "pve-1", "test2"]
+
+
+def test_dry_run_changes_nothing(pool: str) -> None:
+    ok("create", "pve-2")
+    ok("create", "pve-1@snap")
+    before = state()
+    for args in (
+        ["create", "x"],
+        ["create", "-e", "pve-1@snap", "y"],
+        ["create", "pve-2@s"],
+        ["destroy", "-F", "pve-2"],
+        ["destroy", "pve-1@snap"],
+        ["rename", "pve-2", "z"],
+        ["activate", "pve-2"],
+        ["activate", "-t", "pve-2"],
+        ["mount", "pve-2"],
+        ["init", "pve-2"],
+    ):
+        out = ok("-n", *args)
+        if args[0] not in ("init",):
+            assert "would run: " in out, args
+    assert state() == before
+    assert not list(Path("/tmp").glob("beadm-*"))
+
+
+REJECTED = [
+    (["create", "bad/name"], 2),
+    (["create", "with space"], 2),
+    (["create", "trailing:"], 2),
+    (["create", "--", "-lead"], 2),
+    (["create", "pve-1"], 4),
+    (["create", "-e", "nope", "x"], 3),
+    (["create", "-e", "pve-1@nope", "x"], 3),
+    (["create", "-o", "novalue", "x"], 2),
+    (["destroy", "-F", "nope"], 3),
+    (["destroy", "-F", "pve-1"], 5),  # bootfs
+    (["destroy", "pve-2"], 5),  # no terminal, no -F
+    (["rename", "pve-2", "pve-1"], 4),
+    (["rename", "nope", "x"], 3),
+    (["mount", "nope"], 3),
+    (["umount", "pve-2"], 3),
+    (["activate", "nope"], 3),
+    (["activate", "a@b"], 2),
+    (["list", "nope"], 3),
+    (["frob"], 2),
+]
+
+
+@pytest.mark.parametrize(("args", "code"), REJECTED, ids=[" ".join(a) for a, _ in REJECTED])
+def test_rejected_input(pool: str, args: list[str], code: int) -> None:
+    ok("create", "pve-2")
+    before = state()
+    res = beadm(*args)
+    assert res.returncode == code, res.stderr
+    assert len(res.stderr.splitlines()) == 1 and res.stderr.startswith("beadm: ")
+    assert state() == before
+
+
+def test_two_concurrent_creates(pool: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    argv = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", "create"]
+    procs = [
+        subprocess.Popen([*argv, name], env=env, stderr=subprocess.PIPE, text=True)
+        for name in ("c1", "c2")
+    ]
+    errs = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errs
+    assert sorted(bes()) == ["c1", "c2", "pve-1"]
+    snaps = {prop(f"{ROOT}/{b}", "origin") for b in ("c1", "c2")}
+    assert len(snaps) == 2
+
+
+KILLER = textwrap.dedent(
+    """
+    import os, signal, sys
+    from beadm.backend import NoopBackend
+    from beadm.be import BeManager
+    from beadm.runner import SubprocessRunner
+
+    stop_after = sys.argv[1]  # e.g. "zfs clone:2": SIGKILL after the 2nd such command
+
+    class Killing(SubprocessRunner):
+        seen = 0
+
+        def run(self, argv, **kw):
+            res = super().run(argv, **kw)
+            what, _, n = stop_after.partition(":")
+            if " ".join(argv).startswith(what):
+                Killing.seen += 1
+                if Killing.seen == int(n):
+                    os.kill(os.getpid(), signal.SIGKILL)
+            return res
+
+    runner = Killing()
+    BeManager(runner, NoopBackend(runner), root="rpool/ROOT").create("half")
+    """
+)
+
+
+@pytest.mark.parametrize(
+    "stop_after", ["zfs snapshot:1", "zfs clone:1", "zfs clone:2", "zfs inherit:1", "zfs inherit:3"]
+)
+def test_killed_create_leaves_no_half_be(pool: str, stop_after: str) -> None:
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    before = names()
+    proc = subprocess.run(
+        [sys.executable, "-c", KILLER, stop_after], env=env, capture_output=True, text=True
+    )
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert "half" not in bes()  # list never shows a half-created BE
+    ok("create", "other")  # the next changing command cleans up
+    after = names()
+    assert not any(n.startswith(f"{ROOT}/half") for n in after)
+    assert all(prop(n, "org.beadm:state") == "-" for n in after)
+    new = after - before
+    assert {n for n in new if "@" not in n} == {f"{ROOT}/other", f"{ROOT}/other/var"}
+    # only other's origin snapshots are new
+    origin = prop(f"{ROOT}/other", "origin").partition("@")[2]
+    assert {n for n in new if "@" in n} == {f"{ROOT}/pve-1@{origin}", f"{ROOT}/pve-1/var@{origin}"}
+
+
+def test_running_be_rules_via_library(pool: str, tmp_path: Path) -> None:
+    """With pve-1 as the running BE (mountinfo simulated): default source, refusals."""
+    sys.path.insert(0, str(SRC))
+    from beadm.backend import NoopBackend
+    from beadm.be import BeManager
+    from beadm.errors import RefusedError
+    from beadm.lock import Lock
+    from beadm.runner import SubprocessRunner
+
+    mi = tmp_path / "mountinfo"
+    mi.write_text(f"1 0 0:1 / / rw - zfs {ROOT}/pve-1 rw\n")
+    runner = SubprocessRunner()
+    mgr = BeManager(runner, NoopBackend(runner), mountinfo=mi, lock=Lock(tmp_path / "l"))
+    assert mgr.root == ROOT
+    mgr.create("pve-2")
+    assert prop(f"{ROOT}/pve-2", "origin").startswith(f"{ROOT}/pve-1@beadm-")
+    ok("activate", "pve-2")
+    with pytest.raises(RefusedError, match="running"):
+        mgr.destroy("pve-1")
+    with pytest.raises(RefusedError, match="running"):
+        mgr.rename("pve-1", "x")
+    assert [i.active for i in mgr.listing().bes] == ["N", "R"]
+
+
+def test_activate_sets_bootfs_and_canmount(pool: str) -> None:
+    ok("create", "pve-2")
+    sh("zfs", "set", "canmount=on", f"{ROOT}/pve-1")
+    ok("activate", "pve-2")
+    assert sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL).strip() == f"{ROOT}/pve-2"
+    assert prop(f"{ROOT}/pve-1", "canmount") == "noauto"
+    rows = {r.split("\t")[0]: r.split("\t")[1] for r in ok("list", "-H").splitlines()}
+    assert rows == {"pve-1": "-", "pve-2": "R"}
+    ok("activate", "-t", "pve-1")
+    assert sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL).strip() == f"{ROOT}/pve-2"
+
+
+def test_lock_makes_a_second_changer_wait_then_fail(pool: str) -> None:
+    import fcntl
+
+    with Path("/run/beadm.lock").open("a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        start = time.monotonic()
+        res = beadm("create", "late")
+        waited = time.monotonic() - start
+    assert res.returncode == 6 and "another beadm" in res.stderr
+    assert 4 < waited < 30
+    assert "late" not in bes()
+
+
+def test_every_command_help_has_an_example() -> None:
+    for cmd in ("create", "destroy", "list", "rename", "mount", "umount", "activate", "init"):
+        res = beadm(cmd, "--help")
+        assert res.returncode == 0 and "example:" in res.stdout
