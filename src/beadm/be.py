@@ -286,6 +286,9 @@ class BeManager:
         local: dict[str, list[PropValue]] = {}
         for pv in self.zfs.local_props(src.dataset):
             local.setdefault(pv.dataset, []).append(pv)
+        # zfs shows mountpoints with the pool's altroot in front (a rescue import): the
+        # stored value is what the clone must get.
+        altroot = self.zfs.pool_get(self.pool, "altroot")
 
         undo = UndoLog()
         try:
@@ -306,6 +309,7 @@ class BeManager:
                     local.get(d.name, []),
                     description=description if is_root else "",
                     user=user_props if is_root else [],
+                    altroot=altroot,
                 )
                 self.zfs.clone(f"{d.name}@{snap}", clone, opts)
                 clones.append(clone)
@@ -632,12 +636,17 @@ def _clone_props(
     *,
     description: str,
     user: list[tuple[str, str]],
+    altroot: str = "",
 ) -> list[tuple[str, str]]:
     """Properties for the clone of ``src``: local/received ones copied, then beadm's own."""
     props: dict[str, str] = {}
     for pv in local:
         if pv.prop not in _NOT_COPIED and not pv.prop.startswith("org.beadm:"):
             props[pv.prop] = pv.value
+    mp = props.get("mountpoint", "")
+    root = altroot.rstrip("/")
+    if root and (mp == root or mp.startswith(root + "/")):
+        props["mountpoint"] = mp[len(root) :] or "/"
     props["canmount"] = "off" if src.canmount == "off" else "noauto"
     props[PROP_STATE] = STATE_CREATING
     if description:

@@ -146,3 +146,18 @@ def test_create_be_snapshot(tmp_path: Path) -> None:
         mgr.create("pve-1@manual")
     with pytest.raises(NotFoundError):
         mgr.create("nope@x")
+
+
+def test_altroot_is_not_copied_into_mountpoints(tmp_path: Path) -> None:
+    from beadm.zfs import parse_get
+
+    mgr, runner, _ = manager(tmp_path)
+    runner.on("zpool", "get", "-H", "-p", "-o", "value", "altroot", stdout="/mnt/x\n")
+    text = "rpool/ROOT/pve-1\tmountpoint\t/mnt/x\tlocal\n"
+    text += "rpool/ROOT/pve-1/var\tmountpoint\t/mnt/x/var\tlocal\n"
+    assert len(parse_get(text)) == 2
+    runner.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=text)
+    mgr.create("pve-3")
+    clones = [c for c in runner.changes if c[:2] == ("zfs", "clone")]
+    assert clones[0][2:4] == ("-o", "mountpoint=/")
+    assert clones[1][2:4] == ("-o", "mountpoint=/var")
