@@ -1,0 +1,152 @@
+"""Issue 3's boot scenarios: every claim of the systemd-boot backend proven by rebooting the
+Proxmox-like machine (lab/pvelab). Each test is one fresh machine; steps run one per boot."""
+
+from __future__ import annotations
+
+import pytest
+from pvelab import run_steps
+
+pytestmark = pytest.mark.boot
+
+# shell helpers available in every step
+LIB = r"""
+V=4a67b082-0a4c-41cf-b6c7-440b29bb8c4f
+efivar() { local f=/sys/firmware/efi/efivars/$1-$V
+    [ -e "$f" ] && cat "$f" | tail -c +5 | iconv -f UTF-16LE -t UTF-8 | tr -d '\000'; true; }
+root_is() { local r; r=$(findmnt -no SOURCE /)
+    [ "$r" = "$1" ] || { echo "root is $r, not $1"; exit 1; }; }
+flags() { beadm list -H | awk -F'\t' -v be="$1" '$1 == be { print $2 }'; }
+# run a command with both ESPs mounted read-only at /run/t/esp1 /run/t/esp2 (private namespace)
+on_esps() { unshare --mount --propagation private sh -c '
+    mkdir -p /run/t/esp1 /run/t/esp2
+    mount -o ro /dev/disk/by-uuid/C0DE-0001 /run/t/esp1
+    mount -o ro /dev/disk/by-uuid/C0DE-0002 /run/t/esp2
+    '"$1"; }
+"""
+
+
+def steps(*bodies: str) -> list[str]:
+    return [LIB + b for b in bodies]
+
+
+def ok(res: object) -> None:
+    assert getattr(res, "returncode", 1) == 0, getattr(res, "output", "")
+
+
+def test_a_init_keeps_pve1_booting_now_from_beadm_entry() -> None:
+    res = run_steps(*steps(
+        """
+root_is rpool/ROOT/pve-1
+beadm init pve-1
+on_esps 'ls /run/t/esp1/loader/entries /run/t/esp2/loader/entries /run/t/esp1/beadm'
+on_esps 'ls /run/t/esp*/loader/entries/beadm-pve-1-*.conf'
+test -x /etc/kernel/postinst.d/zzz-beadm
+test -x /etc/initramfs/post-update.d/zzz-beadm
+grep -q '^root=ZFS=rpool/ROOT/pve-1 ' /etc/kernel/cmdline
+beadm activate pve-1
+efivar LoaderEntryDefault; echo
+beadm list
+""",
+        """
+root_is rpool/ROOT/pve-1
+case "$(efivar LoaderEntrySelected)" in beadm-pve-1-*) ;; *) echo "not a beadm entry"; exit 1;; esac
+beadm check
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1"] * 2
+    assert res.entries[1].startswith("beadm-pve-1-")
+
+
+def test_b_create_activate_reboot_boots_pve2() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+grep -q '^root=ZFS=rpool/ROOT/pve-1 ' /etc/kernel/cmdline
+beadm activate pve-2
+beadm list
+test "$(flags pve-2)" = R
+""",
+        """
+root_is rpool/ROOT/pve-2
+grep -q '^root=ZFS=rpool/ROOT/pve-2 ' /etc/kernel/cmdline
+beadm list
+test "$(flags pve-2)" = NR
+beadm check
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
+    assert res.entries[1].startswith("beadm-pve-2-")
+
+
+def test_c_activate_survives_refresh_reinit_and_initramfs_update() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm activate pve-2
+proxmox-boot-tool refresh
+proxmox-boot-tool reinit
+update-initramfs -u
+on_esps 'grep -H default /run/t/esp1/loader/loader.conf /run/t/esp2/loader/loader.conf'
+on_esps 'for c in /run/t/esp*/loader/loader.conf; do grep -q "^default beadm-pve-2-" $c; done'
+test "$(flags pve-2)" = R
+""",
+        """
+root_is rpool/ROOT/pve-2
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
+
+
+def test_c2_without_efi_variable_loader_conf_and_hooks_carry_it() -> None:
+    """Firmware that keeps no LoaderEntryDefault: loader.conf alone, re-asserted by zzz-beadm."""
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm activate pve-2
+f=/sys/firmware/efi/efivars/LoaderEntryDefault-$V
+chattr -i "$f" 2>/dev/null || true
+rm -f "$f"
+test "$(flags pve-2)" = R
+proxmox-boot-tool refresh
+beadm list 2>&1 | tee /tmp/list.out
+grep -q "overwritten" /tmp/list.out
+test "$(flags pve-1)" = NR
+update-initramfs -u
+test "$(flags pve-2)" = R
+beadm list 2>&1 | grep -vq overwritten
+""",
+        """
+root_is rpool/ROOT/pve-2
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
+
+
+def test_d_activate_once_then_back() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm activate -t pve-2
+beadm list
+test "$(flags pve-2)" = T
+test "$(flags pve-1)" = NR
+""",
+        """
+root_is rpool/ROOT/pve-2
+beadm list
+test "$(flags pve-1)" = R
+""",
+        """
+root_is rpool/ROOT/pve-1
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-1"]
