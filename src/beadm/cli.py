@@ -221,6 +221,16 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         mountinfo=deps.mountinfo,
         lock=Lock(deps.lock_path, deps.lock_wait),
     )
+    rc = _command(mgr, args, deps, out, err)
+    # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
+    # (list prints the warnings of boot_state itself.)
+    notes = getattr(backend, "warnings", None) or []
+    for note in notes if args.command != "list" else []:
+        print(f"beadm: warning: {note}", file=err)
+    return rc
+
+
+def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
     cmd = args.command
     if cmd == "list":
         _list(mgr, args, out, err)
