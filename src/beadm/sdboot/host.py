@@ -21,7 +21,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import os
-import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -182,8 +181,10 @@ class SystemSession:
                 r = self._host.runner.run(["umount", str(d)], readonly=True, check=False)
                 if r.returncode != 0:
                     self._host.runner.run(["umount", "-l", str(d)], readonly=True, check=False)
-            if self._base is not None:
-                shutil.rmtree(self._base, ignore_errors=True)
+            if self._base is not None:  # rmdir only: never recurse into a mount point
+                for d in [*self._base.iterdir(), self._base]:
+                    with contextlib.suppress(OSError):
+                        d.rmdir()
         finally:
             if self._ns is not None:
                 self._ns.leave()
