@@ -36,7 +36,9 @@ def sh(*argv: str) -> str:
 def beadm(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     argv = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", *args]
-    return subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    return subprocess.run(
+        argv, capture_output=True, text=True, check=False, env=env, stdin=subprocess.DEVNULL
+    )
 
 
 def ok(*args: str) -> str:
@@ -225,6 +227,7 @@ def test_dry_run_changes_nothing(pool: str) -> None:
     ok("create", "pve-2")
     ok("create", "pve-1@snap")
     before = state()
+    tmp_before = set(Path("/tmp").glob("beadm-*"))
     for args in (
         ["create", "x"],
         ["create", "-e", "pve-1@snap", "y"],
@@ -241,7 +244,7 @@ def test_dry_run_changes_nothing(pool: str) -> None:
         if args[0] not in ("init",):
             assert "would run: " in out, args
     assert state() == before
-    assert not list(Path("/tmp").glob("beadm-*"))
+    assert set(Path("/tmp").glob("beadm-*")) == tmp_before
 
 
 REJECTED = [
@@ -281,7 +284,9 @@ def test_two_concurrent_creates(pool: str) -> None:
     env = dict(os.environ, PYTHONPATH=str(SRC))
     argv = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", "create"]
     procs = [
-        subprocess.Popen([*argv, name], env=env, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [*argv, name], env=env, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL
+        )
         for name in ("c1", "c2")
     ]
     errs = [p.communicate(timeout=120)[1] for p in procs]
