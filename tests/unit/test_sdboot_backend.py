@@ -263,3 +263,31 @@ def test_be_without_kernels_is_an_error(w: World) -> None:
     w.add_be("empty")
     with pytest.raises(BootError, match="BE empty has no kernel"):
         w.backend.post_create(w.ref("empty"))
+
+
+def test_migrate_old_shell_layout(w: World) -> None:
+    w.add_be("pve-2", clone_of="pve-1")
+    (w.bes["rpool/ROOT/pve-2"] / "etc/kernel/cmdline").write_text(
+        "root=ZFS=rpool/ROOT/pve-2 boot=zfs\n")
+    for u in UUIDS:  # what the old shell port left: env/<be>/ copies and <be>-<kver>.conf
+        esp = w.esps[u]
+        for be in ("pve-1", "pve-2"):
+            (esp / "env" / be).mkdir(parents=True)
+            for k in (K1, K2):
+                (esp / "env" / be / f"vmlinuz-{k}").write_bytes(b"old copy")
+                (esp / "env" / be / f"initrd.img-{k}").write_bytes(b"old copy")
+                (esp / f"loader/entries/{be}-{k}.conf").write_text(
+                    f"title {be}\noptions root=ZFS=rpool/ROOT/{be} boot=zfs\n"
+                    f"linux /env/{be}/vmlinuz-{k}\ninitrd /env/{be}/initrd.img-{k}\n")
+        (esp / "loader/loader.conf").write_text("timeout 3\ndefault pve-2-*\n")
+    assert all(w.booted(u) == "pve-2" for u in UUIDS)
+    assert any("old shell beadm layout" in p for p in w.backend.check(w.refs()))
+    w.backend.migrate(w.refs())
+    for u in UUIDS:
+        assert not (w.esps[u] / "env").exists() or not list((w.esps[u] / "env").iterdir())
+        assert len(w.files(u)) == 4
+        assert w.booted(u) == "pve-2"
+        assert not [p for p in (w.esps[u] / "loader/entries").iterdir()
+                    if p.name.startswith("pve-")]
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-2"
+    assert w.backend.check(w.refs()) == []

@@ -24,6 +24,7 @@ How the next boot is chosen and kept (see also ``docs`` in the package doc):
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import logging
 import sys
@@ -331,6 +332,61 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
+    def migrate(self, bes: list[BeRef]) -> None:
+        """Convert the old shell beadm's layout (``env/<be>/`` copies of kernels and entries
+        ``<be>-<kver>.conf`` naming them) to the shared store; free the old copies.
+
+        Each old BE that still exists gets its beadm entries (from its own /boot, as always);
+        a default (EFI variable or loader.conf) that chose an old entry is moved to the BE's
+        new entry and recorded; then the old entries go, then their ``env/<be>/`` folders.
+        """
+        self.warnings = []
+        by_name = {b.name: b for b in bes}
+        with self.host.session() as s:
+            esps = s.esps()
+            errors: list[str] = []
+            old: dict[str, dict[str, str]] = {}  # ESP uuid -> old entry file -> BE name
+            for esp in esps:
+                if esp.store is not None:
+                    old[esp.uuid] = _old_entries(esp.store)
+            found = {be for per in old.values() for be in per.values()}
+            plans = {n: self._plan(s, by_name[n], prepare=False) for n in sorted(found)
+                     if n in by_name}
+            for plan in plans.values():
+                self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
+            chosen: str | None = None
+            efi = self.host.efivars
+            for var in (ONESHOT, DEFAULT):
+                cur = efi.get(var) if efi.available() else None
+                owner = _old_owner(cur, old) if cur else None
+                if owner in plans:
+                    self._set_efi(var, plans[owner].default_id)
+                    chosen = owner if var == DEFAULT else chosen
+            for esp in esps:
+                st = esp.store
+                if st is None:
+                    continue
+                d = st.loader_default()
+                owner = _old_owner(d, {esp.uuid: old.get(esp.uuid, {})}) if d else None
+                if owner in plans:
+                    target = plans[owner].default_id
+                    self._each([esp], errors, "loader.conf",
+                               functools.partial(EspStore.set_loader_default, pattern=target))
+                    chosen = chosen or owner
+            if chosen is not None and self._get_record(_container(by_name[chosen])) is None:
+                self._set_record(_container(by_name[chosen]), chosen)
+
+            def drop_old(st: EspStore) -> None:
+                for fname, be in old.get(st.uuid, {}).items():
+                    if be in plans:
+                        st.remove_entry(fname)
+                for be in plans:
+                    st.remove_tree(f"env/{be}")
+
+            self._each(esps, errors, "remove old copies", drop_old)
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
     def check(self, bes: list[BeRef]) -> list[str]:
         problems: list[str] = []
         with self.host.session() as s:
@@ -388,6 +444,9 @@ class SystemdBootBackend:
             for rel in e.store_paths():
                 if not st.has(rel):
                     out.append(f"{where}: entry {fname} names missing file /{rel}")
+        for fname, be in _old_entries(st).items():
+            out.append(f"{where}: entry {fname} of BE {be} is in the old shell beadm layout "
+                       "(run 'beadm migrate')")
         referenced = {p for e in st.entry_files().values() for p in e.store_paths()}
         for name in st.store_files():
             if f"{ent.STORE_DIR}/{name}" not in referenced:
@@ -461,6 +520,28 @@ def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> Non
         owner = e.be or ent.be_of_id(fname, names)
         if owner not in names or (owner in plans and fname not in plans[owner].fnames()):
             st.remove_entry(fname)
+
+
+def _old_entries(st: EspStore) -> dict[str, str]:
+    """The old shell beadm's entries on an ESP: file name -> BE name (from ``/env/<be>/``)."""
+    out: dict[str, str] = {}
+    for fname, e in st.entry_files().items():
+        if fname.startswith((ent.PREFIX, "proxmox-", "auto-")):
+            continue
+        parts = e.linux.lstrip("/").split("/")
+        if len(parts) == 3 and parts[0] == "env":
+            out[fname] = parts[1]
+    return out
+
+
+def _old_owner(pattern: str | None, old: dict[str, dict[str, str]]) -> str | None:
+    """The old BE whose entry a default pattern selects (exact id or glob)."""
+    for per in old.values():
+        for fname, be in sorted(per.items()):
+            if pattern and (fnmatch.fnmatchcase(fname.lower(), pattern.lower())
+                            or fnmatch.fnmatchcase(fname[:-5].lower(), pattern.lower())):
+                return be
+    return None
 
 
 def _sname(path: Path, basename: str) -> str:

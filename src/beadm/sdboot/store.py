@@ -198,6 +198,23 @@ class EspStore:
             raise self._fail(f"{ENTRIES_DIR}/{fname}", exc) from exc
         _fsync_dir(p.parent)
 
+    def remove_tree(self, rel: str) -> None:
+        """Remove a folder of plain files (the old layout's ``env/<be>``), files first."""
+        d = self.root / rel
+        if not d.is_dir():
+            return
+        if self.dry_run:
+            print(f"would remove ESP {self.uuid}:/{rel}/", file=self._out)
+            return
+        for p in sorted(d.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            if self._step:
+                self._step(f"unlink {p.relative_to(self.root).as_posix()}")
+            try:
+                p.rmdir() if p.is_dir() else p.unlink()
+            except OSError as exc:
+                raise self._fail(f"{rel} (removing)", exc) from exc
+        d.rmdir()
+
     def set_loader_default(self, pattern: str) -> None:
         text = self.loader_conf()
         new = loaderconf.set_default(text if text is not None else loaderconf.DEFAULT_TEXT,
