@@ -150,3 +150,111 @@ root_is rpool/ROOT/pve-1
     ))
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-1"]
+
+
+def test_e_rename_inactive_then_activate_boots_with_new_name() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm rename pve-2 pve-3
+on_esps 'ls /run/t/esp*/loader/entries/beadm-pve-3-*.conf
+    ! ls /run/t/esp*/loader/entries/beadm-pve-2-* 2>/dev/null'
+beadm activate pve-3
+""",
+        """
+root_is rpool/ROOT/pve-3
+grep -q '^root=ZFS=rpool/ROOT/pve-3 ' /etc/kernel/cmdline
+beadm check
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-3"]
+    assert res.entries[1].startswith("beadm-pve-3-")
+
+
+def test_f_destroy_old_be_from_new_frees_its_unshared_files() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+update-initramfs -u   # pve-1 gets an initrd pve-2 does not share
+beadm activate pve-2
+""",
+        """
+root_is rpool/ROOT/pve-2
+on_esps 'cd /run/t/esp1/loader/entries
+    grep -h "^linux\\|^initrd" beadm-pve-1-*.conf | cut -d" " -f2 | sort -u > /run/p1
+    grep -h "^linux\\|^initrd" beadm-pve-2-*.conf | cut -d" " -f2 | sort -u > /run/p2
+    comm -23 /run/p1 /run/p2 > /run/only1; cat /run/only1'
+test -s /run/only1
+beadm destroy -F pve-1
+beadm list
+on_esps 'for f in $(cat /run/only1); do test ! -e /run/t/esp1$f && test ! -e /run/t/esp2$f; done
+    ! ls /run/t/esp*/loader/entries/beadm-pve-1-* 2>/dev/null'
+beadm check
+""",
+        """
+root_is rpool/ROOT/pve-2
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
+
+
+def test_g_wiped_esp_reported_restored_and_other_disk_removed() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm activate pve-2
+mkfs.vfat -F 32 -i C0DE0002 /dev/disk/by-uuid/C0DE-0002
+""",
+        """
+root_is rpool/ROOT/pve-2
+if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
+cat /run/check.out
+grep -q C0DE-0002 /run/check.out
+! grep -v C0DE-0002 /run/check.out | grep -q .
+proxmox-boot-tool reinit
+beadm sync
+beadm check
+pvelab-detach-disk 1
+""",
+        """
+root_is rpool/ROOT/pve-2
+""",
+    ))
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
+
+
+def test_i_power_off_during_activate_and_create() -> None:
+    res = run_steps(*steps(
+        """
+beadm init pve-1
+beadm create pve-2
+beadm activate pve-2 &
+sleep 1.5
+pvelab-crash off
+""",
+        """
+r=$(findmnt -no SOURCE /)
+case "$r" in rpool/ROOT/pve-1|rpool/ROOT/pve-2) ;; *) echo "booted $r"; exit 1;; esac
+beadm list
+beadm sync
+beadm check
+beadm activate pve-2
+beadm create pve-3 &
+sleep 3
+pvelab-crash off
+""",
+        """
+root_is rpool/ROOT/pve-2
+beadm list
+beadm sync
+beadm check
+""",
+    ))
+    ok(res)
+    assert res.roots[2] == "rpool/ROOT/pve-2"
