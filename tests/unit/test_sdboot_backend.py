@@ -291,3 +291,29 @@ def test_migrate_old_shell_layout(w: World) -> None:
                     if p.name.startswith("pve-")]
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-2"
     assert w.backend.check(w.refs()) == []
+
+
+def test_names_are_literals_destroying_test_leaves_test_2(w: World) -> None:
+    inited(w)
+    for name in ("test", "test-2"):
+        w.add_be(name, clone_of="pve-1")
+        w.backend.post_create(w.ref(name))
+    w.backend.activate(w.ref("test-2"), temporary=False)
+    w.backend.activate(w.ref("test-2"), temporary=True)
+    import shutil
+
+    shutil.rmtree(w.bes.pop("rpool/ROOT/test"))
+    w.backend.post_destroy(w.ref("test"))
+    assert w.efi("LoaderEntryDefault") == f"beadm-test-2-{K2}.conf"
+    assert w.efi("LoaderEntryOneShot") == f"beadm-test-2-{K2}.conf"
+    for u in UUIDS:
+        assert len([e for e in w.entries(u) if e.startswith("beadm-test-2-")]) == 2
+        assert not [e for e in w.entries(u) if e.startswith(f"beadm-test-{K1[0]}")]
+        assert "default beadm-test-2-" in (w.esps[u] / "loader/loader.conf").read_text()
+    w.add_be("test", clone_of="pve-1")  # a new "test" (the dataset was destroyed)
+    w.backend.post_create(w.ref("test"))
+    w.rename_be("test", "other")
+    w.backend.post_rename(w.ref("test"), w.ref("other"))
+    assert w.efi("LoaderEntryDefault") == f"beadm-test-2-{K2}.conf"
+    assert w.backend.boot_state(w.refs()).next_boot == "test-2"
+    assert w.backend.check(w.refs()) == []

@@ -68,13 +68,6 @@ def _container(be: BeRef) -> str:
     return be.dataset.rsplit("/", 1)[0]
 
 
-def _belongs(fname: str, e: ent.Entry, name: str, names: list[str]) -> bool:
-    """Is the beadm entry ``fname`` BE ``name``'s (by its tag, else by its id)?"""
-    if e.be:
-        return e.be == name
-    return ent.be_of_id(fname, names) == name
-
-
 class SystemdBootBackend:
     """BEs booted by systemd-boot from every ESP in ``/etc/kernel/proxmox-boot-uuids``."""
 
@@ -155,9 +148,10 @@ class SystemdBootBackend:
                     "systemd-boot lowercases entry ids and cannot tell them apart")
             esp.write_entry(fname, self._entry(esp, plan, k))
 
-    def _prune(self, esp: EspStore, name: str, keep: list[str], names: list[str]) -> None:
+    def _prune(self, esp: EspStore, name: str, keep: list[str]) -> None:
+        """Remove BE ``name``'s entries (by their BE tag, never by name patterns) not in keep."""
         for fname, e in esp.beadm_entries().items():
-            if fname not in keep and _belongs(fname, e, name, names):
+            if fname not in keep and e.be == name:
                 esp.remove_entry(fname)
 
     def _each(self, esps: list[Esp], errors: list[str], step: str,
@@ -232,9 +226,8 @@ class SystemdBootBackend:
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
             if replacing is not None:
                 self._follow_rename(esps, errors, replacing, plan)
-            names = [be.name] + ([replacing.name] if replacing else [])
             self._each(esps, errors, "prune",
-                       lambda st: self._prune(st, be.name, plan.fnames(), names))
+                       lambda st: self._prune(st, be.name, plan.fnames()))
             self._gc(esps, errors)
             self._raise(esps, errors)
 
@@ -269,42 +262,43 @@ class SystemdBootBackend:
     def _follow_rename(self, esps: list[Esp], errors: list[str], old: BeRef,
                        plan: Plan) -> None:
         """Point every default that named ``old`` at ``plan``'s BE, then drop old's entries."""
+        olds = _ids_of(esps, old.name)
         efi = self.host.efivars
-        names = [old.name, plan.be.name]
         for var in (ONESHOT, DEFAULT):
-            cur = efi.get(var)
-            if cur and ent.be_of_id(cur, names) == old.name and cur not in plan.fnames():
+            cur = efi.get(var) if efi.available() else None
+            if cur and cur.lower() in olds:
                 self._set_efi(var, plan.default_id)
         for esp in esps:
             st = esp.store
-            if st is None:
-                continue
-            d = st.loader_default()
-            if d and ent.be_of_id(d, names) == old.name and d not in plan.fnames():
+            d = st.loader_default() if st else None
+            if d and d.lower() in olds:
                 self._each([esp], errors, "loader.conf",
-                           lambda x: x.set_loader_default(plan.default_id))
+                           functools.partial(EspStore.set_loader_default,
+                                             pattern=plan.default_id))
         if self._get_record(_container(old)) == old.name:
             self._set_record(_container(old), plan.be.name)
-        self._each(esps, errors, "prune", lambda st: self._prune(st, old.name, [], names))
+        self._each(esps, errors, "prune",
+                   lambda st: self._prune(st, old.name, []))
 
     def post_destroy(self, be: BeRef) -> None:
         self.warnings = []
-        efi = self.host.efivars
-        for var in (ONESHOT, DEFAULT):
-            cur = efi.get(var)
-            if cur and ent.be_of_id(cur, [be.name]) == be.name:
-                self._set_efi(var, None)
         if self._get_record(_container(be)) == be.name:
             self._set_record(_container(be), None)
         with self.host.session() as s:
             esps = s.esps()
             errors: list[str] = []
+            mine = _ids_of(esps, be.name)  # exact ids: "test" never touches "test-2"
+            efi = self.host.efivars
+            for var in (ONESHOT, DEFAULT):
+                cur = efi.get(var) if efi.available() else None
+                if cur and cur.lower() in mine:
+                    self._set_efi(var, None)
 
             def drop(st: EspStore) -> None:
                 d = st.loader_default()
-                if d and ent.be_of_id(d, [be.name]) == be.name:
+                if d and d.lower() in mine:
                     st.set_loader_default(PROXMOX_DEFAULT)
-                self._prune(st, be.name, [], [be.name])
+                self._prune(st, be.name, [])
 
             self._each(esps, errors, "remove entries", drop)
             self._gc(esps, errors)
@@ -520,6 +514,12 @@ def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> Non
         owner = e.be or ent.be_of_id(fname, names)
         if owner not in names or (owner in plans and fname not in plans[owner].fnames()):
             st.remove_entry(fname)
+
+
+def _ids_of(esps: list[Esp], name: str) -> set[str]:
+    """Ids of BE ``name``'s entries on any mounted ESP (by the entries' BE tag)."""
+    return {fname for esp in esps if esp.store is not None
+            for fname, e in esp.store.beadm_entries().items() if e.be == name}
 
 
 def _old_entries(st: EspStore) -> dict[str, str]:
