@@ -468,20 +468,23 @@ class SystemdBootBackend:
         by_ds = {b.dataset: b.name for b in bes}
         picks: dict[str, str | None] = {}
         once_pick: str | None = None
-        with self.host.session() as s:
-            for esp in s.esps():
-                st = esp.store
-                if st is None:
-                    warnings.append(esp.error or f"ESP {esp.uuid} is missing")
-                    continue
-                found = st.entry_files()
-                eid = resolve.pick(st.root, found, oneshot=None, efi_default=default,
-                                   conf_default=st.loader_default())
-                picks[st.uuid] = self._owner(eid, found, by_ds, names)
-                if oneshot and once is None:
-                    oid = resolve.pick(st.root, found, oneshot=oneshot, efi_default=None,
-                                       conf_default=None)
-                    once_pick = self._owner(oid, found, by_ds, names)
+        try:
+            with self.host.session() as s:
+                for esp in s.esps():
+                    st = esp.store
+                    if st is None:
+                        warnings.append(esp.error or f"ESP {esp.uuid} is missing")
+                        continue
+                    found = st.entry_files()
+                    eid = resolve.pick(st.root, found, oneshot=None, efi_default=default,
+                                       conf_default=st.loader_default())
+                    picks[st.uuid] = self._owner(eid, found, by_ds, names)
+                    if oneshot and once is None:
+                        oid = resolve.pick(st.root, found, oneshot=oneshot, efi_default=None,
+                                           conf_default=None)
+                        once_pick = self._owner(oid, found, by_ds, names)
+        except BeadmError as exc:  # list must still work (the BE library falls back to bootfs)
+            return BootState(once=once, warnings=(f"cannot read the ESPs: {exc}",))
         values = [v for v in picks.values()]
         nxt = values[0] if values else None
         if len(set(values)) > 1:
