@@ -1,0 +1,8 @@
+# Sourced by the demo steps: show each command, then its output.
+show() {
+    printf '\n$ %s\n' "$*"
+    "$@"
+}
+booted() {
+    printf '\n>>> this boot: / is %s\n' "$(findmnt -no SOURCE /)"
+}
