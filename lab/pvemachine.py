@@ -1,0 +1,218 @@
+"""The Proxmox-like machine of the beadm lab: its cached installation and `lab/pvelab run`.
+
+The machine (built once per lab image, cached in ``<image dir>/machine-<hash>/``): two 8 GiB disks
+laid out as the Proxmox installer does (p1 BIOS boot, p2 FAT32 ESP with volume ids ``C0DE-0001`` /
+``C0DE-0002``, p3 ZFS), ``rpool`` mirrored over the p3s, ``rpool/ROOT/pve-1`` at ``/``, systemd-boot
+and the kernels on both ESPs written by the proxmox-boot-tool fixture, and ``vars.fd`` (fresh OVMF
+variables). Every pvelab call boots copy-on-write overlays of the disks and a copy of vars.fd.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import labkit
+from labkit import NO_RESULT, Disk, Share, log
+
+DISK_MIB = 8192
+ESP_MIB = 512
+ESP_VOLIDS = ("C0DE-0001", "C0DE-0002")
+SERIALS = ("pve-disk1", "pve-disk2")
+
+
+def build_machine() -> Path:
+    """Install the Proxmox-like machine unless a complete one is cached; return its dir."""
+    image = labkit.build_image()
+    target = labkit.machine_dir()
+    if (target / "complete").exists():
+        log(f"pve machine: cached at {target}")
+        return target
+    with labkit.cache_lock():
+        if (target / "complete").exists():
+            return target
+        for stale in image.glob("machine-*"):
+            log(f"pve machine: removing stale {stale}")
+            shutil.rmtree(stale, ignore_errors=True)
+        for stale in image.glob(".tmp-machine-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
+        start = time.monotonic()
+        log(f"pve machine: installing into {tmp} (about 3 minutes)")
+        disks = []
+        for n in (1, 2):
+            path = tmp / f"disk{n}.img"
+            labkit.mkdisk(path, DISK_MIB, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}",
+                          rest=labkit.ZFS_GUID, bios_boot=True)
+            disks.append(Disk(path, SERIALS[n - 1]))
+        run = labkit.LabRun(command=["bash", "/src/lab/machine/install"], disks=0, esps=0,
+                            uefi=True, extra_disks=disks, timeout=1500, stream=True)
+        rc = run.run()
+        if rc != 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SystemExit(f"pve machine: installation FAILED (status {rc})")
+        shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
+        for path in (tmp / "disk1.img", tmp / "disk2.img", tmp / "vars.fd"):
+            path.chmod(0o444)
+        (tmp / "complete").write_text(f"installed in {time.monotonic() - start:.0f} s\n")
+        tmp.chmod(0o755)
+        tmp.rename(target)
+        log(f"pve machine: installed in {time.monotonic() - start:.0f} s at {target}")
+        return target
+
+
+@dataclass
+class PveRun:
+    """One `lab/pvelab run` call: fresh overlays, then every step in its own boot."""
+
+    steps: list[Path]
+    timeout: float = 600
+    keep: Path | None = None
+    verbose: bool = False
+    mem: int = 2048
+    consoles: list[Path] = field(default_factory=list)
+
+    def say(self, line: str) -> None:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+        sys.stdout.flush()
+
+    def echo_console(self, line: str) -> None:
+        sys.stdout.write("  | " + line)
+        sys.stdout.flush()
+
+    def prepare(self, machine: Path, work: Path) -> Path:
+        share = work / "share"
+        for sub in ("steps", "state", "out", "bin", "requests"):
+            (share / sub).mkdir(parents=True)
+        for k, step in enumerate(self.steps, 1):
+            shutil.copyfile(step, share / "steps" / f"{k}.sh")
+        (share / "state" / "total").write_text(f"{len(self.steps)}\n")
+        (share / "state" / "next-step").write_text("1\n")
+        (share / "state" / "boots").write_text("0\n")
+        mdir = labkit.LAB_DIR / "machine"
+        shutil.copy2(mdir / "pvelab-agent", share / "agent")
+        shutil.copy2(mdir / "beadm-wrapper", share / "bin" / "beadm")
+        shutil.copy2(mdir / "pvelab-crash", share / "bin" / "pvelab-crash")
+        for name in ("pvelab-detach-disk", "pvelab-attach-disk"):
+            shutil.copy2(mdir / "pvelab-disk", share / "bin" / name)
+        for n in (1, 2):
+            subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
+                            str(machine / f"disk{n}.img"), str(work / f"disk{n}.qcow2")],
+                           check=True)
+        shutil.copyfile(machine / "vars.fd", work / "vars.fd")
+        (work / "vars.fd").chmod(0o644)
+        return share
+
+    def run_once(self, machine: Path, attempt: int) -> int:
+        work = Path(tempfile.mkdtemp(prefix="pvelab-", dir=labkit.work_root() / "runs"))
+        self.say(f"PVELAB attempt={attempt} steps={len(self.steps)}")
+        try:
+            share = self.prepare(machine, work)
+            return self.drive(work, share)
+        finally:
+            if self.keep is not None:
+                self.keep.mkdir(parents=True, exist_ok=True)
+                for item in work.iterdir():
+                    dest = self.keep / item.name
+                    if dest.exists():
+                        shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
+                    shutil.move(str(item), dest)
+                self.say(f"PVELAB kept disks, NVRAM and share in {self.keep}")
+            shutil.rmtree(work, ignore_errors=True)
+
+    def drive(self, work: Path, share: Path) -> int:
+        out = share / "out"
+        total = len(self.steps)
+        detached: set[int] = set()
+        seen_reports: set[str] = set()
+        log_offsets: dict[int, int] = {}
+        last_progress = [time.monotonic()]
+        finished_steps: set[int] = set()
+
+        def poll() -> None:
+            for report in sorted(out.glob("boot-*.report"),
+                                 key=lambda p: int(p.stem.split("-")[1])):
+                if report.name not in seen_reports:
+                    seen_reports.add(report.name)
+                    self.say(report.read_text().strip())
+                    last_progress[0] = time.monotonic()
+            for k in range(1, total + 1):
+                logf = out / f"step-{k}.log"
+                if logf.exists():
+                    data = logf.read_bytes()
+                    off = log_offsets.get(k, 0)
+                    if len(data) > off:
+                        end = data.rfind(b"\n", off) + 1
+                        rcf = out / f"step-{k}.rc"
+                        if rcf.exists():
+                            end = len(data)
+                        if end > off:
+                            for line in data[off:end].decode("utf-8", "replace").splitlines():
+                                self.say(f"[step {k}] {line}")
+                            log_offsets[k] = end
+                if k not in finished_steps and (out / f"step-{k}.rc").exists():
+                    finished_steps.add(k)
+                    last_progress[0] = time.monotonic()
+
+        while True:
+            done_before = len(finished_steps)
+            disks = [Disk(work / f"disk{n}.qcow2", SERIALS[n - 1], fmt="qcow2", bootindex=n)
+                     for n in (1, 2) if n not in detached]
+            console = labkit.new_log_path("pvelab")
+            self.consoles.append(console)
+            vm = labkit.VM(disks=disks, shares=[Share(share, "pvelab"), Share(labkit.REPO, "src")],
+                           console_log=console, mem=self.mem, vars_fd=work / "vars.fd",
+                           no_reboot=False)
+            stop = threading.Event()
+
+            def watch(vm: labkit.VM = vm, stop: threading.Event = stop) -> None:
+                while not stop.wait(0.5):
+                    poll()
+                    if time.monotonic() - last_progress[0] > self.timeout:
+                        vm.kill(f"no boot report or step result within {self.timeout:.0f} s")
+                        return
+
+            watcher = threading.Thread(target=watch, daemon=True)
+            watcher.start()
+            status, text = vm.run(self.timeout * (total + 2),
+                                  self.echo_console if self.verbose else None)
+            stop.set()
+            watcher.join()
+            poll()
+            results = {k: (out / f"step-{k}.rc").read_text().strip() for k in finished_steps}
+            failed = {k: r for k, r in results.items() if r not in ("0", "crash")}
+            if failed:
+                k, r = min(failed.items())
+                self.say(f"PVELAB result=fail step={k} status={r} console={console}")
+                return int(r) if r.isdigit() else 1
+            if len(finished_steps) == total:
+                self.say(f"PVELAB result=ok steps={total} boots={len(seen_reports)}")
+                return 0
+            if status is None or len(finished_steps) == done_before:
+                why = "killed: no progress" if status is None else f"qemu exited {status}"
+                self.say(f"PVELAB result=no-result ({why}) after {len(seen_reports)} boots, "
+                         f"{len(finished_steps)}/{total} steps; console={console}")
+                log("pvelab: console tail:\n" + labkit.console_tail(text))
+                return NO_RESULT
+            requests = share / "requests" / "disks"
+            if requests.exists():
+                for line in requests.read_text().split("\n"):
+                    words = line.split()
+                    if len(words) == 2 and words[1].isdigit():
+                        (detached.add if words[0] == "detach" else detached.discard)(int(words[1]))
+                requests.unlink()
+                self.say(f"PVELAB disks detached for the next power-on: {sorted(detached)}")
+
+    def run(self) -> int:
+        machine = build_machine()
+        rc = self.run_once(machine, 1)
+        if rc == NO_RESULT:
+            log("pvelab: no result (status 125): retrying once from fresh disks")
+            rc = self.run_once(machine, 2)
+        return rc

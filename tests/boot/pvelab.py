@@ -1,0 +1,99 @@
+"""Host-side helper for boot tests: run ``lab/pvelab run`` with step scripts, parse its report.
+
+    from pvelab import run_steps
+
+    result = run_steps('''test "$(findmnt -no SOURCE /)" = rpool/ROOT/pve-1''',
+                       '''beadm list''')
+    assert result.returncode == 0, result.output
+    assert [b.root for b in result.boots] == ["rpool/ROOT/pve-1"] * 2
+
+A step is the text of a bash script (or a Path to one); step k runs in boot k (a step that calls
+``pvelab-crash`` still counts as done: the next step runs after the next boot). See lab/README.md.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+PVELAB = REPO / "lab" / "pvelab"
+BOOT_LINE = re.compile(r"^PVELAB boot=(\d+) root=(\S+) entry=(\S+)$")
+STEP_LINE = re.compile(r"^\[step (\d+)\] ?(.*)$")
+NO_RESULT = 125
+
+
+@dataclass(frozen=True)
+class Boot:
+    """One boot of the machine: its number, the dataset at / and LoaderEntrySelected."""
+
+    n: int
+    root: str
+    entry: str
+
+
+@dataclass
+class PvelabResult:
+    returncode: int
+    output: str
+    boots: list[Boot] = field(default_factory=list)
+    steps: dict[int, str] = field(default_factory=dict)  # step number -> its output
+    result: str = ""  # the final "PVELAB result=..." line
+
+    @property
+    def roots(self) -> list[str]:
+        return [b.root for b in self.boots]
+
+    @property
+    def entries(self) -> list[str]:
+        return [b.entry for b in self.boots]
+
+
+def parse(output: str, returncode: int = 0) -> PvelabResult:
+    """Parse pvelab's output (only the last attempt counts when it retried)."""
+    lines = output.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("PVELAB attempt=")]
+    if starts:
+        lines = lines[starts[-1]:]
+    res = PvelabResult(returncode=returncode, output=output)
+    for line in lines:
+        if m := BOOT_LINE.match(line):
+            res.boots.append(Boot(int(m.group(1)), m.group(2), m.group(3)))
+        elif m := STEP_LINE.match(line):
+            k = int(m.group(1))
+            res.steps[k] = res.steps.get(k, "") + m.group(2) + "\n"
+        elif line.startswith("PVELAB result="):
+            res.result = line
+    return res
+
+
+def run_steps(*steps: str | Path, timeout: float = 600, keep: Path | None = None,
+              echo: bool = True) -> PvelabResult:
+    """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
+    echoed (pytest shows it for failing tests) unless ``echo`` is False."""
+    with tempfile.TemporaryDirectory(prefix="pvelab-steps-") as tmp:
+        paths = []
+        for k, step in enumerate(steps, 1):
+            if isinstance(step, Path):
+                paths.append(step)
+            else:
+                path = Path(tmp) / f"step{k}.sh"
+                path.write_text("set -euo pipefail\n" + step + "\n")
+                paths.append(path)
+        argv = [str(PVELAB), "run", "--timeout", str(timeout)]
+        if keep is not None:
+            argv += ["--keep", str(keep)]
+        proc = subprocess.Popen([*argv, *map(str, paths)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        chunks = []
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            chunks.append(line)
+            if echo:
+                sys.stdout.write(line)
+        rc = proc.wait()
+    return parse("".join(chunks), rc)
