@@ -35,7 +35,26 @@ class BootState:
 
 
 class BootBackend(Protocol):
-    """Hooks the BE library calls. Every hook must be safe to re-run (idempotent)."""
+    """Hooks the BE library calls. Every hook must be safe to re-run (idempotent).
+
+    When the library calls them (``beadm.be.BeManager``), always holding the lock:
+
+    - ``init``: ``beadm init [NAME]``, on an existing BE.
+    - ``post_create``: after every dataset of the new BE exists, before its
+      ``org.beadm:state=creating`` mark is cleared; if it raises, the create is undone
+      (``post_destroy`` is called for the new BE, then its datasets are destroyed).
+    - ``activate``: after the pool's ``bootfs`` (not with ``temporary``) and the
+      ``canmount`` properties are set.
+    - ``post_rename``: after ``zfs rename`` (and ``bootfs`` follow-up).
+    - ``post_destroy``: after the BE's datasets (and its beadm origin snapshot) are gone;
+      also for half-created BEs that a killed create left behind.
+    - ``boot_state``: by ``list`` and before ``destroy`` (R and T are refused).
+    - ``check`` / ``sync``: ``beadm check`` / ``beadm sync`` with every BE.
+
+    Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
+    migrate``; without it the command says the backend has nothing to migrate) and a
+    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``.
+    """
 
     name: str
 
