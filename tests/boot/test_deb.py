@@ -10,7 +10,6 @@ purge, and a check that no file of the package is left.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,6 @@ pytestmark = pytest.mark.boot
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_DEB = REPO / "packaging" / "build-deb"
-PVELAB = REPO / "lab" / "pvelab"
 
 
 def _version() -> str:
@@ -39,8 +37,6 @@ def _version() -> str:
 @pytest.fixture(scope="module")
 def deb() -> Iterator[Path]:
     """beadm_<version>_all.deb, built out of tree into a temporary directory."""
-    if shutil.which("dpkg-buildpackage") is None and os.geteuid() != 0:
-        pytest.skip("dpkg-buildpackage is missing and build-deb cannot install it (not root)")
     out = Path(tempfile.mkdtemp(prefix="beadm-deb-test-"))
     try:
         proc = subprocess.run(
@@ -141,7 +137,7 @@ if ! apt-get install -y --no-install-recommends --no-download "$deb"; then
     echo "apt-get could not install without the network; using dpkg -i"
     dpkg -i "$deb" || fail "dpkg -i failed"
 fi
-dpkg-query -W -f='${db:Status-Status}\n' beadm | grep -qx installed || fail "beadm not installed"
+[ "$(dpkg-query -W -f='${db:Status-Status}' beadm)" = installed ] || fail "beadm not installed"
 dpkg -L beadm | sort > /tmp/beadm-files
 
 step "installed files"
@@ -152,13 +148,15 @@ step "installed files"
 py=$(python3 -c 'import beadm; print(beadm.__file__)')
 [ "$py" = /usr/lib/python3/dist-packages/beadm/__init__.py ] || fail "python3 imports $py"
 [ -f /usr/share/man/man8/beadm.8.gz ] || fail "man page missing"
-zcat /usr/share/man/man8/beadm.8.gz | grep -q '^\.SH EXIT STATUS' || fail "man page incomplete"
+page=$(zcat /usr/share/man/man8/beadm.8.gz)
+grep -q '^\.SH EXIT STATUS' <<<"$page" || fail "man page incomplete"
 if command -v man >/dev/null; then
-    man -w beadm | grep -q beadm.8 || fail "man -w beadm does not find the page"
+    [[ "$(man -w beadm)" == */beadm.8* ]] || fail "man -w beadm does not find the page"
 fi
 comp=/usr/share/bash-completion/completions/beadm
 [ -f $comp ] || fail "bash completion missing"
-bash -c "source $comp && complete -p beadm" | grep -q _beadm || fail "completion not registered"
+registered=$(bash -c "source $comp && complete -p beadm")
+[[ $registered == *_beadm* ]] || fail "completion not registered"
 for h in /etc/kernel/postinst.d/zzz-beadm /etc/kernel/postrm.d/zzz-beadm \
          /etc/initramfs/post-update.d/zzz-beadm; do
     [ -x "$h" ] || fail "hook $h missing or not executable"
@@ -167,9 +165,10 @@ done
 step "beadm version"
 beadm version || fail "beadm version"
 step "beadm list"
-beadm list || fail "beadm list exited $?"
-beadm list -H | cut -f1 | grep -qx "$(findmnt -n -o SOURCE / | sed 's|.*/||')" \
-    || fail "beadm list -H lacks the running BE"
+beadm list || fail "beadm list failed"
+bes=$(beadm list -H | cut -f1) || fail "beadm list -H"
+running=$(findmnt -n -o SOURCE /)
+grep -qxF "${running##*/}" <<<"$bes" || fail "beadm list -H lacks the running BE ${running##*/}"
 step "beadm --help"
 beadm --help >/dev/null || fail "beadm --help"
 
@@ -186,9 +185,8 @@ done
 
 step "purge"
 apt-get purge -y beadm || dpkg -P beadm || fail "purge failed"
-if dpkg-query -W -f='${db:Status-Status}\n' beadm 2>/dev/null | grep -qv '^not-installed$'; then
-    fail "dpkg still knows beadm: $(dpkg-query -W -f='${db:Status-Status}' beadm)"
-fi
+status=$(dpkg-query -W -f='${db:Status-Status}' beadm 2>/dev/null || true)
+case $status in ""|not-installed) ;; *) fail "dpkg still has beadm as $status" ;; esac
 left=""
 while IFS= read -r f; do   # every file (not folder) the package had
     if [ -n "$f" ] && { [ -f "$f" ] || [ -L "$f" ]; }; then left="$left $f"; fi
@@ -197,33 +195,19 @@ for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lo
          /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm; do
     [ ! -e "$f" ] || left="$left $f"
 done
-ls /var/lib/dpkg/info/beadm.* >/dev/null 2>&1 && left="$left /var/lib/dpkg/info/beadm.*"
+if compgen -G '/var/lib/dpkg/info/beadm.*' >/dev/null; then
+    left="$left /var/lib/dpkg/info/beadm.*"
+fi
 [ -z "$left" ] || fail "left after purge:$left"
 echo DEB-TEST-OK
 """
 
 
-def _pvelab_available() -> bool:
-    return PVELAB.is_file() and os.access(PVELAB, os.X_OK)
-
-
 def test_deb_installs_runs_and_removes_cleanly_in_the_proxmox_like_machine(deb: Path) -> None:
-    if not _pvelab_available():
-        pytest.skip("lab/pvelab is not there")
-    with tempfile.TemporaryDirectory(prefix="beadm-deb-step-") as tmp:
-        step = Path(tmp) / "deb-test.sh"
-        payload = base64.encodebytes(deb.read_bytes()).decode("ascii").rstrip("\n")
-        step.write_text(
-            IN_MACHINE.replace("@DEB@", deb.name).replace("@BASE64@", payload), encoding="utf-8"
-        )
-        proc = subprocess.run(
-            [str(PVELAB), "run", str(step)],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=1800,
-        )
-    output = proc.stdout + proc.stderr
-    sys.stdout.write(output[-8000:])
-    assert proc.returncode == 0, f"in the machine (exit {proc.returncode}):\n{output[-8000:]}"
-    assert "DEB-TEST-OK" in output
+    from pvelab import run_steps  # tests/boot/pvelab.py
+
+    payload = base64.encodebytes(deb.read_bytes()).decode("ascii").rstrip("\n")
+    step = IN_MACHINE.replace("@DEB@", deb.name).replace("@BASE64@", payload)
+    result = run_steps(step)
+    assert result.returncode == 0, f"in the machine:\n{result.output[-8000:]}"
+    assert "DEB-TEST-OK" in result.steps.get(1, ""), result.output[-8000:]
