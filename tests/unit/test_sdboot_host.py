@@ -111,6 +111,9 @@ def test_old_uuids_file_name(tmp_path: Path) -> None:
     assert read_uuids(tmp_path) == ["A-1", "B-2"]
     with pytest.raises(BootError, match="no ESP list"):
         read_uuids(tmp_path / "none")
+    (tmp_path / "pve-efiboot-uuids").write_text("\n")
+    with pytest.raises(BootError, match="lists no ESP"):
+        read_uuids(tmp_path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_ADMIN) for unshare")

@@ -44,7 +44,10 @@ def read_uuids(etc_kernel: Path) -> list[str]:
         path = etc_kernel / name
         if path.is_file():
             ids = {ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()}
-            return sorted(i for i in ids if i and not i.startswith("#"))
+            found = sorted(i for i in ids if i and not i.startswith("#"))
+            if not found:
+                raise BootError(f"{path} lists no ESP")
+            return found
     raise BootError(
         f"no ESP list: neither {etc_kernel}/{UUID_FILES[0]} nor {UUID_FILES[1]} exists "
         "(is this a proxmox-boot-tool managed host?)")
