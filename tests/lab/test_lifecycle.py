@@ -59,10 +59,29 @@ def ok(*args: str) -> str:
     return res.stdout
 
 
+#: Space figures move on their own for a while after writes (txg syncs, deferred frees).
+VOLATILE = {
+    "used",
+    "available",
+    "referenced",
+    "usedbychildren",
+    "usedbydataset",
+    "usedbysnapshots",
+    "usedbyrefreservation",
+    "written",
+    "logicalused",
+    "logicalreferenced",
+    "compressratio",
+    "refcompressratio",
+}
+
+
 def state() -> str:
-    """Everything ZFS knows about the pool (compared before/after): every property of
-    every dataset and snapshot, i.e. ``zfs list -t all -o all``."""
-    return sh("zfs", "get", "-H", "-p", "-t", "all", "-r", "all", POOL)
+    """What ZFS knows about the pool, compared before/after (``zfs list -t all -o all``):
+    every property of every dataset and snapshot, except the space figures."""
+    sh("zpool", "sync", POOL)
+    lines = sh("zfs", "get", "-H", "-p", "-t", "all", "-r", "all", POOL).splitlines()
+    return "\n".join(ln for ln in lines if ln.split("\t")[1] not in VOLATILE)
 
 
 def names() -> set[str]:
