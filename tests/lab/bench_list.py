@@ -23,7 +23,9 @@ RUNS = 5
 
 
 def sh(*argv: str) -> None:
-    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL)
+    res = subprocess.run(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(argv[:3])} ... failed: {res.stderr.strip()}")
 
 
 def timed(argv: list[str]) -> float:
@@ -46,9 +48,10 @@ def main() -> int:
         sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
         for i in range(n_bes):
             sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/be-{i}")
-        snaps = [f"{ROOT}/be-{i}@s{j}" for i in range(n_bes) for j in range(per_be)]
-        for k in range(0, len(snaps), 1000):
-            sh("zfs", "snapshot", *snaps[k : k + 1000])
+        # one snapshot per filesystem per call (a zfs rule), all BEs at once
+        for j in range(per_be):
+            sh("zfs", "snapshot", *(f"{ROOT}/be-{i}@s{j}" for i in range(n_bes)))
+        snaps = range(n_bes * per_be)
         sh("zpool", "set", f"bootfs={ROOT}/be-0", POOL)
         print(f"setup: {n_bes} BEs, {len(snaps)} snapshots in {time.perf_counter() - t0:.1f}s")
         zfs = timed(["zfs", "list", "-t", "all", "-r", ROOT])
