@@ -164,7 +164,10 @@ def build_parser() -> argparse.ArgumentParser:
 class Deps:
     """What :func:`main` talks to; tests replace parts."""
 
-    make_runner: Callable[[bool], Runner] = field(default=lambda dry: SubprocessRunner(dry_run=dry))
+    #: (dry_run, stdout) -> the runner; dry-run plans are printed to stdout.
+    make_runner: Callable[[bool, TextIO], Runner] = field(
+        default=lambda dry, out: SubprocessRunner(dry_run=dry, out=out)
+    )
     make_backend: Callable[[str, Runner], BootBackend] = field(default=make_backend)
     mountinfo: Path = MOUNTINFO
     lock_path: Path = LOCK_PATH
@@ -212,7 +215,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         return 0
     if deps.euid() != 0:
         raise UnsupportedError("must be run as root")
-    runner = deps.make_runner(args.dry_run)
+    runner = deps.make_runner(args.dry_run, out)
     backend = deps.make_backend(args.backend, runner)
     mgr = BeManager(
         runner,

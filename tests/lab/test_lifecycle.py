@@ -8,6 +8,7 @@ file where it is needed.
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -99,7 +100,17 @@ def bes() -> list[str]:
 @pytest.fixture
 def pool(pool_disks: list[Path]) -> Iterator[str]:
     """rpool/ROOT (canmount=off) with BE pve-1 (mountpoint=/, noauto) and pve-1/var."""
-    sh("zpool", "create", "-f", "-R", ALT, "-O", "mountpoint=none", POOL, str(pool_disks[0]))
+    subprocess.run(["zpool", "destroy", "-f", POOL], capture_output=True, check=False)
+    create = ["zpool", "create", "-f", "-R", ALT, "-O", "mountpoint=none", POOL]
+    for attempt in range(3):  # whole-disk zpool create races udev now and then
+        sh("udevadm", "settle")
+        res = subprocess.run([*create, str(pool_disks[0])], capture_output=True, text=True)
+        if res.returncode == 0:
+            break
+        print(f"zpool create, attempt {attempt + 1}: {res.stderr.strip()}")
+        time.sleep(2)
+    else:
+        raise AssertionError(f"zpool create failed: {res.stderr}")
     try:
         sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
         sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/pve-1")
@@ -445,6 +456,6 @@ def test_every_command_help_has_an_example() -> None:
     from beadm.cli import build_parser
 
     parser = build_parser()
-    sub = next(a for a in parser._actions if hasattr(a, "choices") and a.choices)
-    for name, p in sub.choices.items():  # type: ignore[union-attr]
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, p in sub.choices.items():
         assert "example:" in (p.epilog or ""), name

@@ -22,7 +22,7 @@ def run(
 ) -> tuple[int, str, str, FakeRunner]:
     runners: list[FakeRunner] = []
 
-    def make_runner(dry: bool) -> FakeRunner:
+    def make_runner(dry: bool, out: object = None) -> FakeRunner:
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=LIST_TEXT)
         r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
