@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
             "beadm list",
         )
         + "\n\nexit status: 0 ok, 1 error, 2 usage, 3 not found, 4 exists, 5 refused,"
-        "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed",
+        "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed, 130 interrupted",
         formatter_class=fmt,
     )
     p.add_argument("-n", "--dry-run", action="store_true", help="print commands, change nothing")
