@@ -281,6 +281,13 @@ class VM:
     def run(self, timeout: float, on_line: Callable[[str], None] | None = None,
             ready_marker: str | None = None, ready_timeout: float | None = None,
             ) -> tuple[int | None, str]:
+        """``run_unlocked`` inside a VM slot (see ``vm_slot``)."""
+        with vm_slot():
+            return self.run_unlocked(timeout, on_line, ready_marker, ready_timeout)
+
+    def run_unlocked(self, timeout: float, on_line: Callable[[str], None] | None = None,
+            ready_marker: str | None = None, ready_timeout: float | None = None,
+            ) -> tuple[int | None, str]:
         """Run qemu to its end; every console line goes to the log and to ``on_line``.
         qemu is killed after ``timeout`` seconds, or after ``ready_timeout`` seconds when
         ``ready_marker`` has not appeared on the console by then (a hung boot).
@@ -335,6 +342,36 @@ class VM:
                 logf.write(f"\nLAB: qemu killed: {killed[0]}\n")
                 log(f"qemu killed: {killed[0]}")
         return (None if killed else proc.returncode), "".join(chunks)
+
+
+@contextlib.contextmanager
+def vm_slot() -> Iterator[None]:
+    """At most ``BEADM_LAB_MAX_VMS`` (default: the number of CPUs) lab VMs run at once on this
+    host; more only thrash under TCG and run into their timeouts. Waits for a free slot."""
+    slots = max(1, int(os.environ.get("BEADM_LAB_MAX_VMS", "0") or 0) or (os.cpu_count() or 1))
+    sdir = cache_root() / "vm-slots"
+    sdir.mkdir(parents=True, exist_ok=True)
+    waited = False
+    while True:
+        for i in range(slots):
+            fh = (sdir / f"slot-{i}").open("w")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                continue
+            try:
+                if waited:
+                    log(f"got VM slot {i}")
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+                fh.close()
+            return
+        if not waited:
+            log(f"waiting for one of the {slots} VM slots (other lab VMs are running)")
+            waited = True
+        time.sleep(2)
 
 
 def busybox_path() -> Path:
