@@ -133,8 +133,9 @@ step() { echo "--- $*"; }
 export DEBIAN_FRONTEND=noninteractive
 
 step "install $deb"
-if ! apt-get install -y --no-install-recommends --no-download "$deb"; then
-    echo "apt-get could not install without the network; using dpkg -i"
+# the machine has no network: apt needs none when the dependencies are installed
+if ! apt-get install -q -y --no-install-recommends "$deb"; then
+    echo "apt-get could not install it; using dpkg -i"
     dpkg -i "$deb" || fail "dpkg -i failed"
 fi
 [ "$(dpkg-query -W -f='${db:Status-Status}' beadm)" = installed ] || fail "beadm not installed"
@@ -173,7 +174,7 @@ step "beadm --help"
 beadm --help >/dev/null || fail "beadm --help"
 
 step "apt remove"
-apt-get remove -y beadm || dpkg -r beadm || fail "remove failed"
+apt-get remove -q -y beadm || dpkg -r beadm || fail "remove failed"
 [ ! -e /usr/sbin/beadm ] || fail "/usr/sbin/beadm left after remove"
 [ ! -e /usr/lib/python3/dist-packages/beadm ] || fail "dist-packages/beadm left after remove"
 # the hooks are conffiles: kept until purge, and must do nothing without beadm
@@ -184,7 +185,7 @@ for h in /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm
 done
 
 step "purge"
-apt-get purge -y beadm || dpkg -P beadm || fail "purge failed"
+apt-get purge -q -y beadm || dpkg -P beadm || fail "purge failed"
 status=$(dpkg-query -W -f='${db:Status-Status}' beadm 2>/dev/null || true)
 case $status in ""|not-installed) ;; *) fail "dpkg still has beadm as $status" ;; esac
 left=""
