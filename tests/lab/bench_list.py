@@ -19,7 +19,7 @@ from pathlib import Path
 POOL = "rpool"
 ROOT = f"{POOL}/ROOT"
 SRC = Path(__file__).resolve().parents[2] / "src"
-RUNS = 5
+RUNS = 3
 
 
 def sh(*argv: str) -> None:
@@ -55,14 +55,13 @@ def main() -> int:
         sh("zpool", "set", f"bootfs={ROOT}/be-0", POOL)
         print(f"setup: {n_bes} BEs, {len(snaps)} snapshots in {time.perf_counter() - t0:.1f}s")
         zfs = timed(["zfs", "list", "-t", "all", "-r", ROOT])
+        print(f"{'zfs list -t all -r rpool/ROOT':40s} {zfs * 1000:8.0f} ms", flush=True)
         base = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", "list"]
-        rows = [("zfs list -t all -r rpool/ROOT", zfs)]
-        for extra in ([], ["-H"], ["-s"], ["--json"]):
-            rows.append((" ".join(["beadm list", *extra]), timed(base + extra)))
-        startup = timed([sys.executable, "-m", "beadm", "version"])
-        rows.append(("beadm version (interpreter start-up)", startup))
-        for what, t in rows:
-            print(f"{what:40s} {t * 1000:8.0f} ms   ratio {t / zfs:5.2f}")
+        cases = [(" ".join(["beadm list", *x]), base + x) for x in ([], ["-H"], ["-s"], ["--json"])]
+        cases.append(("beadm version (start-up)", [sys.executable, "-m", "beadm", "version"]))
+        for what, argv in cases:
+            t = timed(argv)
+            print(f"{what:40s} {t * 1000:8.0f} ms   ratio {t / zfs:5.2f}", flush=True)
     finally:
         subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
     return 0
