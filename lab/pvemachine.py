@@ -114,7 +114,8 @@ class PveRun:
         self.say(f"PVELAB attempt={attempt} steps={len(self.steps)}")
         try:
             share = self.prepare(machine, work)
-            return self.drive(work, share)
+            with labkit.vm_slot():  # one slot for the whole call: boots follow each other
+                return self.drive(work, share)
         finally:
             if self.keep is not None:
                 self.keep.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,9 @@ class PveRun:
                 if report.name not in seen_reports:
                     seen_reports.add(report.name)
                     self.say(report.read_text().strip())
+                    since = time.monotonic() - last_progress[0]
+                    log(f"pvelab: {report.stem} reported {since:.0f} s after the previous boot "
+                        "report or step end (or qemu start)")
                     last_progress[0] = time.monotonic()
             for k in range(1, total + 1):
                 logf = out / f"step-{k}.log"
@@ -158,6 +162,7 @@ class PveRun:
                             log_offsets[k] = end
                 if k not in finished_steps and (out / f"step-{k}.rc").exists():
                     finished_steps.add(k)
+                    log(f"pvelab: step {k} ended after {time.monotonic() - last_progress[0]:.0f} s")
                     last_progress[0] = time.monotonic()
 
         while True:
@@ -180,7 +185,8 @@ class PveRun:
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            status, text = vm.run(self.timeout * (total + 2),
+            last_progress[0] = time.monotonic()
+            status, text = vm.run_unlocked(self.timeout * (total + 2),
                                   self.echo_console if self.verbose else None)
             stop.set()
             watcher.join()
