@@ -1,5 +1,9 @@
 """Issue 3's boot scenarios: every claim of the systemd-boot backend proven by rebooting the
-Proxmox-like machine (lab/pvelab). Each test is one fresh machine; steps run one per boot."""
+Proxmox-like machine (lab/pvelab). Each test is one fresh machine; steps run one per boot.
+
+b, c, d and later ones need ``beadm activate`` to leave no BE but the booted one with
+``canmount=on`` (the running BE too): otherwise zfs-mount.service mounts the installer's
+``pve-1`` over the booted BE's ``/``. That is the BE library's part of activate."""
 
 from __future__ import annotations
 
