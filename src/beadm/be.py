@@ -487,10 +487,10 @@ class BeManager:
             running = self.running_name()
             if not temporary and self._bootfs() != be.dataset:
                 self.zfs.pool_set(self.pool, "bootfs", be.dataset)
-            # BEs other than the booted one must not mount themselves over it.
+            # No BE may mount itself over another at boot: the initramfs mounts the booted
+            # BE (and its children) explicitly, and `zfs mount -a` must skip every other BE,
+            # including the one running now (the installer's pve-1 has canmount=on).
             for other in tree.bes():
-                if other.name == running:
-                    continue
                 for d in other.datasets:
                     if d.canmount == "on":
                         self.zfs.set(d.name, "canmount", "noauto")

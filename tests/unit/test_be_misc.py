@@ -57,6 +57,8 @@ def test_activate(tmp_path: Path) -> None:
     ref = mgr.activate("pve-3")
     assert runner.changes == [
         ("zpool", "set", f"bootfs={R}/pve-3", "rpool"),
+        # the running BE too: booted as another BE, `zfs mount -a` would mount it over /
+        ("zfs", "set", "canmount=noauto", f"{R}/pve-1"),
         ("zfs", "set", "canmount=noauto", f"{R}/pve-2"),
         ("zfs", "set", "canmount=noauto", f"{R}/pve-2/var"),
     ]
