@@ -53,7 +53,8 @@ def test_vfat_esps_written_and_read_back(sh: Callable[..., str], esps: list[tupl
         mnt.mkdir()
         sh("mount", "-t", "vfat", str(by_uuid), str(mnt))
         try:
-            (mnt / "loader" / "entries").mkdir(parents=True)
+            # other lab tests in the same VM may have written to these ESPs already
+            (mnt / "loader" / "entries").mkdir(parents=True, exist_ok=True)
             (mnt / "loader" / "entries" / "smoke.conf").write_text(f"title {volid}\n")
         finally:
             sh("umount", str(mnt))
