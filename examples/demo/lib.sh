@@ -1,6 +1,6 @@
 # Sourced by the demo steps: show each command, then its output.
 show() {
-    printf '\n$ %s\n' "$*"
+    printf '\n$'; printf ' %q' "$@"; printf '\n'
     "$@"
 }
 booted() {
