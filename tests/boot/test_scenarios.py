@@ -157,7 +157,6 @@ root_is rpool/ROOT/pve-1
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-1"]
 
 
-@pytest.mark.unproven
 def test_e_rename_inactive_then_activate_boots_with_new_name() -> None:
     res = run_steps(*steps(
         """
