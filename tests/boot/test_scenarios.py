@@ -106,7 +106,6 @@ root_is rpool/ROOT/pve-2
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
 
 
-@pytest.mark.unproven
 def test_c2_without_efi_variable_loader_conf_and_hooks_carry_it() -> None:
     """Firmware that keeps no LoaderEntryDefault: loader.conf alone, re-asserted by zzz-beadm."""
     res = run_steps(*steps(
