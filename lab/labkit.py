@@ -503,8 +503,13 @@ class LabRun:
 
     def run(self) -> int:
         image = build_image()
-        rc = self.run_once(image, 1)
-        if rc == NO_RESULT:
-            log("lab run: no result from the VM (status 125): retrying once")
-            rc = self.run_once(image, 2)
-        return rc
+        return retry_on_no_result("lab run", lambda attempt: self.run_once(image, attempt))
+
+
+def retry_on_no_result(what: str, attempt: Callable[[int], int]) -> int:
+    """Run ``attempt(1)``; when the VM gave no result (125), and only then, ``attempt(2)``."""
+    rc = attempt(1)
+    if rc == NO_RESULT:
+        log(f"{what}: no result from the VM (status 125): retrying once from scratch")
+        rc = attempt(2)
+    return rc

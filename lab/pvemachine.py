@@ -217,8 +217,5 @@ class PveRun:
 
     def run(self) -> int:
         machine = build_machine()
-        rc = self.run_once(machine, 1)
-        if rc == NO_RESULT:
-            log("pvelab: no result (status 125): retrying once from fresh disks")
-            rc = self.run_once(machine, 2)
-        return rc
+        return labkit.retry_on_no_result("pvelab",
+                                         lambda attempt: self.run_once(machine, attempt))
