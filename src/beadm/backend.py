@@ -86,8 +86,10 @@ class BootBackend(Protocol):
         """Report drift (between ESPs, and between ESPs and ZFS), one line per problem."""
         ...
 
-    def sync(self, bes: list[BeRef]) -> None:
-        """Repair what :meth:`check` reports: re-copy, re-write entries, collect garbage."""
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
+        """Repair what :meth:`check` reports: re-copy, re-write entries, collect garbage.
+        ``only_if_used`` (the kernel and initramfs hooks): do nothing where beadm has not
+        written boot entries yet, so installing beadm changes no ESP before ``init``."""
         ...
 
 
@@ -123,7 +125,7 @@ class NoopBackend:
     def check(self, bes: list[BeRef]) -> list[str]:
         return []
 
-    def sync(self, bes: list[BeRef]) -> None:
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
         return None
 
 

@@ -512,10 +512,11 @@ class BeManager:
             self.backend.init(ref)
             return ref
 
-    def sync(self) -> None:
+    def sync(self, *, only_if_used: bool = False) -> None:
         with self._changing() as tree:
             running = self.running_name()
-            self.backend.sync([self._ref(b, running) for b in tree.bes()])
+            self.backend.sync([self._ref(b, running) for b in tree.bes()],
+                              only_if_used=only_if_used)
 
     def migrate(self) -> None:
         hook = getattr(self.backend, "migrate", None)

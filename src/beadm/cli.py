@@ -154,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", metavar="NAME")
 
     cmd("check", "report drift between ESPs and ZFS (exit 1 if any)", "beadm check")
-    cmd("sync", "repair what check reports", "beadm sync")
+    sp = cmd("sync", "repair what check reports", "beadm sync")
+    sp.add_argument("--if-used", dest="only_if_used", action="store_true",
+                    help="do nothing until beadm has written boot entries "
+                         "(what the kernel and initramfs hooks run)")
     cmd("migrate", "convert boot files of older beadm versions", "beadm migrate")
     cmd("version", "print the version", "beadm version")
     return p
@@ -261,7 +264,7 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
             print(line, file=out)
         return 1 if problems else 0
     elif cmd == "sync":
-        mgr.sync()
+        mgr.sync(only_if_used=args.only_if_used)
     elif cmd == "migrate":
         mgr.migrate()
     return 0

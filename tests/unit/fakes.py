@@ -113,5 +113,5 @@ class RecordingBackend:
         self._hook("check")
         return []
 
-    def sync(self, bes: list[object]) -> None:
+    def sync(self, bes: list[object], *, only_if_used: bool = False) -> None:
         self._hook("sync")

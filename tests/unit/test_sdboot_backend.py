@@ -317,3 +317,24 @@ def test_names_are_literals_destroying_test_leaves_test_2(w: World) -> None:
     assert w.efi("LoaderEntryDefault") == f"beadm-test-2-{K2}.conf"
     assert w.backend.boot_state(w.refs()).next_boot == "test-2"
     assert w.backend.check(w.refs()) == []
+
+
+def test_hook_sync_before_init_changes_no_esp(w: World) -> None:
+    """zzz-beadm runs ``sync --if-used`` on every kernel or initramfs update, also on a host
+    where beadm is installed but nobody ran ``init``: then no ESP may change."""
+    before = {u: tree_snapshot(w.esps[u]) for u in UUIDS}
+    w.backend.sync(w.refs(), only_if_used=True)
+    assert {u: tree_snapshot(w.esps[u]) for u in UUIDS} == before
+    w.backend.sync(w.refs())  # the admin's own sync does its job
+    assert all(w.entries(u) for u in UUIDS)
+
+
+def test_hook_sync_after_init_picks_up_a_new_kernel(w: World) -> None:
+    inited(w)
+    k3 = "6.8.12-3-pve"
+    root = w.bes_by_name()["pve-1"]
+    (root / "boot" / f"vmlinuz-{k3}").write_bytes(b"vmlinuz kernel-3")
+    (root / "boot" / f"initrd.img-{k3}").write_bytes(b"initrd kernel-3")
+    w.backend.sync(w.refs(), only_if_used=True)
+    for u in UUIDS:
+        assert f"beadm-pve-1-{k3}.conf" in w.entries(u)

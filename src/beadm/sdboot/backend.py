@@ -304,9 +304,12 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
-    def sync(self, bes: list[BeRef]) -> None:
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
         self.warnings = []
         with self.host.session() as s:
+            if only_if_used and not any(e.store and e.store.beadm_entries() for e in s.esps()):
+                log.debug("sync: no ESP has a beadm entry yet (no init): nothing to do")
+                return
             errors: list[str] = []
             plans: dict[str, Plan] = {}
             for be in bes:

@@ -26,7 +26,7 @@ then
 fi
 [ -s /etc/kernel/proxmox-boot-uuids ] || [ -s /etc/kernel/pve-efiboot-uuids ] || exit 0
 command -v beadm >/dev/null 2>&1 || exit 0
-if ! beadm sync >/dev/null; then
+if ! beadm sync --if-used >/dev/null; then
     echo "zzz-beadm: 'beadm sync' failed: boot entries may be stale; run 'beadm sync'" >&2
 fi
 exit 0
