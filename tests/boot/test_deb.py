@@ -10,6 +10,7 @@ purge, and a check that no file of the package is left.
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 import subprocess
 import sys
@@ -26,12 +27,10 @@ BUILD_DEB = REPO / "packaging" / "build-deb"
 
 
 def _version() -> str:
-    ns: dict[str, str] = {}
-    init = REPO / "src" / "beadm" / "__init__.py"
-    for line in init.read_text(encoding="utf-8").splitlines():
-        if line.startswith("__version__"):
-            exec(line, ns)  # noqa: S102 - our own one-line assignment
-    return ns["__version__"]
+    init = (REPO / "src" / "beadm" / "__init__.py").read_text(encoding="utf-8")
+    m = re.search(r'^__version__ = "([^"]+)"$', init, re.M)
+    assert m, "no __version__ line in src/beadm/__init__.py"
+    return m.group(1)
 
 
 @pytest.fixture(scope="module")

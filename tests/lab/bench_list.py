@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 POOL = "rpool"
@@ -46,8 +47,10 @@ def main() -> int:
     try:
         t0 = time.perf_counter()
         sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
-        for i in range(n_bes):
-            sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/be-{i}")
+        # concurrent creates share transaction groups: minutes instead of most of an hour
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            list(pool.map(lambda i: sh("zfs", "create", "-o", "canmount=noauto", "-o",
+                                       "mountpoint=/", f"{ROOT}/be-{i}"), range(n_bes)))
         # one snapshot per filesystem per call (a zfs rule), all BEs at once
         for j in range(per_be):
             sh("zfs", "snapshot", *(f"{ROOT}/be-{i}@s{j}" for i in range(n_bes)))
