@@ -23,6 +23,8 @@ from labkit import NO_RESULT, Disk, Share, log
 
 DISK_MIB = 8192
 ESP_MIB = 512
+FIRMWARE_MARKER = "BdsDxe"  # OVMF's first line on the serial console
+FIRMWARE_SILENCE = 180  # seconds; it usually prints within 10-30 s, even under load
 ESP_VOLIDS = ("C0DE-0001", "C0DE-0002")
 SERIALS = ("pve-disk1", "pve-disk2")
 
@@ -135,6 +137,8 @@ class PveRun:
         log_offsets: dict[int, int] = {}
         last_progress = [time.monotonic()]
         finished_steps: set[int] = set()
+        silent_power_ons = 0  # qemu started, the firmware never printed (a TCG reset hang)
+        idle_power_ons = 0  # qemu exited on its own with no step done
 
         def poll() -> None:
             for report in sorted(out.glob("boot-*.report"),
@@ -173,7 +177,7 @@ class PveRun:
             self.consoles.append(console)
             vm = labkit.VM(disks=disks, shares=[Share(share, "pvelab"), Share(labkit.REPO, "src")],
                            console_log=console, mem=self.mem, vars_fd=work / "vars.fd",
-                           no_reboot=False)
+                           no_reboot=True)  # a guest reboot ends qemu: each boot is a power-on
             stop = threading.Event()
 
             def watch(vm: labkit.VM = vm, stop: threading.Event = stop) -> None:
@@ -187,10 +191,17 @@ class PveRun:
             watcher.start()
             last_progress[0] = time.monotonic()
             status, text = vm.run_unlocked(self.timeout * (total + 2),
-                                  self.echo_console if self.verbose else None)
+                                           self.echo_console if self.verbose else None,
+                                           ready_marker=FIRMWARE_MARKER,
+                                           ready_timeout=FIRMWARE_SILENCE)
             stop.set()
             watcher.join()
             poll()
+            if status is None and FIRMWARE_MARKER not in text and silent_power_ons < 3:
+                # OVMF under TCG occasionally hangs before printing anything; power on again
+                silent_power_ons += 1
+                self.say(f"PVELAB firmware printed nothing in {FIRMWARE_SILENCE} s: power-on again")
+                continue
             results = {k: (out / f"step-{k}.rc").read_text().strip() for k in finished_steps}
             failed = {k: r for k, r in results.items() if r not in ("0", "crash")}
             if failed:
@@ -200,7 +211,15 @@ class PveRun:
             if len(finished_steps) == total:
                 self.say(f"PVELAB result=ok steps={total} boots={len(seen_reports)}")
                 return 0
-            if status is None or len(finished_steps) == done_before:
+            progressed = len(finished_steps) > done_before
+            if status is not None and not progressed and idle_power_ons < 1:
+                # a boot that failed before its step (e.g. panic=5): the firmware gets one more
+                # power-on, as a reset would have given it
+                idle_power_ons += 1
+                self.say("PVELAB qemu exited with no step done: power-on again")
+                continue
+            idle_power_ons = 0
+            if status is None or not progressed:
                 why = "killed: no progress" if status is None else f"qemu exited {status}"
                 self.say(f"PVELAB result=no-result ({why}) after {len(seen_reports)} boots, "
                          f"{len(finished_steps)}/{total} steps; console={console}")
