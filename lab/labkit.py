@@ -230,6 +230,19 @@ class Share:
     tag: str
 
 
+def max_vms() -> int:
+    """How many lab VMs may run at once: ``BEADM_LAB_MAX_VMS``, default the number of CPUs."""
+    return max(1, int(os.environ.get("BEADM_LAB_MAX_VMS", "0") or 0) or (os.cpu_count() or 1))
+
+
+def vcpus() -> int:
+    """vCPUs per lab VM: ``BEADM_LAB_SMP``, default the CPUs shared out over the VM slots.
+    Under TCG every vCPU is a host thread; a guest with more vCPUs than its share of the host
+    stalls (RCU stalls, spinning on preempted vCPUs) and gets slower, not faster."""
+    env = int(os.environ.get("BEADM_LAB_SMP", "0") or 0)
+    return max(1, env or (os.cpu_count() or 1) // max_vms())
+
+
 @dataclass
 class VM:
     """One qemu TCG run. ``kernel`` set: direct kernel boot; ``vars_fd`` set: OVMF."""
@@ -238,7 +251,7 @@ class VM:
     shares: list[Share]
     console_log: Path
     mem: int = 2048
-    smp: int = 2
+    smp: int = field(default_factory=vcpus)
     kernel: Path | None = None
     initrd: Path | None = None
     append: str = ""
@@ -348,7 +361,7 @@ class VM:
 def vm_slot() -> Iterator[None]:
     """At most ``BEADM_LAB_MAX_VMS`` (default: the number of CPUs) lab VMs run at once on this
     host; more only thrash under TCG and run into their timeouts. Waits for a free slot."""
-    slots = max(1, int(os.environ.get("BEADM_LAB_MAX_VMS", "0") or 0) or (os.cpu_count() or 1))
+    slots = max_vms()
     sdir = cache_root() / "vm-slots"
     sdir.mkdir(parents=True, exist_ok=True)
     waited = False
