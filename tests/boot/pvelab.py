@@ -71,7 +71,7 @@ def parse(output: str, returncode: int = 0) -> PvelabResult:
     return res
 
 
-def run_steps(*steps: str | Path, timeout: float = 600, keep: Path | None = None,
+def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = None,
               echo: bool = True) -> PvelabResult:
     """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
     echoed (pytest shows it for failing tests) unless ``echo`` is False."""

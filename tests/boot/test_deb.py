@@ -162,6 +162,17 @@ for h in /etc/kernel/postinst.d/zzz-beadm /etc/kernel/postrm.d/zzz-beadm \
     [ -x "$h" ] || fail "hook $h missing or not executable"
 done
 
+step "the packaged hooks change no ESP before beadm init"
+/etc/kernel/postinst.d/zzz-beadm "$(uname -r)" "/boot/vmlinuz-$(uname -r)" || fail "postinst hook"
+/etc/initramfs/post-update.d/zzz-beadm "$(uname -r)" "/boot/initrd.img-$(uname -r)" \
+    || fail "post-update hook"
+for uuid in $(cat /etc/kernel/proxmox-boot-uuids); do
+    found=$(unshare --mount --propagation private sh -c '
+        mkdir -p /run/deb-esp && mount -o ro "/dev/disk/by-uuid/$1" /run/deb-esp &&
+        ls -d /run/deb-esp/beadm /run/deb-esp/loader/entries/beadm-* 2>/dev/null' sh "$uuid")
+    [ -z "$found" ] || fail "a hook wrote to ESP $uuid before init: $found"
+done
+
 step "beadm version"
 beadm version || fail "beadm version"
 step "beadm list"

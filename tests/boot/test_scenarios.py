@@ -207,7 +207,6 @@ root_is rpool/ROOT/pve-2
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
 
 
-@pytest.mark.unproven
 def test_g_wiped_esp_reported_restored_and_other_disk_removed() -> None:
     res = run_steps(*steps(
         """
@@ -241,7 +240,7 @@ def test_i_power_off_during_activate_and_create() -> None:
         """
 beadm init pve-1
 beadm create pve-2
-beadm activate pve-2 &
+beadm -v activate pve-2 &   # -v: the log shows how far it got
 sleep 1.5
 pvelab-crash off
 """,
@@ -252,7 +251,7 @@ beadm list
 beadm sync
 beadm check
 beadm activate pve-2
-beadm create pve-3 &
+beadm -v create pve-3 &
 sleep 3
 pvelab-crash off
 """,
