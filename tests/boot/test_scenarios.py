@@ -234,7 +234,6 @@ root_is rpool/ROOT/pve-2
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
 
 
-@pytest.mark.unproven
 def test_i_power_off_during_activate_and_create() -> None:
     res = run_steps(*steps(
         """
