@@ -235,31 +235,53 @@ root_is rpool/ROOT/pve-2
 
 
 def test_i_power_off_during_activate_and_create() -> None:
+    """Power off while activate has both ESPs mounted read-write, and while create copies the
+    new BE's kernels to the first ESP (found in ``beadm -v``'s log of the commands it runs)."""
+    crash_after = r"""
+crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines containing TEXT
+    local c i=0
+    while :; do
+        c=$(grep -cF -- "$2" "$3" 2>/dev/null || true)
+        [ "${c:-0}" -lt "$1" ] || break
+        i=$((i + 1)); [ "$i" -lt 6000 ] || { echo "never saw $1 x '$2'"; cat "$3"; exit 1; }
+        sleep 0.05
+    done
+    echo "power off after: $(grep -F -- "$2" "$3" | tail -1)"
+    pvelab-crash off
+}
+"""
     res = run_steps(*steps(
-        """
+        crash_after + """
 beadm init pve-1
 beadm create pve-2
-beadm -v activate pve-2 &   # -v: the log shows how far it got
-sleep 1.5
-pvelab-crash off
+beadm -v activate pve-2 > /run/activate.log 2>&1 &
+crash_after 2 "run: mount -t vfat" /run/activate.log
 """,
-        """
+        crash_after + """
 r=$(findmnt -no SOURCE /)
-case "$r" in rpool/ROOT/pve-1|rpool/ROOT/pve-2) ;; *) echo "booted $r"; exit 1;; esac
+echo "booted $r"
+case "$r" in rpool/ROOT/pve-1|rpool/ROOT/pve-2) ;; *) echo "not a consistent BE"; exit 1;; esac
 beadm list
 beadm sync
 beadm check
 beadm activate pve-2
-beadm -v create pve-3 &
-sleep 3
-pvelab-crash off
+beadm -v create pve-3 > /run/create.log 2>&1 &
+crash_after 1 "run: mount -t vfat" /run/create.log
 """,
         """
 root_is rpool/ROOT/pve-2
 beadm list
 beadm sync
 beadm check
+zfs list -H -o name -r rpool/ROOT
+on_esps '! ls -d /run/t/esp*/beadm/.beadm-tmp* /run/t/esp*/loader/entries/.beadm-tmp* 2>/dev/null'
+if zfs list rpool/ROOT/pve-3 >/dev/null 2>&1; then
+    test "$(flags pve-3)" = ""   # a whole BE, bootable (check passed), not active
+    on_esps 'ls /run/t/esp1/loader/entries/beadm-pve-3-*.conf \
+        /run/t/esp2/loader/entries/beadm-pve-3-*.conf'
+fi
 """,
     ))
     ok(res)
+    assert res.roots[1] in ("rpool/ROOT/pve-1", "rpool/ROOT/pve-2")
     assert res.roots[2] == "rpool/ROOT/pve-2"
