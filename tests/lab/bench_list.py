@@ -4,7 +4,8 @@
 Run in the lab VM: ``lab/lab run -- python3 tests/lab/bench_list.py [BES [SNAPS_PER_BE]]``.
 Builds a pool on the first blank disk with BES BEs (default 500) under ``rpool/ROOT`` and
 SNAPS_PER_BE snapshots each (default 10, so 5000 in all), then prints the median wall time
-of each command over a few runs and their ratio.
+of each command over a few runs and their ratio. Env: BENCH_RUNS (runs of each, default 3),
+BENCH_CASES (comma-separated ``beadm list`` flags, default ``,-H,-s,--json``; empty = none).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 POOL = "rpool"
 ROOT = f"{POOL}/ROOT"
 SRC = Path(__file__).resolve().parents[2] / "src"
-RUNS = 3
+RUNS = int(os.environ.get("BENCH_RUNS", "3"))  # under TCG one run of each can take minutes
 
 
 def sh(*argv: str) -> None:
@@ -56,11 +57,14 @@ def main() -> int:
             sh("zfs", "snapshot", *(f"{ROOT}/be-{i}@s{j}" for i in range(n_bes)))
         snaps = range(n_bes * per_be)
         sh("zpool", "set", f"bootfs={ROOT}/be-0", POOL)
-        print(f"setup: {n_bes} BEs, {len(snaps)} snapshots in {time.perf_counter() - t0:.1f}s")
+        print(f"setup: {n_bes} BEs, {len(snaps)} snapshots in {time.perf_counter() - t0:.1f}s",
+              flush=True)
         zfs = timed(["zfs", "list", "-t", "all", "-r", ROOT])
         print(f"{'zfs list -t all -r rpool/ROOT':40s} {zfs * 1000:8.0f} ms", flush=True)
         base = [sys.executable, "-m", "beadm", "--root", ROOT, "--backend", "none", "list"]
-        cases = [(" ".join(["beadm list", *x]), base + x) for x in ([], ["-H"], ["-s"], ["--json"])]
+        flags = os.environ.get("BENCH_CASES", ",-H,-s,--json").split(",")
+        argss = [[f] if f else [] for f in flags]
+        cases = [(" ".join(["beadm list", *x]), base + x) for x in argss]
         cases.append(("beadm version (start-up)", [sys.executable, "-m", "beadm", "version"]))
         for what, argv in cases:
             t = timed(argv)
