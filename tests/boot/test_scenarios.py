@@ -177,7 +177,6 @@ beadm check
     assert res.entries[1].startswith("beadm-pve-3-")
 
 
-@pytest.mark.unproven
 def test_f_destroy_old_be_from_new_frees_its_unshared_files() -> None:
     res = run_steps(*steps(
         """
