@@ -12,12 +12,14 @@ Python 3.11 standard library only.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -230,6 +232,17 @@ class Share:
     tag: str
 
 
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: no dlopen after fork
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it when the lab process that started it dies (a killed
+    ``lab``/``pvelab`` must not leave a qemu running until its own timeout). Popen is called
+    from the main thread, whose exit is what the kernel watches."""
+    _PRCTL(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def max_vms() -> int:
     """How many lab VMs may run at once: ``BEADM_LAB_MAX_VMS``, default the number of CPUs."""
     return max(1, int(os.environ.get("BEADM_LAB_MAX_VMS", "0") or 0) or (os.cpu_count() or 1))
@@ -313,6 +326,7 @@ class VM:
         with self.console_log.open("w", encoding="utf-8", errors="replace") as logf:
             logf.write("LAB: " + " ".join(self.argv()) + "\n")
             proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
+                                    preexec_fn=_die_with_parent,
                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
             self._proc = proc
 
