@@ -167,9 +167,12 @@ step "the packaged hooks change no ESP before beadm init"
 /etc/initramfs/post-update.d/zzz-beadm "$(uname -r)" "/boot/initrd.img-$(uname -r)" \
     || fail "post-update hook"
 for uuid in $(cat /etc/kernel/proxmox-boot-uuids); do
+    # ls exits 2 when nothing matches: that is the expected case here
     found=$(unshare --mount --propagation private sh -c '
-        mkdir -p /run/deb-esp && mount -o ro "/dev/disk/by-uuid/$1" /run/deb-esp &&
-        ls -d /run/deb-esp/beadm /run/deb-esp/loader/entries/beadm-* 2>/dev/null' sh "$uuid")
+        mkdir -p /run/deb-esp
+        mount -o ro "/dev/disk/by-uuid/$1" /run/deb-esp || exit 3
+        ls -d /run/deb-esp/beadm /run/deb-esp/loader/entries/beadm-* 2>/dev/null || true' \
+        sh "$uuid") || fail "could not mount ESP $uuid"
     [ -z "$found" ] || fail "a hook wrote to ESP $uuid before init: $found"
 done
 
