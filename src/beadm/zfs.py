@@ -137,9 +137,10 @@ class Zfs:
 
     # -- queries (readonly) ------------------------------------------------------------
 
-    def list_tree(self, root: str) -> list[Dataset]:
-        """Every filesystem and snapshot at or below ``root``: one ``zfs list`` call."""
-        argv = ["zfs", "list", "-H", "-p", "-t", "filesystem,snapshot"]
+    def list_tree(self, root: str, *, snapshots: bool = True) -> list[Dataset]:
+        """Every filesystem (and snapshot) at or below ``root``: one ``zfs list`` call."""
+        types = "filesystem,snapshot" if snapshots else "filesystem"
+        argv = ["zfs", "list", "-H", "-p", "-t", types]
         argv += ["-o", ",".join(LIST_COLUMNS), "-r", root]
         return parse_list(self.runner.run(argv, readonly=True).stdout)
 

@@ -120,7 +120,7 @@ def main() -> int:
 
         print(f"\nESP usage (statvfs, real FAT32; two kernels of {KERNEL >> 20} + "
               f"{INITRD >> 20} MiB shared by every BE; {per_create:.1f} s per create):")
-        for n, (dev, (base, cluster, _)) in enumerate(zip(ESPS, empty), 1):
+        for n, (base, cluster, _) in enumerate(empty, 1):
             print(f"  ESP {n} ({cluster} B clusters), empty: {base:,d} bytes used")
             for count, usage in figures.items():
                 used, _, entries = usage[n - 1]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeRunner, RecordingBackend
-from world import GET_TEXT, LIST_ARGV, LIST_TEXT, MOUNTINFO
+from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm import __version__
 from beadm.cli import Deps, human, main
@@ -25,6 +25,7 @@ def run(
     def make_runner(dry: bool, out: object = None) -> FakeRunner:
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=LIST_TEXT)
+        r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
         r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         runners.append(r)
@@ -132,6 +133,26 @@ def test_list_table_script_json(tmp_path: Path) -> None:
     assert data["root"] == "rpool/ROOT"
     assert [b["active"] for b in data["bes"]] == ["NR", "-"]
     assert data["bes"][1]["origin"] == "rpool/ROOT/pve-1@beadm-20261120-101010"
+
+
+
+def test_list_reads_snapshots_only_when_it_shows_them(tmp_path: Path) -> None:
+    """Plain ``list`` (and -D, -H) asks zfs for filesystems only, with the same space figures;
+    -s, -a and --json ask for snapshots too. One ``zfs list`` call either way."""
+    shown = {}
+    for flags, want in (((), "filesystem"), (("-D",), "filesystem"), (("-H",), "filesystem"),
+                        (("-s",), "filesystem,snapshot"), (("-a",), "filesystem,snapshot"),
+                        (("--json",), "filesystem,snapshot")):
+        rc, out, _, r = run(tmp_path, "list", *flags)
+        assert rc == 0
+        lists = [c for c in r.calls if c[:2] == ("zfs", "list")]
+        assert [c[c.index("-t") + 1] for c in lists] == [want], flags
+        shown[flags] = out
+    assert "@" not in shown[()]
+    be_rows = [line.split() for line in shown[("-s",)].splitlines()[1:]
+               if not line.startswith(" ")]
+    assert be_rows == [line.split() for line in shown[()].splitlines()[1:]]
+    assert len(be_rows) == 2
 
 
 def test_human() -> None:

@@ -17,6 +17,13 @@ LIST_TEXT = (FIXTURES / "zfs_list_proxmox.handwritten.txt").read_text()
 GET_TEXT = (FIXTURES / "zfs_get_local.handwritten.txt").read_text()
 MOUNTINFO = (FIXTURES / "mountinfo_pve1.txt").read_text()
 LIST_ARGV = ("zfs", "list", "-H", "-p", "-t", "filesystem,snapshot", "-o", ",".join(LIST_COLUMNS))
+LIST_FS_ARGV = ("zfs", "list", "-H", "-p", "-t", "filesystem", "-o", ",".join(LIST_COLUMNS))
+
+
+def without_snapshots(listing: str) -> str:
+    """What ``zfs list -t filesystem`` prints for the same tree."""
+    return "".join(line for line in listing.splitlines(keepends=True)
+                   if "@" not in line.split("\t", 1)[0])
 NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
 SNAP = "beadm-20261126-120000"
 
@@ -56,6 +63,7 @@ def manager(
 ) -> tuple[BeManager, FakeRunner, RecordingBackend]:
     runner = runner if runner is not None else FakeRunner()
     runner.on(*LIST_ARGV, stdout=listing)
+    runner.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
     runner.on("zpool", "get", "-H", "-p", "-o", "value", "bootfs", stdout=bootfs + "\n")
     runner.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
     mi = tmp_path / "mountinfo"
