@@ -1,7 +1,7 @@
 """Shared host-side code of the beadm lab (used by lab/lab and lab/pvelab).
 
 - the cache: ``${BEADM_LAB_CACHE:-/var/cache/beadm-lab}/<image hash>/`` holds the lab image
-  (root.img, vmlinuz, initrd.img, kver, modules/) and, next to it,
+  (root.img, vmlinuz, initrd.img, kver, modules/, kernels/) and, next to it,
   ``machine-<machine hash>/`` holds the installed Proxmox-like machine (two disks + NVRAM);
 - hashing of the recipe files, locking, building into a temp dir renamed into place;
 - qemu invocation with a timeout, console log, and the "no result" exit status 125.
@@ -470,6 +470,7 @@ class LabRun:
     boot_timeout: float = 240
     uefi: bool = False
     extra_disks: list[Disk] = field(default_factory=list)
+    extra_shares: list[Share] = field(default_factory=list)  # CMD mounts them (9p tag)
     stream: bool = True
     verbose: bool = False
 
@@ -491,7 +492,8 @@ class LabRun:
                     fh.truncate(self.disk_mib << 20)
                 disks.append(Disk(path, f"pool{n}"))
             disks += self.extra_disks
-            vm = VM(disks=disks, shares=[Share(ctl, "lab"), Share(REPO, "src")],
+            vm = VM(disks=disks,
+                    shares=[Share(ctl, "lab"), Share(REPO, "src"), *self.extra_shares],
                     console_log=console, mem=self.mem, kernel=image / "vmlinuz",
                     initrd=build_stage0(image, work / "stage0.cpio.gz"),
                     append="console=ttyS0 root=/dev/vda rw quiet loglevel=3 panic=5 "
