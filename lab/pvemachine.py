@@ -46,7 +46,8 @@ def build_machine() -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
-        log(f"pve machine: installing into {tmp} (about 3 minutes)")
+        log(f"pve machine: installing into {tmp} (about 8 minutes)")
+        old, new = ((image / "kernels" / f"{k}.kver").read_text().strip() for k in ("old", "new"))
         disks = []
         for n in (1, 2):
             path = tmp / f"disk{n}.img"
@@ -54,7 +55,9 @@ def build_machine() -> Path:
                           rest=labkit.ZFS_GUID, bios_boot=True)
             disks.append(Disk(path, SERIALS[n - 1]))
         run = labkit.LabRun(command=["bash", "/src/lab/machine/install"], disks=0, esps=0,
-                            uefi=True, extra_disks=disks, timeout=1500, stream=True)
+                            uefi=True, extra_disks=disks,
+                            extra_shares=[Share(image / "kernels", "kernels")],
+                            timeout=2400, stream=True)
         rc = run.run()
         if rc != 0:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -62,7 +65,8 @@ def build_machine() -> Path:
         shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
         for path in (tmp / "disk1.img", tmp / "disk2.img", tmp / "vars.fd"):
             path.chmod(0o444)
-        (tmp / "complete").write_text(f"installed in {time.monotonic() - start:.0f} s\n")
+        (tmp / "complete").write_text(f"installed in {time.monotonic() - start:.0f} s; "
+                                      f"kernel {old}, pending update {new}\n")
         tmp.chmod(0o755)
         tmp.rename(target)
         log(f"pve machine: installed in {time.monotonic() - start:.0f} s at {target}")
@@ -101,6 +105,7 @@ class PveRun:
         shutil.copy2(mdir / "pvelab-agent", share / "agent")
         shutil.copy2(mdir / "beadm-wrapper", share / "bin" / "beadm")
         shutil.copy2(mdir / "pvelab-crash", share / "bin" / "pvelab-crash")
+        shutil.copy2(mdir / "pvelab-kernel-update", share / "bin" / "pvelab-kernel-update")
         for name in ("pvelab-detach-disk", "pvelab-attach-disk"):
             shutil.copy2(mdir / "pvelab-disk", share / "bin" / name)
         for n in (1, 2):
