@@ -54,7 +54,6 @@ def kernels_of(output: str) -> tuple[str, str]:
     return found.get("KERNEL", ""), found.get("NEW", "")
 
 
-@pytest.mark.unproven
 def test_h_be_from_snapshot_before_kernel_update_boots_older_kernel() -> None:
     res = run_steps(*steps(
         ESP_CHECK + OWN_MODULES + """
