@@ -102,6 +102,7 @@ def main() -> int:
                 mounts["create"] = m
             if i in marks:
                 figures[i] = esp_usage()
+                print(f"{i} BEs: used per ESP {[u for u, _, _ in figures[i]]}", flush=True)
         per_create = (time.monotonic() - t0) / max(1, n_bes - 1)
         mounts["activate"] = beadm("activate", "be2")
         mounts["list (LoaderEntryDefault set)"] = beadm("list")
