@@ -46,7 +46,7 @@ def build_machine() -> Path:
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
-        log(f"pve machine: installing into {tmp} (about 8 minutes)")
+        log(f"pve machine: installing into {tmp} (about 20 minutes at 1 vCPU)")
         old, new = ((image / "kernels" / f"{k}.kver").read_text().strip() for k in ("old", "new"))
         disks = []
         for n in (1, 2):

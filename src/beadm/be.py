@@ -143,8 +143,8 @@ class BeManager:
             return top.rpartition("/")[2]
         return None
 
-    def _tree(self) -> Tree:
-        return Tree(self.root, self.zfs.list_tree(self.root))
+    def _tree(self, *, snapshots: bool = True) -> Tree:
+        return Tree(self.root, self.zfs.list_tree(self.root, snapshots=snapshots))
 
     def _bootfs(self) -> str:
         return self.zfs.pool_get(self.pool, "bootfs")
@@ -169,7 +169,7 @@ class BeManager:
         """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``. Without
         ``snapshots`` the BEs' snapshot lists are empty (and ``zfs list`` skips them: with
         thousands of snapshots they are most of its time); space figures are the same."""
-        tree = Tree(self.root, self.zfs.list_tree(self.root, snapshots=snapshots))
+        tree = self._tree(snapshots=snapshots)
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
         # changing command removes) are not BEs yet.

@@ -2,7 +2,7 @@
 """Benchmark (not a test): issue 3's ESP figures on real FAT32, through the real CLI.
 
 Run in the lab VM (``--uefi`` so that EFI variables exist):
-``lab/lab run --uefi --timeout 5400 -- python3 tests/lab/bench_esp.py [BES]``.
+``lab/lab run --uefi --timeout 3600 -- python3 tests/lab/bench_esp.py [BES]``.
 
 It reformats ESP 1 the way ``mkfs.vfat -F 32`` does by default (4 KiB clusters on 512 MiB)
 and leaves ESP 2 as the lab made it (512-byte clusters), lists both in

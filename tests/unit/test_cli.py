@@ -135,7 +135,6 @@ def test_list_table_script_json(tmp_path: Path) -> None:
     assert data["bes"][1]["origin"] == "rpool/ROOT/pve-1@beadm-20261120-101010"
 
 
-
 def test_list_reads_snapshots_only_when_it_shows_them(tmp_path: Path) -> None:
     """Plain ``list`` (and -D, -H) asks zfs for filesystems only, with the same space figures;
     -s, -a and --json ask for snapshots too. One ``zfs list`` call either way."""

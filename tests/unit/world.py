@@ -18,14 +18,14 @@ GET_TEXT = (FIXTURES / "zfs_get_local.handwritten.txt").read_text()
 MOUNTINFO = (FIXTURES / "mountinfo_pve1.txt").read_text()
 LIST_ARGV = ("zfs", "list", "-H", "-p", "-t", "filesystem,snapshot", "-o", ",".join(LIST_COLUMNS))
 LIST_FS_ARGV = ("zfs", "list", "-H", "-p", "-t", "filesystem", "-o", ",".join(LIST_COLUMNS))
+NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
+SNAP = "beadm-20261126-120000"
 
 
 def without_snapshots(listing: str) -> str:
     """What ``zfs list -t filesystem`` prints for the same tree."""
     return "".join(line for line in listing.splitlines(keepends=True)
                    if "@" not in line.split("\t", 1)[0])
-NOW = dt.datetime(2026, 11, 26, 12, 0, 0)
-SNAP = "beadm-20261126-120000"
 
 
 def row(name: str, **kw: Any) -> str:
