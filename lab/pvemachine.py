@@ -105,7 +105,8 @@ class PveRun:
         shutil.copy2(mdir / "pvelab-agent", share / "agent")
         shutil.copy2(mdir / "beadm-wrapper", share / "bin" / "beadm")
         shutil.copy2(mdir / "pvelab-crash", share / "bin" / "pvelab-crash")
-        shutil.copy2(mdir / "pvelab-kernel-update", share / "bin" / "pvelab-kernel-update")
+        for helper in ("pvelab-kernel-update", "pvelab-helper-upgrade"):
+            shutil.copy2(mdir / helper, share / "bin" / helper)
         for name in ("pvelab-detach-disk", "pvelab-attach-disk"):
             shutil.copy2(mdir / "pvelab-disk", share / "bin" / name)
         for n in (1, 2):
