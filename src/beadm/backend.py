@@ -32,6 +32,9 @@ class BootState:
     next_boot: str | None = None  # BE name shown with R
     once: str | None = None  # BE name shown with T (boots once, then next_boot again)
     warnings: tuple[str, ...] = ()  # e.g. "loader.conf default overwritten by proxmox-boot-tool"
+    # False: the backend cannot tell what boots next (e.g. a GRUB host): no BE is shown with R,
+    # not even the pool's bootfs (which GRUB and systemd-boot ignore)
+    decides: bool = True
 
 
 class BootBackend(Protocol):
@@ -52,8 +55,11 @@ class BootBackend(Protocol):
     - ``check`` / ``sync``: ``beadm check`` / ``beadm sync`` with every BE.
 
     Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
-    migrate``; without it the command says the backend has nothing to migrate) and a
-    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``.
+    migrate``; without it the command says the backend has nothing to migrate), a
+    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``, and
+    ``preflight() -> None``, called under the lock before a boot-changing command (create,
+    rename, destroy of a BE, activate, init, sync, migrate) changes anything: it raises
+    (e.g. UnsupportedError on a GRUB host) to refuse the command.
     """
 
     name: str

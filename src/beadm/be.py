@@ -158,10 +158,18 @@ class BeManager:
         return tree.be(name)
 
     @contextmanager
-    def _changing(self) -> Iterator[Tree]:
-        """Hold the lock; yield the tree with stale half-created BEs removed."""
+    def _changing(self, *, boot: bool = False) -> Iterator[Tree]:
+        """Hold the lock; yield the tree with stale half-created BEs removed. ``boot``: the
+        command changes what boots, so the backend may refuse it first (``preflight``)."""
         with self._lock:
+            if boot:
+                self._preflight()
             yield self._cleanup_stale(self._tree())
+
+    def _preflight(self) -> None:
+        check = getattr(self.backend, "preflight", None)
+        if callable(check):
+            check()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -177,7 +185,7 @@ class BeManager:
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
         bootfs = self._bootfs()
         next_boot = state.next_boot
-        if next_boot is None and bootfs.rpartition("/")[0] == self.root:
+        if next_boot is None and state.decides and bootfs.rpartition("/")[0] == self.root:
             next_boot = bootfs.rpartition("/")[2]
         where = mnt.zfs_mounts(self.mounts())
         infos = tuple(
@@ -220,7 +228,7 @@ class BeManager:
             split_be_snapshot(source)
         user_props = _parse_props(props or [])
         _check_description(description)
-        with self._changing() as tree:
+        with self._changing(boot=True) as tree:
             return self._create(tree, name, source, description, user_props)
 
     def snapshot(self, spec: str) -> str:
@@ -370,6 +378,7 @@ class BeManager:
         return full
 
     def _refuse_destroy(self, tree: Tree, be: BootEnv) -> None:
+        self._preflight()
         running = self.running_name()
         if be.name == running:
             raise RefusedError(f"BE {be.name} is the running BE")
@@ -460,7 +469,7 @@ class BeManager:
         """Rename a BE's datasets (without remounting); refuses the running BE."""
         check_be_name(old)
         check_be_name(new)
-        with self._changing() as tree:
+        with self._changing(boot=True) as tree:
             be = self._need(tree, old)
             target = tree.be_dataset(new)
             if target in tree.fs:
@@ -484,7 +493,7 @@ class BeManager:
     def activate(self, name: str, *, temporary: bool = False) -> BeRef:
         """Make ``name`` boot next (once with ``temporary``): bootfs, canmount, backend."""
         check_be_name(name)
-        with self._changing() as tree:
+        with self._changing(boot=True) as tree:
             be = self._need(tree, name)
             running = self.running_name()
             if not temporary and self._bootfs() != be.dataset:
@@ -502,7 +511,7 @@ class BeManager:
 
     def init(self, name: str | None = None) -> BeRef:
         """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""
-        with self._changing() as tree:
+        with self._changing(boot=True) as tree:
             running = self.running_name()
             if name is None:
                 if running is None:
@@ -515,7 +524,7 @@ class BeManager:
             return ref
 
     def sync(self, *, only_if_used: bool = False) -> None:
-        with self._changing() as tree:
+        with self._changing(boot=not only_if_used) as tree:
             running = self.running_name()
             self.backend.sync([self._ref(b, running) for b in tree.bes()],
                               only_if_used=only_if_used)
@@ -524,7 +533,7 @@ class BeManager:
         hook = getattr(self.backend, "migrate", None)
         if hook is None or not callable(hook):
             raise UnsupportedError(f"backend {self.backend.name} has nothing to migrate")
-        with self._changing() as tree:
+        with self._changing(boot=True) as tree:
             running = self.running_name()
             hook([self._ref(b, running) for b in tree.bes()])
 

@@ -1,4 +1,11 @@
-"""The explicit registry of bootloader backends (name -> factory) and the ``auto`` choice."""
+"""The explicit registry of bootloader backends (name -> factory) and the ``auto`` choice.
+
+``auto``: ``none`` where no proxmox-boot uuids file exists; else systemd-boot behind the guard
+of :mod:`beadm.sdboot.detect`, which refuses every boot-changing command (exit 7, with the
+reason) unless every listed ESP is a systemd-boot ESP and the host booted in UEFI mode: GRUB
+hosts (legacy BIOS, or shim + GRUB) are never "activated". ``--backend systemd-boot`` names the
+backend explicitly, without the guard.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +27,17 @@ def _systemd_boot(runner: Runner) -> BootBackend:
     except ImportError as exc:
         raise UnsupportedError("the systemd-boot backend is not available") from exc
     backend: BootBackend = SystemdBootBackend(runner)
+    return backend
+
+
+def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBackend:
+    try:
+        from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
+        from beadm.sdboot.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise UnsupportedError("the systemd-boot backend is not available") from exc
+    backend: BootBackend = GuardedBackend(SystemdBootBackend(runner),
+                                          efi_dir=efi_dir if efi_dir is not None else EFI_DIR)
     return backend
 
 
@@ -52,6 +70,8 @@ def make_backend(
     """The backend called ``name`` (or the ``auto`` choice), built with ``runner``."""
     if name == "auto":
         name = auto_name(etc_kernel)
+        if name == "systemd-boot":
+            return _guarded_systemd_boot(runner)
     table = backends()
     if name not in table:
         raise UsageError(f"unknown backend {name!r} (choose from auto, {', '.join(table)})")
