@@ -38,7 +38,7 @@ from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
-from beadm.sdboot import hooks, kernels, resolve
+from beadm.sdboot import hooks, kernels, persist, resolve
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
 from beadm.sdboot.store import EspStore, file_digest, store_name
@@ -106,6 +106,11 @@ class SystemdBootBackend:
         if prepare:
             self._write_cmdline(root, options)
             hooks.install(root, dry_run=self._runner.dry_run, out=self._out)
+            if persist.install(root, dry_run=self._runner.dry_run, out=self._out) \
+                    and be.running and root == Path("/"):
+                note = persist.start_now(self._runner)
+                if note:
+                    self.warnings.append(note)
         keep = self.host.running_kernel() if be.running else None
         found = kernels.find(root / "boot", keep=keep)
         if not found:

@@ -1,0 +1,118 @@
+"""Re-asserting the activated BE where no kernel hook runs: an apt hook and a shutdown unit.
+
+Proxmox rewrites every ESP's ``loader.conf`` ``default`` line also where no kernel or
+initramfs hook dir runs afterwards (so ``zzz-beadm`` never sees it): ``proxmox-boot-tool
+reinit`` on every proxmox-kernel-helper configure and on dpkg triggers (systemd-boot, GRUB,
+shim upgrades), ``proxmox-boot-cleanup.service`` at boot, a manual ``proxmox-boot-tool
+refresh`` (it calls its hook scripts directly). Where the EFI variable ``LoaderEntryDefault``
+carries beadm's choice this does not matter; on firmware that refuses EFI writes
+``loader.conf`` is all there is. Two more re-asserts close the gap:
+
+* ``/etc/apt/apt.conf.d/99beadm``: ``DPkg::Post-Invoke`` runs ``beadm sync --if-used`` after
+  every dpkg run apt makes (package configures and triggers included). Quiet; it never fails
+  apt (one warning line when the sync fails).
+* ``beadm-reassert.service``: a oneshot unit that stays active (``RemainAfterExit``) and runs
+  ``beadm sync --if-used`` as its ``ExecStop``, i.e. at every shutdown and reboot, after
+  everything that ran since boot (``proxmox-boot-cleanup.service`` included: it is ordered
+  after it) and before local file systems, ZFS and efivarfs go away (ordered after them, so
+  stopped before them).
+
+``beadm init``/``create``/``rename`` install both into the BE (like ``zzz-beadm``) and, for
+the running BE, start the unit at once. The Debian package ships the same files (``hooks/``;
+a unit test checks the copies match).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from beadm.errors import BeadmError
+from beadm.runner import Runner
+
+APT_CONF = "etc/apt/apt.conf.d/99beadm"
+UNIT_NAME = "beadm-reassert.service"
+UNIT = f"etc/systemd/system/{UNIT_NAME}"
+WANTS = f"etc/systemd/system/multi-user.target.wants/{UNIT_NAME}"
+
+APT_TEXT = """\
+// beadm (boot environments): after every dpkg run, re-assert the boot environment beadm
+// activated. A package configure or dpkg trigger (proxmox-kernel-helper's reinit) may have
+// rewritten loader.conf on the ESPs with no kernel hook running afterwards.
+// Quiet; never fails apt. Installed by 'beadm init' and by the beadm package.
+DPkg::Post-Invoke { "if command -v beadm >/dev/null 2>&1 && test -s /etc/kernel/proxmox-boot-uuids -o -s /etc/kernel/pve-efiboot-uuids; then beadm sync --if-used >/dev/null 2>&1 || echo 'beadm: sync after dpkg failed: boot entries may be stale; run beadm sync' >&2; fi; true"; };
+"""  # noqa: E501
+
+UNIT_TEXT = """\
+# beadm (boot environments): re-asserts the activated boot environment at every shutdown and
+# reboot (ExecStop), after whatever rewrote loader.conf since boot with no hook following:
+# a manual proxmox-boot-tool refresh, proxmox-boot-cleanup.service, a reinit.
+# Installed by 'beadm init' and by the beadm package.
+[Unit]
+Description=beadm: re-assert the activated boot environment at shutdown
+Documentation=man:beadm(8)
+After=local-fs.target zfs-mount.service zfs-import.target sys-firmware-efi-efivars.mount
+After=systemd-udev-settle.service proxmox-boot-cleanup.service
+ConditionPathExists=|/etc/kernel/proxmox-boot-uuids
+ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+ExecStop=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then beadm sync --if-used || echo "beadm: sync at shutdown failed" >&2; fi; true'
+TimeoutStopSec=300
+
+[Install]
+WantedBy=multi-user.target
+"""  # noqa: E501
+
+FILES = ((APT_CONF, APT_TEXT, 0o644), (UNIT, UNIT_TEXT, 0o644))
+
+
+def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> bool:
+    """Install the apt hook and the unit (enabled) into the BE tree at ``root``
+    (idempotent). True when something was written."""
+    wrote = False
+    say = out if out is not None else sys.stdout
+    for rel, text, mode in FILES:
+        path = root / rel
+        try:
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        except OSError:
+            pass
+        wrote = True
+        if dry_run:
+            print(f"would install {path}", file=say)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.beadm-tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.chmod(mode)
+        tmp.replace(path)
+    link = root / WANTS
+    target = f"../{UNIT_NAME}"  # relative: right in the BE's tree wherever it is mounted
+    if not (link.is_symlink() and str(link.readlink()) == target):
+        wrote = True
+        if dry_run:
+            print(f"would enable {UNIT_NAME} in {root}", file=say)
+        else:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+    return wrote
+
+
+def start_now(runner: Runner, *, systemd: Path = Path("/run/systemd/system")) -> str | None:
+    """In the running system: load and start the unit so its ExecStop runs at this boot's
+    shutdown. None when done (or no systemd runs); else a warning."""
+    if runner.dry_run or not systemd.is_dir():
+        return None
+    try:
+        runner.run(["systemctl", "daemon-reload"])
+        runner.run(["systemctl", "start", UNIT_NAME])
+    except BeadmError as exc:
+        return f"{UNIT_NAME} not started ({exc}): it starts at the next boot"
+    return None
