@@ -78,6 +78,9 @@ def test_deb_contents(deb: Path) -> None:
         "etc/initramfs/post-update.d/zzz-beadm",
     ):
         assert files[hook].startswith("-rwxr-xr-x"), hook
+    # the re-asserts where no kernel hook runs: apt's DPkg::Post-Invoke and the shutdown unit
+    assert files["etc/apt/apt.conf.d/99beadm"].startswith("-rw-r--r--")
+    assert files["lib/systemd/system/beadm-reassert.service"].startswith("-rw-r--r--")
     # hooks sort after Proxmox's (run-parts, C collation)
     assert "zzz-beadm" > "zz-proxmox-boot" and "zzz-beadm" > "proxmox-boot-sync"
     # nothing from the build or the test suite
@@ -109,6 +112,7 @@ def test_deb_control(deb: Path) -> None:
         ["dpkg-deb", "--info", str(deb), "conffiles"], capture_output=True, text=True, check=True
     ).stdout.split()
     assert sorted(conffiles) == [
+        "/etc/apt/apt.conf.d/99beadm",
         "/etc/initramfs/post-update.d/zzz-beadm",
         "/etc/kernel/postinst.d/zzz-beadm",
         "/etc/kernel/postrm.d/zzz-beadm",
@@ -162,6 +166,11 @@ for h in /etc/kernel/postinst.d/zzz-beadm /etc/kernel/postrm.d/zzz-beadm \
     [ -x "$h" ] || fail "hook $h missing or not executable"
 done
 
+[ -f /etc/apt/apt.conf.d/99beadm ] || fail "apt hook missing"
+apt-config dump | grep -q 'DPkg::Post-Invoke::.*beadm sync --if-used' || fail "apt hook not read"
+systemctl is-enabled beadm-reassert.service || fail "beadm-reassert.service not enabled"
+systemctl is-active beadm-reassert.service || fail "beadm-reassert.service not started"
+
 step "the packaged hooks change no ESP before beadm init"
 /etc/kernel/postinst.d/zzz-beadm "$(uname -r)" "/boot/vmlinuz-$(uname -r)" || fail "postinst hook"
 /etc/initramfs/post-update.d/zzz-beadm "$(uname -r)" "/boot/initrd.img-$(uname -r)" \
@@ -206,7 +215,9 @@ while IFS= read -r f; do   # every file (not folder) the package had
     if [ -n "$f" ] && { [ -f "$f" ] || [ -L "$f" ]; }; then left="$left $f"; fi
 done < /tmp/beadm-files
 for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lock \
-         /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm; do
+         /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm \
+         /etc/apt/apt.conf.d/99beadm /lib/systemd/system/beadm-reassert.service \
+         /etc/systemd/system/multi-user.target.wants/beadm-reassert.service; do
     [ ! -e "$f" ] || left="$left $f"
 done
 if compgen -G '/var/lib/dpkg/info/beadm.*' >/dev/null; then

@@ -1,9 +1,13 @@
 """Issue 11 item 5: the activation survives every loader.conf rewrite, also those no kernel hook
 follows, on firmware that refuses EFI variable writes (one machine, two boots).
 
-EFI writes are refused by remounting efivarfs read-only for the whole first boot (every write,
-beadm's LoaderEntryDefault and bootctl's boot entries alike, fails with EROFS), so
-loader.conf alone carries beadm's choice. Then, with no kernel hook running afterwards:
+EFI writes are refused by remounting efivarfs read-only for the whole first boot: every write
+fails with EROFS, so loader.conf alone carries beadm's choice. Firmware like the Dell servers
+Proxmox's commit 83a41a1a names refuses systemd's loader variables but still takes boot
+entries, and proxmox-boot-tool's ``reinit`` runs ``bootctl install`` with EFI variables (it
+fails when it cannot create its boot entry): a ``bootctl`` wrapper in /usr/bin makes
+efivarfs writable for bootctl alone, for the time it runs.
+Then, with no kernel hook running afterwards:
   - the stand-in proxmox-kernel-helper is upgraded by dpkg alone: its postinst runs
     ``proxmox-boot-tool reinit``, loader.conf says ``default proxmox-*`` (nothing re-asserts);
   - upgraded through apt (``pvelab-helper-upgrade``): the same reinit, then beadm's
@@ -38,6 +42,16 @@ def test_activation_survives_reinit_refresh_and_refused_efi_writes() -> None:
     res = run_steps(*steps(
         DEFAULTS + """
 mount -o remount,ro /sys/firmware/efi/efivars
+mv /usr/bin/bootctl /usr/bin/bootctl.real   # (apt runs dpkg with PATH=/usr/sbin:/usr/bin:...)
+cat > /usr/bin/bootctl <<'EOF'
+#!/bin/sh
+# firmware that takes boot entries but refuses systemd's loader variables (see the test doc)
+mount -o remount,rw /sys/firmware/efi/efivars
+/usr/bin/bootctl.real "$@"; rc=$?
+mount -o remount,ro /sys/firmware/efi/efivars
+exit $rc
+EOF
+chmod 755 /usr/bin/bootctl
 if printf '\\7\\0\\0\\0x\\0' > /sys/firmware/efi/efivars/BeadmProbe-$V 2>/dev/null; then
     echo "EFI writes are not refused"; exit 1; fi
 # beadm as installed on a host (the shutdown unit runs it with systemd's PATH)
@@ -67,6 +81,7 @@ expect_defaults beadm-pve-2 "after the helper upgrade through apt (reinit + DPkg
 
 proxmox-boot-tool refresh
 expect_defaults proxmox "after a manual refresh (hook scripts called directly)"
+test -z "$(efivar LoaderEntryDefault)"
 beadm list
 """,
         DEFAULTS + """
