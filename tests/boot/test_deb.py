@@ -211,8 +211,8 @@ apt-get purge -q -y beadm || dpkg -P beadm || fail "purge failed"
 status=$(dpkg-query -W -f='${db:Status-Status}' beadm 2>/dev/null || true)
 case $status in ""|not-installed) ;; *) fail "dpkg still has beadm as $status" ;; esac
 left=""
-while IFS= read -r f; do   # every file (not folder) the package had
-    if [ -n "$f" ] && { [ -f "$f" ] || [ -L "$f" ]; }; then left="$left $f"; fi
+while IFS= read -r f; do   # every file (not folder, nor /lib -> usr/lib) the package had
+    if [ -n "$f" ] && [ ! -d "$f" ] && { [ -f "$f" ] || [ -L "$f" ]; }; then left="$left $f"; fi
 done < /tmp/beadm-files
 for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lock \
          /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm \
