@@ -308,3 +308,18 @@ def test_root_override_that_is_a_be_root_is_accepted(tmp_path: Path) -> None:
     mgr, _, backend = manager(tmp_path, root=R)
     mgr.sync()
     assert backend.calls == [("sync",)]
+
+
+def test_init_refuses_a_name_fat_cannot_hold_but_other_commands_take_it(tmp_path: Path) -> None:
+    listing = "".join([
+        row(R, canmount="off"),
+        row(f"{R}/pve-1", mountpoint="/", mounted="yes", canmount="on"),
+        row(f"{R}/a:b", mountpoint="/"),
+    ])  # fmt: skip
+    mgr, runner, backend = manager(tmp_path, listing=listing)
+    with pytest.raises(InvalidNameError, match="FAT"):
+        mgr.init("a:b")
+    assert backend.calls == [] and runner.changes == []
+    assert [i.be.name for i in mgr.listing().bes] == ["a:b", "pve-1"]
+    mgr.rename("a:b", "a-b")  # the way out
+    assert ("zfs", "rename", "-u", f"{R}/a:b", f"{R}/a-b") in runner.changes
