@@ -275,6 +275,8 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
+    if args.origin and "@" in args.name:
+        raise UsageError("destroy: -o (also the origin) takes a BE, not a snapshot")
     what = mgr.destroy_check(args.name)
     if not args.force and not mgr.runner.dry_run:
         stdin = deps.stdin if deps.stdin is not None else sys.stdin

@@ -92,6 +92,7 @@ def test_help_has_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["rename", "pve-2", "a:b"], 2),
         (["mount", "pve-2", "/"], 5),
         (["mount", "pve-2", "/var"], 5),
+        (["destroy", "-F", "-o", "pve-1@manual"], 2),
     ],
 )
 def test_rejected_input_one_line_nonzero_no_change(
