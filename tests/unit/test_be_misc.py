@@ -210,8 +210,10 @@ def test_rename_backend_failure_undoes_everything(tmp_path: Path) -> None:
 
 
 def test_killed_rename_is_finished_by_the_next_command(tmp_path: Path) -> None:
-    """Killed after `zfs rename`: bootfs names a dataset that is gone, the ESPs the old
-    name. The next changing command (here the kernel hook's sync) finishes the rename."""
+    """Killed after `zfs rename`: the ESPs (and the BE's cmdline) name the old dataset;
+    bootfs too where it was set by name (OpenZFS itself keeps it on the renamed dataset,
+    lab test_killed_rename_is_finished_by_the_next_command). The next changing command
+    (here the kernel hook's sync) finishes the rename."""
     listing = "".join([
         row(R, canmount="off"),
         row(f"{R}/pve-1", mountpoint="/", mounted="yes", canmount="on"),
