@@ -199,15 +199,19 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         return _dispatch(args, deps, out, err)
     except BeadmError as exc:
-        print(f"beadm: {' '.join(exc.message.splitlines())}", file=err)
+        print(f"beadm: {shown(' '.join(exc.message.split()))}", file=err)
         return exc.exit_code
     except OSError as exc:
-        print(f"beadm: {exc}", file=err)
+        print(f"beadm: {shown(str(exc))}", file=err)
         return 1
     except KeyboardInterrupt:
         stop = InterruptedByUser("interrupted")
         print(f"beadm: {stop.message}", file=err)
         return stop.exit_code
+    except Exception as exc:  # a bug: still one line, never a traceback (-v logs it)
+        log.debug("internal error", exc_info=True)
+        print(f"beadm: internal error: {type(exc).__name__}: {shown(str(exc))}", file=err)
+        return 1
     finally:
         root_log.removeHandler(handler)
 
@@ -271,6 +275,8 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
+    if args.origin and "@" in args.name:
+        raise UsageError("destroy: -o (also the origin) takes a BE, not a snapshot")
     what = mgr.destroy_check(args.name)
     if not args.force and not mgr.runner.dry_run:
         stdin = deps.stdin if deps.stdin is not None else sys.stdin
@@ -284,6 +290,26 @@ def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) 
 
 
 # -- list output ----------------------------------------------------------------------
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print on one line: every unprintable character (control
+    characters, line separators, undecodable bytes kept as lone surrogates) escaped."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        elif ord(c) < 0x10000:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
 
 
 def human(n: int) -> str:
@@ -342,10 +368,10 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
             [
                 i.be.name,
                 i.active,
-                i.mounted_at or "-",
+                shown(i.mounted_at or "-"),
                 human(space),
                 _when(i.be.root.creation),
-                i.be.description or "-",
+                shown(i.be.description) or "-",
             ]
         )
         if args.all:
@@ -362,7 +388,7 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 
 def _sub_row(d: Dataset, nosnap: bool) -> list[str]:
     space = d.used - d.usedbysnapshots if nosnap else d.used
-    where = d.mountpoint if (d.mounted and d.mountpoint) else "-"
+    where = shown(d.mountpoint) if (d.mounted and d.mountpoint) else "-"
     return ["  " + d.name, "-", where, human(space), _when(d.creation), "-"]
 
 

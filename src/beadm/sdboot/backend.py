@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -256,7 +257,31 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        """Before any change: every ESP at hand has room for ``new``'s entries (one FAT
+        cluster each, plus one for the temporary file a write goes through), so a full
+        ESP refuses the rename instead of failing it half-way."""
+        with self.host.session() as s:
+            problems: list[str] = []
+            for esp in s.esps():
+                st = esp.store
+                if st is None:
+                    continue
+                count = sum(1 for e in st.beadm_entries().values() if e.be == old.name)
+                try:
+                    free, cluster = _free_space(st.root)
+                except OSError as exc:
+                    problems.append(f"ESP {esp.uuid}: {exc.strerror}")
+                    continue
+                need = (count + 1) * cluster
+                if free < need:
+                    problems.append(f"ESP {esp.uuid} has {free} bytes free, the entries of "
+                                    f"{new.name} need {need}")
+            if problems:
+                raise BootError("not renaming: " + "; ".join(problems))
+
     def post_rename(self, old: BeRef, new: BeRef) -> None:
+        """Also the undo of a failed rename (called with old and new swapped)."""
         self._make_bootable(new, replacing=old)
 
     def _follow_rename(self, esps: list[Esp], errors: list[str], old: BeRef,
@@ -512,6 +537,12 @@ class SystemdBootBackend:
             if ds in by_ds:
                 return by_ds[ds]
         return ent.be_of_id(eid, names)
+
+
+def _free_space(path: Path) -> tuple[int, int]:
+    """(bytes free for writing, block size) of the file system at ``path``."""
+    v = os.statvfs(path)
+    return v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
 
 
 def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> None:
