@@ -338,3 +338,51 @@ def test_hook_sync_after_init_picks_up_a_new_kernel(w: World) -> None:
     w.backend.sync(w.refs(), only_if_used=True)
     for u in UUIDS:
         assert f"beadm-pve-1-{k3}.conf" in w.entries(u)
+
+
+def test_case_variant_names_t_and_r_shown_on_the_owner(w: World) -> None:
+    """Issue 10.11: the one-shot entry of ``pve-2`` is ``pve-2``'s, not ``Pve-2``'s (a BE
+    made with zfs, or while pve-2 had no entries); and the entry's tag decides when the
+    mixed-case BE is the one that owns the entries."""
+    with_pve2(w)
+    w.backend.activate(w.ref("pve-2"), temporary=True)
+    w.add_be("Pve-2", clone_of="pve-1")  # exists in ZFS, has no entries of its own
+    state = w.backend.boot_state(w.refs())
+    assert (state.next_boot, state.once) == ("pve-1", "pve-2")
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert w.backend.boot_state(w.refs()).next_boot == "pve-2"
+
+
+def test_case_variant_tag_decides_when_mixed_case_owns_the_entries(w: World) -> None:
+    inited(w)
+    w.add_be("Pve-2", clone_of="pve-1")
+    w.backend.post_create(w.ref("Pve-2"))
+    w.backend.activate(w.ref("Pve-2"), temporary=True)
+    w.add_be("pve-2", clone_of="pve-1")  # no entries: they would collide with Pve-2's
+    assert w.backend.boot_state(w.refs()).once == "Pve-2"
+    w.backend.activate(w.ref("Pve-2"), temporary=False)
+    assert w.backend.boot_state(w.refs()).next_boot == "Pve-2"
+
+
+def test_migrate_old_default_glob_follows_the_loader_not_name_order(w: World) -> None:
+    """The old port wrote ``default test-*`` for BE ``test``; the loader boots the first
+    matching id in its (descending) order, ``test-6.8...``: migrate must move the default
+    to ``test``, not to ``test-2`` whose entries the glob matches too."""
+    for be in ("test", "test-2"):
+        w.add_be(be, clone_of="pve-1")
+        (w.bes[f"rpool/ROOT/{be}"] / "etc/kernel/cmdline").write_text(
+            f"root=ZFS=rpool/ROOT/{be} boot=zfs\n")
+    for u in UUIDS:
+        esp = w.esps[u]
+        for be in ("test", "test-2"):
+            (esp / "env" / be).mkdir(parents=True)
+            (esp / "env" / be / f"vmlinuz-{K1}").write_bytes(b"old copy")
+            (esp / "env" / be / f"initrd.img-{K1}").write_bytes(b"old copy")
+            (esp / f"loader/entries/{be}-{K1}.conf").write_text(
+                f"title {be}\noptions root=ZFS=rpool/ROOT/{be} boot=zfs\n"
+                f"linux /env/{be}/vmlinuz-{K1}\ninitrd /env/{be}/initrd.img-{K1}\n")
+        (esp / "loader/loader.conf").write_text("timeout 3\ndefault test-*\n")
+    assert all(w.booted(u) == "test" for u in UUIDS)
+    w.backend.migrate(w.refs())
+    assert all(w.booted(u) == "test" for u in UUIDS)
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "test"

@@ -41,6 +41,7 @@ from beadm.sdboot import entries as ent
 from beadm.sdboot import hooks, kernels, resolve
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
+from beadm.sdboot.kernels import version_key
 from beadm.sdboot.store import EspStore, file_digest, store_name
 
 log = logging.getLogger(__name__)
@@ -461,9 +462,9 @@ class SystemdBootBackend:
         efi = self.host.efivars
         oneshot = efi.get(ONESHOT) if efi.available() else None
         default = efi.get(DEFAULT) if efi.available() else None
-        once = ent.be_of_id(oneshot, names) if oneshot else None
+        once = self._be_of_id(oneshot, names) if oneshot else None
         if default and default != "@saved":
-            nxt = ent.be_of_id(default, names)
+            nxt = self._be_of_id(default, names)
             if nxt is not None:
                 return BootState(next_boot=nxt, once=once)
         # LoaderEntryDefault does not decide: read loader.conf (the ESPs must be mounted)
@@ -500,6 +501,26 @@ class SystemdBootBackend:
                 "(overwritten by proxmox-boot-tool?): run 'beadm activate "
                 f"{record}' or 'beadm sync'")
         return BootState(next_boot=nxt, once=once or once_pick, warnings=tuple(warnings))
+
+    def _be_of_id(self, eid: str, names: list[str]) -> str | None:
+        """The BE whose entry id ``eid`` is (an EFI variable's value). From the id alone
+        unless BE names differ only in case: then the entry's ``# beadm-be`` tag decides
+        (``T`` on the wrong BE would let ``destroy`` remove the BE that boots once)."""
+        found = ent.bes_of_id(eid, names)
+        if len(found) < 2:
+            return found[0] if found else None
+        want = ent.strip_counter(eid.lower())
+        try:
+            with self.host.session() as s:
+                for esp in s.esps():
+                    if esp.store is None:
+                        continue
+                    for fname, e in esp.store.beadm_entries().items():
+                        if ent.strip_counter(fname.lower()) == want and e.be in found:
+                            return e.be
+        except BeadmError as exc:
+            log.debug("cannot read the ESPs for entry %s: %s", eid, exc)
+        return found[0]
 
     @staticmethod
     def _owner(eid: str | None, found: dict[str, ent.Entry], by_ds: dict[str, str],
@@ -541,12 +562,17 @@ def _old_entries(st: EspStore) -> dict[str, str]:
 
 
 def _old_owner(pattern: str | None, old: dict[str, dict[str, str]]) -> str | None:
-    """The old BE whose entry a default pattern selects (exact id or glob)."""
+    """The old BE whose entry a default pattern selects (exact id or glob), as the loader
+    picks: the first matching id in its order (ids descending, natural order), so the old
+    port's ``default test-*`` selects ``test-6.1.conf`` over ``test-2-6.1.conf``."""
+    if not pattern:
+        return None
+    low = pattern.lower()
     for per in old.values():
-        for fname, be in sorted(per.items()):
-            if pattern and (fnmatch.fnmatchcase(fname.lower(), pattern.lower())
-                            or fnmatch.fnmatchcase(fname[:-5].lower(), pattern.lower())):
-                return be
+        for fname in sorted(per, key=lambda f: version_key(f.lower()), reverse=True):
+            eid = fname.lower()
+            if fnmatch.fnmatchcase(eid, low) or fnmatch.fnmatchcase(eid[:-5], low):
+                return per[fname]
     return None
 
 
