@@ -386,3 +386,21 @@ def test_migrate_old_default_glob_follows_the_loader_not_name_order(w: World) ->
     w.backend.migrate(w.refs())
     assert all(w.booted(u) == "test" for u in UUIDS)
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "test"
+
+
+def test_sync_repairs_cmdline_drift_check_reports(w: World) -> None:
+    """Issue 10.6: a BE's /etc/kernel/cmdline edited (wrong root=, no boot=zfs, a new
+    option): check reports it, sync rewrites the file and the BE's entries on every ESP."""
+    with_pve2(w)
+    path = w.bes["rpool/ROOT/pve-2"] / "etc/kernel/cmdline"
+    path.write_text("root=ZFS=rpool/ROOT/pve-1 quiet mitigations=off\nsecond line\n")
+    problems = w.backend.check(w.refs())
+    assert any("pve-2: /etc/kernel/cmdline" in p for p in problems)
+    w.backend.sync(w.refs())
+    want = "root=ZFS=rpool/ROOT/pve-2 quiet mitigations=off boot=zfs"
+    assert path.read_text() == f"{want}\nsecond line\n"
+    for u in UUIDS:
+        for k in (K1, K2):
+            text = (w.esps[u] / f"loader/entries/beadm-pve-2-{k}.conf").read_text()
+            assert f"options {want}\n" in text
+    assert w.backend.check(w.refs()) == []

@@ -315,9 +315,15 @@ class SystemdBootBackend:
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plans[be.name] = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, prepare=False)
+                    if cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE) \
+                            != plan.options:  # the drift check reports: repair it
+                        plan = self._plan(s, be, prepare=True)
+                    plans[be.name] = plan
                 except BootError as exc:
                     errors.append(exc.message)
+                except OSError as exc:
+                    errors.append(f"BE {be.name}: cannot write its /etc/kernel/cmdline: {exc}")
             esps = s.esps()
             names = [b.name for b in bes]
             for plan in plans.values():
