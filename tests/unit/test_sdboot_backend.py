@@ -198,14 +198,74 @@ def test_missing_esp_is_named_others_stay_consistent(w: World) -> None:
     inited(w)
     w.add_be("pve-2", clone_of="pve-1")
     w.host.esp_dirs.pop(UUIDS[1])
-    with pytest.raises(BootError, match=f"ESP {UUIDS[1]} is missing"):
-        w.backend.post_create(w.ref("pve-2"))
+    w.backend.post_create(w.ref("pve-2"))  # a degraded host: a warning, not an error
+    assert [m for m in w.backend.warnings if f"ESP {UUIDS[1]} is missing" in m]
     assert len(w.entries(UUIDS[0])) == 4
     w.host.esp_dirs[UUIDS[1]] = w.esps[UUIDS[1]]
     problems = w.backend.check(w.refs())
     assert problems and all(UUIDS[1] in p for p in problems)
     w.backend.sync(w.refs())
     assert w.backend.check(w.refs()) == []
+
+
+def test_degraded_host_create_activate_destroy_work_and_sync_completes(w: World) -> None:
+    """Issue 10.12: one ESP's disk gone. Every command works on the ESPs present and warns,
+    naming the missing one; check reports it; sync completes it when it is back."""
+    with_pve2(w)
+    w.host.esp_dirs.pop(UUIDS[0])
+    w.add_be("pve-3", clone_of="pve-2")
+    w.backend.post_create(w.ref("pve-3"))
+    w.backend.activate(w.ref("pve-3"), temporary=False)
+    assert len(w.backend.warnings) == 1
+    assert f"ESP {UUIDS[0]} is missing" in w.backend.warnings[0]
+    assert "beadm sync" in w.backend.warnings[0]
+    assert w.booted(UUIDS[1]) == "pve-3"
+    assert w.efi("LoaderEntryDefault") == f"beadm-pve-3-{K2}.conf"
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-3"
+    del w.bes["rpool/ROOT/pve-2"]
+    w.backend.post_destroy(w.ref("pve-2"))
+    assert w.backend.warnings and not [e for e in w.entries(UUIDS[1]) if "pve-2" in e]
+    state = w.backend.boot_state(w.refs())
+    assert state.next_boot == "pve-3"
+    assert any(f"ESP {UUIDS[0]} is missing" in p for p in w.backend.check(w.refs()))
+    # the disk comes back with what it had: sync brings it up to date
+    w.host.esp_dirs[UUIDS[0]] = w.esps[UUIDS[0]]
+    assert w.backend.check(w.refs())
+    w.backend.sync(w.refs())
+    assert w.backend.warnings == []
+    assert w.backend.check(w.refs()) == []
+    assert all(w.booted(u) == "pve-3" for u in UUIDS)
+    assert w.entries(UUIDS[0]) == w.entries(UUIDS[1])
+
+
+def test_no_esp_present_is_an_error(w: World) -> None:
+    with_pve2(w)
+    w.host.esp_dirs.clear()
+    with pytest.raises(BootError, match="no ESP of the list is present"):
+        w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert w.efi("LoaderEntryDefault") is None
+    assert ("rpool/ROOT", "org.beadm:next") not in w.runner.props
+
+
+def test_activate_with_a_broken_present_esp_changes_no_default(w: World) -> None:
+    """A present ESP that cannot take the entries (full, unwritable) is an error, and then
+    no default changes anywhere: what boots next stays what booted before, on every ESP."""
+    with_pve2(w)
+    for u in UUIDS:  # pve-2's entries are gone; ESP 2 cannot store files any more
+        for e in w.entries(u):
+            if "pve-2" in e:
+                (w.esps[u] / "loader/entries" / e).unlink()
+    import shutil
+
+    shutil.rmtree(w.esps[UUIDS[1]] / "beadm")
+    (w.esps[UUIDS[1]] / "beadm").write_text("not a directory")
+    with pytest.raises(BootError, match=f"ESP {UUIDS[1]}"):
+        w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert w.efi("LoaderEntryDefault") is None
+    assert all("default proxmox-*" in (w.esps[u] / "loader/loader.conf").read_text()
+               for u in UUIDS)
+    assert all(w.booted(u) == "pve-1" for u in UUIDS)
+    assert ("rpool/ROOT", "org.beadm:next") not in w.runner.props
 
 
 def test_wiped_esp_reported_and_restored_by_sync(w: World) -> None:

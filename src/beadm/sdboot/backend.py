@@ -175,10 +175,23 @@ class SystemdBootBackend:
             done.append(esp)
         return done
 
-    @staticmethod
-    def _raise(esps: list[Esp], errors: list[str]) -> None:
-        missing = [e.error for e in esps if e.error]
-        problems = [m for m in missing if m] + errors
+    def _raise(self, esps: list[Esp], errors: list[str]) -> None:
+        """End of a changing hook: raise what failed. An ESP whose device is missing (a
+        degraded mirror) is a loud warning, not an error, as long as one ESP is there:
+        the others took the change, and ``sync`` completes the missing one when it is
+        back (until then, booted from, it boots what it booted before)."""
+        problems = [e.error or f"ESP {e.uuid} failed" for e in esps
+                    if e.store is None and e.error and not e.missing] + errors
+        missing = [e for e in esps if e.missing]
+        if missing and len(missing) == len(esps):
+            problems.insert(0, "no ESP of the list is present: " +
+                            "; ".join(e.error or e.uuid for e in missing))
+        elif missing:
+            for e in missing:
+                note = (f"{e.error}: changed the other ESPs only; run 'beadm sync' once it "
+                        "is back (booted from meanwhile, it boots what it booted before)")
+                if note not in self.warnings:
+                    self.warnings.append(note)
         if problems:
             raise BootError("; ".join(problems))
 
@@ -238,8 +251,10 @@ class SystemdBootBackend:
             plan = self._plan(s, be, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            ok = self._each(esps, errors, "entries", lambda st: self._install(st, plan))
-            if not ok:
+            self._each(esps, errors, "entries", lambda st: self._install(st, plan))
+            broken = [e for e in esps if e.store is None and not e.missing]
+            if errors or broken or not any(e.store for e in esps):
+                # a present ESP that cannot take the entries: change no default anywhere
                 self._raise(esps, errors)
             if temporary:
                 efi = self.host.efivars

@@ -55,11 +55,16 @@ def read_uuids(etc_kernel: Path) -> list[str]:
 
 @dataclass
 class Esp:
-    """One ESP of the list: its store when mounted, else why it is not available."""
+    """One ESP of the list: its store when mounted, else why it is not available.
+
+    ``missing``: its device is not there at all (a disk of a mirror removed or dead): the
+    commands work on the other ESPs and warn (a degraded host must stay manageable);
+    any other failure of a present ESP is an error."""
 
     uuid: str
     store: EspStore | None
     error: str | None = None
+    missing: bool = False
 
 
 class Session(Protocol):
@@ -142,7 +147,8 @@ class SystemSession:
         for uuid in read_uuids(host.etc_kernel):
             dev = host.dev_by_uuid / uuid
             if not dev.exists():
-                self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing ({dev} not found)"))
+                self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing ({dev} not found)",
+                                      missing=True))
                 continue
             d = self._dir(f"esp-{uuid}")
             opts = "ro,umask=0077" if host.runner.dry_run else "umask=0077"
@@ -242,7 +248,7 @@ class DirSession:
             for uuid in read_uuids(self._host.etc_kernel):
                 path = self._host.esp_dirs.get(uuid)
                 if path is None or not path.is_dir():
-                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing"))
+                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing", missing=True))
                     continue
                 self._host.esp_mounts += 1
                 self._esps.append(Esp(uuid, EspStore(path, uuid, dry_run=self._host.dry_run,
