@@ -11,7 +11,7 @@ import pytest
 from sdboot_world import PropRunner
 
 from beadm.backend import BeRef
-from beadm.errors import BootError
+from beadm.errors import BootError, CommandError
 from beadm.runner import Runner
 from beadm.sdboot.backend import SystemdBootBackend
 from beadm.sdboot.efivars import EfiVars
@@ -153,3 +153,47 @@ def test_unmountable_present_esp_is_an_error_not_a_warning(tmp_path: Path) -> No
     r.run = run  # type: ignore[method-assign,assignment]
     with pytest.raises(BootError, match=f"ESP {U2} cannot be mounted"):
         SystemdBootBackend(r, host=h).post_destroy(BeRef("x", "rpool/ROOT/x"))
+
+
+class FakeLibc:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def unshare(self, flags: int) -> int:
+        self.calls.append("unshare")
+        return 0
+
+    def setns(self, fd: int, flags: int) -> int:
+        self.calls.append("setns")
+        return 0
+
+
+def test_namespace_is_a_slave_of_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 10.7: slave propagation, so that the host's unmounts reach beadm's namespace
+    (a private one kept them alive and busy) and beadm's mounts never reach the host."""
+    from beadm.sdboot import host as hostmod
+
+    libc = FakeLibc()
+    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    r = PropRunner()
+    ns = hostmod.PrivateNamespace(r)
+    ns.enter()
+    ns.leave()
+    assert libc.calls == ["unshare", "setns"]
+    assert r.calls == [("mount", "--make-rslave", "/")]
+
+
+def test_namespace_left_when_propagation_cannot_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from beadm.sdboot import host as hostmod
+
+    libc = FakeLibc()
+    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+
+    class Failing(PropRunner):
+        def run(self, argv: object, **kw: object) -> object:  # type: ignore[override]
+            return super().run(["false"])
+
+    ns = hostmod.PrivateNamespace(Failing())
+    with pytest.raises(CommandError):
+        ns.enter()
+    assert libc.calls == ["unshare", "setns"]

@@ -3,14 +3,20 @@
 One :class:`Session` per backend call (one beadm command): each ESP is mounted at most
 once, lazily, and every mount is undone when the session closes, also on error.
 
-Decision on the mount namespace: the process itself enters a private mount namespace
-(``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rprivate /``) for the
+Decision on the mount namespace: the process itself enters its own mount namespace
+(``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rslave /``) for the
 session only, and returns to the original namespace with ``setns`` on a saved
 ``/proc/self/ns/mnt`` descriptor when the session closes. No re-exec is needed, child
-processes (``mount``) inherit the namespace, nothing beadm mounts there is visible to
-other processes, and if beadm is killed the namespace, with every mount in it, dies with
-the process: an ESP is never left mounted for ``proxmox-boot-tool`` to trip on. The
-namespace is entered only when something must be mounted (``list`` usually does not).
+processes (``mount``) inherit the namespace, and if beadm is killed the namespace, with
+every mount in it, dies with the process: an ESP is never left mounted for
+``proxmox-boot-tool`` to trip on. The namespace is entered only when something must be
+mounted (``list`` usually does not).
+
+Slave, not private, propagation (issue 10.7): a slave receives the host's mount and
+unmount events but sends none back. So what the host unmounts during a session (a
+dataset a concurrent ``zfs destroy`` needs free, a disk being removed) is gone in
+beadm's namespace too instead of staying alive and busy there, while nothing beadm
+mounts inside (ESPs, BEs) ever appears in the host's namespace.
 
 :class:`DirHost` is the same interface over plain directories, for tests and benchmarks.
 """
@@ -88,7 +94,8 @@ class Host(Protocol):
 # -- the real machine ---------------------------------------------------------------
 
 class PrivateNamespace:
-    """Enter a private mount namespace for a while, then come back (see module doc)."""
+    """Enter a mount namespace of our own (slave of the host's) for a while, then come
+    back (see module doc)."""
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -104,7 +111,11 @@ class PrivateNamespace:
             os.close(self._old)
             self._old = None
             raise UnsupportedError(f"cannot make a private mount namespace: {os.strerror(err)}")
-        self._runner.run(["mount", "--make-rprivate", "/"], readonly=True)
+        try:
+            self._runner.run(["mount", "--make-rslave", "/"], readonly=True)
+        except BaseException:
+            self.leave()
+            raise
 
     def leave(self) -> None:
         if self._old is None:
