@@ -464,3 +464,81 @@ def test_sync_repairs_cmdline_drift_check_reports(w: World) -> None:
             text = (w.esps[u] / f"loader/entries/beadm-pve-2-{k}.conf").read_text()
             assert f"options {want}\n" in text
     assert w.backend.check(w.refs()) == []
+
+
+def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
+    """``beadm -n ...`` through the CLI, the systemd-boot backend on the world's ESPs."""
+    import io
+
+    from fakes import FakeRunner
+    from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
+
+    from beadm.cli import Deps, main
+    from beadm.sdboot.backend import SystemdBootBackend
+    from beadm.sdboot.host import DirHost
+
+    out, err = io.StringIO(), io.StringIO()
+
+    def make_runner(dry: bool, _out: object = None) -> FakeRunner:
+        assert dry
+        r = FakeRunner(dry_run=True)
+        r.out = out
+        r.on(*LIST_ARGV, stdout=LIST_TEXT)
+        r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
+        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
+        r.on("zfs", "get", "-H", "-p", "-o", "value", stdout="-\n")
+        r.on("zfs", "list", "-H", "-o", "name", "rpool/ROOT/pve-3", returncode=1,
+             stderr="dataset does not exist")
+        return r
+
+    def make_backend(name: str, runner: object) -> SystemdBootBackend:
+        host = DirHost(w.etc, dict(w.esps), w.bes, w.efivars, dry_run=True, out=out,
+                       kernel=K1, cmdline="root=ZFS=rpool/ROOT/pve-1 boot=zfs")
+        return SystemdBootBackend(runner, host=host, out=out)  # type: ignore[arg-type]
+
+    mi = w.tmp / "mountinfo"
+    mi.write_text(MOUNTINFO)
+    deps = Deps(make_runner=make_runner, make_backend=make_backend,  # type: ignore[arg-type]
+                mountinfo=mi, lock_path=w.tmp / "lock", lock_wait=0.2, euid=lambda: 0,
+                stdin=io.StringIO(), stdout=out, stderr=err)
+    rc = main(["-n", *argv], deps=deps)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_dry_run_create_activate_destroy_through_the_cli(w: World) -> None:
+    """Issue 10.5: ``-n create`` used to mount the dataset it did not create (exit 9) and
+    print a rollback; every dry run must exit 0, print what would run and change nothing."""
+    with_pve2(w)
+    dirs = ("esp", "be", "efivars", "etc-kernel")
+    before = [tree_snapshot(w.tmp / d) for d in dirs]
+    rc, out, err = _dry_cli(w, "create", "pve-3")
+    assert (rc, err) == (0, "")
+    assert "would run: zfs clone" in out
+    assert "would write rpool/ROOT/pve-3's /etc/kernel/cmdline" in out
+    assert "destroy" not in out and "undo" not in out
+    rc, out, err = _dry_cli(w, "activate", "pve-2")
+    assert (rc, err) == (0, "")
+    assert "would run: zpool set bootfs=rpool/ROOT/pve-2 rpool" in out
+    assert f"would set EFI variable LoaderEntryDefault=beadm-pve-2-{K2}.conf" in out
+    assert "would set 'default beadm-pve-2-" in out
+    rc, out, err = _dry_cli(w, "destroy", "pve-2")
+    assert (rc, err) == (0, "")
+    assert "would run: zfs destroy -r rpool/ROOT/pve-2" in out
+    assert f"would remove ESP {UUIDS[0]}:/loader/entries/beadm-pve-2-{K1}.conf" in out
+    assert [tree_snapshot(w.tmp / d) for d in dirs] == before
+
+
+def test_dry_run_of_a_create_that_fails_prints_no_rollback(tmp_path: Path) -> None:
+    """A dry run that stops on an error did nothing: it must not print undo commands as if
+    they were planned (``would run: zfs destroy`` of the clone it never made)."""
+    from fakes import FakeRunner, RecordingBackend
+    from world import manager
+
+    mgr, runner, _ = manager(tmp_path, runner=FakeRunner(dry_run=True),
+                             backend=RecordingBackend(fail_on="post_create"))
+    with pytest.raises(BootError):
+        mgr.create("pve-9")
+    out = runner.out.getvalue()
+    assert "would run: zfs clone" in out
+    assert "destroy" not in out

@@ -185,3 +185,17 @@ def test_hook_copy_in_repo_matches_installed_text() -> None:
     repo_hook = Path(__file__).resolve().parents[2] / "hooks" / hooks.NAME
     assert repo_hook.read_text() == hooks.SCRIPT
     assert os.access(repo_hook, os.X_OK)
+
+
+def test_efivars_dry_run_fails_like_the_real_run_without_uefi(tmp_path: Path) -> None:
+    """A dry run of ``activate -t`` on a BIOS-booted host must not print a plan that the
+    real run would refuse."""
+    import io
+
+    out = io.StringIO()
+    with pytest.raises(EfiRefused):
+        EfiVars(tmp_path / "none", dry_run=True, out=out).set("LoaderEntryOneShot", "x")
+    assert out.getvalue() == ""
+    EfiVars(tmp_path, dry_run=True, out=out).set("LoaderEntryOneShot", "x")
+    assert out.getvalue() == "would set EFI variable LoaderEntryOneShot=x\n"
+    assert list(tmp_path.iterdir()) == []

@@ -230,8 +230,23 @@ class SystemdBootBackend:
     def post_create(self, be: BeRef) -> None:
         self._make_bootable(be)
 
+    def _exists(self, dataset: str) -> bool:
+        r = self._runner.run(["zfs", "list", "-H", "-o", "name", dataset], readonly=True,
+                             check=False)
+        return r.returncode == 0
+
     def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
         self.warnings = []
+        if self._runner.dry_run and not self._exists(be.dataset):
+            # A dry run did not create (or rename) the dataset: there is nothing to read
+            # or mount, only to say what would be done with it (issue 10.5).
+            print(f"would write {be.dataset}'s /etc/kernel/cmdline (root=ZFS={be.dataset}) "
+                  "and its zzz-beadm hooks, and boot entries for the kernels in its /boot "
+                  "on every ESP", file=self._out)
+            if replacing is not None:
+                print(f"would move every default naming BE {replacing.name} to BE {be.name} "
+                      f"and remove {replacing.name}'s boot entries", file=self._out)
+            return
         with self.host.session() as s:
             plan = self._plan(s, be, prepare=True)
             esps = s.esps()
