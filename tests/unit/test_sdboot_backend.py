@@ -542,3 +542,19 @@ def test_dry_run_of_a_create_that_fails_prints_no_rollback(tmp_path: Path) -> No
     out = runner.out.getvalue()
     assert "would run: zfs clone" in out
     assert "destroy" not in out
+
+
+def test_dry_run_rename_and_create_do_not_read_the_dataset_they_did_not_make(
+        tmp_path: Path) -> None:
+    """Dry runs of create and rename: the new dataset does not exist (the zfs commands were
+    only printed), so the backend says what it would do instead of mounting it."""
+    w = World(tmp_path, dry_run=True)
+    w.runner.missing = {"rpool/ROOT/pve-2", "rpool/ROOT/new"}
+    before = tree_snapshot(tmp_path)
+    w.backend.post_create(w.ref("pve-2"))
+    w.backend.post_rename(w.ref("pve-1"), w.ref("new"))
+    assert tree_snapshot(tmp_path) == before
+    out = w.out.getvalue()
+    assert "would write rpool/ROOT/pve-2's /etc/kernel/cmdline" in out
+    assert "would move every default naming BE pve-1 to BE new" in out
+    assert w.host.esp_mounts == 0
