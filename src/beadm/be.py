@@ -372,7 +372,8 @@ class BeManager:
             for clone in reversed(clones):
                 self.zfs.inherit(clone, PROP_STATE)
         except BaseException:
-            undo.rollback()
+            if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
+                undo.rollback()
             raise
         return ref
 

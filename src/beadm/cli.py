@@ -28,7 +28,7 @@ from beadm.errors import (
     UnsupportedError,
     UsageError,
 )
-from beadm.lock import LOCK_PATH, Lock
+from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
 from beadm.runner import Runner, SubprocessRunner
@@ -175,6 +175,7 @@ class Deps:
     mountinfo: Path = MOUNTINFO
     lock_path: Path = LOCK_PATH
     lock_wait: float = 5.0
+    hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks)
     euid: Callable[[], int] = os.geteuid
     stdin: TextIO | None = None
     stdout: TextIO | None = None
@@ -229,7 +230,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         backend,
         root=args.root,
         mountinfo=deps.mountinfo,
-        lock=Lock(deps.lock_path, deps.lock_wait),
+        lock=_lock(args, deps, err),
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
@@ -238,6 +239,20 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
     for note in notes if args.command != "list" else []:
         print(f"beadm: warning: {note}", file=err)
     return rc
+
+
+def _lock(args: argparse.Namespace, deps: Deps, err: TextIO) -> Lock:
+    """The hooks' sync waits as long as a create can take, and says so (issue 10.8)."""
+    if args.command != "sync" or not args.only_if_used:
+        return Lock(deps.lock_path, deps.lock_wait)
+
+    def waiting(wait: float) -> None:
+        print(f"beadm: waiting up to {wait / 60:g} min for another beadm command to finish "
+              "(new kernels get their boot entries after it)", file=err, flush=True)
+
+    return Lock(deps.lock_path, deps.hook_lock_wait, on_wait=waiting,
+                then="boot entries for kernels or initrds installed meanwhile are missing: "
+                     "run 'beadm sync' once the other command has finished")
 
 
 def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:

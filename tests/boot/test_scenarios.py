@@ -232,12 +232,33 @@ beadm sync
 beadm check
 pvelab-detach-disk 1
 """,
+        # issue 10.12: a degraded host (disk 1 and its ESP C0DE-0001 gone) stays manageable:
+        # create and activate work on the ESP present and warn, naming the missing one
         """
 root_is rpool/ROOT/pve-2
+test ! -e /dev/disk/by-uuid/C0DE-0001
+beadm create pve-3 2> /run/create.err || { cat /run/create.err; exit 1; }
+cat /run/create.err
+grep -q "ESP C0DE-0001 is missing" /run/create.err
+beadm activate pve-3 2> /run/activate.err || { cat /run/activate.err; exit 1; }
+cat /run/activate.err
+grep -q "ESP C0DE-0001 is missing" /run/activate.err
+grep -q "beadm sync" /run/activate.err
+test "$(flags pve-3)" = R
+if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
+cat /run/check.out
+grep -q "C0DE-0001 is missing" /run/check.out
+""",
+        """
+root_is rpool/ROOT/pve-3
+beadm list
+test "$(flags pve-3)" = NR
 """,
     ))
     ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2",
+                         "rpool/ROOT/pve-3"]
+    assert res.entries[3].startswith("beadm-pve-3-")
 
 
 def test_i_power_off_during_activate_and_create() -> None:
