@@ -393,7 +393,10 @@ class Mover:
     def _active_services(self) -> set[str]:
         argv = ["systemctl", "list-units", "--type=service", "--state=active", "--plain",
                 "--no-legend", "--no-pager"]
-        res = self.runner.run(argv, readonly=True)
+        res = self.runner.run(argv, readonly=True, check=False)
+        if res.returncode != 0:  # not booted with systemd (a rescue system): nothing runs
+            log.info("no service manager: %s", res.stderr.strip())
+            return set()
         return {line.split()[0] for line in res.stdout.splitlines() if line.split()}
 
     def _to_stop(self, spec: SharedPath) -> list[str]:
@@ -427,7 +430,7 @@ class Mover:
                 # Never switched on: a partial copy, the BE still holds the data.
                 log.warning("redoing the interrupted move of %s", spec.path)
                 self._unmount_all(ds)
-                self._step("destroy-partial")
+                self._step(f"destroy-partial {spec.path}")
                 self.zfs.destroy(ds)
             self._copy_phase(spec, f)
         self._switch_phase(spec, f)
@@ -439,33 +442,33 @@ class Mover:
         props = [("canmount", "noauto"), ("mountpoint", spec.path), (PROP_STATE, STATE_MOVING)]
         if restart:
             props.append((PROP_RESTART, ",".join(restart)))
-        self._step("create")
+        self._step(f"create {spec.path}")
         argv = ["zfs", "create"]
         for k, v in props:
             argv += ["-o", f"{k}={v}"]
         self.runner.run([*argv, ds])
         if stop:
-            self._step("stop")
+            self._step(f"stop {spec.path}")
             self._restart = restart
             self.runner.run(["systemctl", "stop", *stop])
         src = self.live(spec.path)
-        self._step("mount-copy")
-        with self._mounted(ds) as tmp:
-            self._step("copy")
+        self._step(f"mount-copy {spec.path}")
+        with self._mounted(ds, spec.path) as tmp:
+            self._step(f"copy {spec.path}")
             self.runner.run(["cp", "-a", "--", f"{src}/.", f"{tmp}/"])
             dbs = sqlite_files(src) if spec.sqlite else []
             for db in dbs:
-                self._step("sqlite")
+                self._step(f"sqlite {spec.path}")
                 if self.dry_run:
                     self._say(f"copy {db} with the SQLite backup API")
                 else:
                     sqlite_copy(db, Path(tmp) / db.name)
-            self._step("sync")
+            self._step(f"sync {spec.path}")
             self.runner.run(["sync", "-f", tmp])
-            self._step("verify")
+            self._step(f"verify {spec.path}")
             if not self.dry_run:
                 verify_copy(src, Path(tmp), [db.name for db in dbs])
-        self._step("switch")
+        self._step(f"switch {spec.path}")
         self.zfs.set(ds, "canmount", "on")
 
     def _switch_phase(self, spec: SharedPath, f: Finding) -> None:
@@ -477,9 +480,9 @@ class Mover:
             if p != live:
                 self.runner.run(["umount", p])
         if live not in where:
-            self._step("mount")
+            self._step(f"mount {spec.path}")
             self.runner.run(["zfs", "mount", ds])
-        self._step("remove-old")
+        self._step(f"remove-old {spec.path}")
         self._remove_old_copy(spec)
 
     def _remove_old_copy(self, spec: SharedPath) -> None:
@@ -562,13 +565,13 @@ class Mover:
                 Path(path).rmdir()
 
     @contextmanager
-    def _mounted(self, ds: str) -> Iterator[str]:
+    def _mounted(self, ds: str, path: str) -> Iterator[str]:
         tmp = self._tmp()
         self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", ds, tmp])
         try:
             yield tmp
         finally:
-            self._step("umount-copy")
+            self._step(f"umount-copy {path}")
             self.runner.run(["umount", tmp])
             self._rmtmp(tmp)
 
