@@ -42,6 +42,8 @@ STATE_MOVING = "moving"
 PROP_RESTART = "org.beadm:restart"
 DROPIN_NAME = "beadm-shared-state.conf"
 SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Where the running BE is mounted (tests point it elsewhere).
+ROOT_DIR = "/"
 
 
 @dataclass(frozen=True)
@@ -324,7 +326,7 @@ class Mover:
         pool: str,
         be_root: str,
         be_dataset: str,
-        root_dir: str = "/",
+        root_dir: str | None = None,
         mountinfo: Path = mnt.MOUNTINFO,
         out: TextIO | None = None,
         step: Callable[[str], None] | None = None,
@@ -336,7 +338,7 @@ class Mover:
         self.pool = pool
         self.be_root = be_root
         self.be_dataset = be_dataset
-        self.root_dir = root_dir
+        self.root_dir = root_dir if root_dir is not None else ROOT_DIR
         self.mountinfo = mountinfo
         self.out = out if out is not None else sys.stdout
         self._step = step if step is not None else (lambda name: None)
