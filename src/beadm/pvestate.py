@@ -301,6 +301,16 @@ def verify_copy(src: Path, dst: Path, dbs: Sequence[str]) -> None:
             raise RefusedError(f"copy of {src / db} differs from the original")
 
 
+def allocated(top: Path) -> int:
+    """Bytes the files under ``top`` occupy (their blocks: what a copy will need, roughly)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            with suppress(OSError):
+                total += (Path(dirpath) / name).lstat().st_blocks * 512
+    return total
+
+
 def empty_dir(top: Path) -> None:
     """Remove everything inside ``top`` (not ``top`` itself), never following symlinks."""
     for p in sorted(top.iterdir()):
@@ -439,6 +449,12 @@ class Mover:
 
     def _copy_phase(self, spec: SharedPath, f: Finding) -> None:
         ds = f.dataset
+        src = self.live(spec.path)
+        need = allocated(src)
+        avail = int(self.zfs.get(self.pool, "available") or 0)
+        if need > avail:
+            raise RefusedError(f"{spec.path} needs {need} bytes, pool {self.pool} has {avail} "
+                               "available; free space first (nothing was changed for it)")
         stop = self._to_stop(spec)
         restart = self._restart + [u for u in stop if u not in self._restart]
         props = [("canmount", "noauto"), ("mountpoint", spec.path), (PROP_STATE, STATE_MOVING)]
@@ -453,7 +469,6 @@ class Mover:
             self._step(f"stop {spec.path}")
             self._restart = restart
             self.runner.run(["systemctl", "stop", *stop])
-        src = self.live(spec.path)
         self._step(f"mount-copy {spec.path}")
         with self._mounted(ds, spec.path) as tmp:
             self._step(f"copy {spec.path}")

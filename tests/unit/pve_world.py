@@ -39,6 +39,7 @@ class PveWorld:
         (tmp / "t").mkdir()
         self.mountinfo = tmp / "mountinfo"
         self.ds: dict[str, dict[str, str]] = {
+            POOL: {"mountpoint": "/rpool", "canmount": "on", "available": str(1 << 30)},
             "rpool/ROOT": {"mountpoint": "/rpool/ROOT", "canmount": "off"},
             BE: {"mountpoint": "/", "canmount": "on"},
             "rpool/ROOT/pve-2": {"mountpoint": "/", "canmount": "noauto"},

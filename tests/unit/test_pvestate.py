@@ -229,7 +229,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:
     mover(w).move_all()
     assert w.runner.changes == []
     assert sorted(str(p) for p in tmp_path.rglob("*")) == before
-    assert set(w.ds) == {"rpool/ROOT", BE, "rpool/ROOT/pve-2"}
+    assert set(w.ds) == {POOL, "rpool/ROOT", BE, "rpool/ROOT/pve-2"}
     text = w.runner.out.getvalue().replace(str(w.root), "ROOT")
     text = text.replace(str(tmp_path / "t"), "T")
     lines = text.splitlines()
@@ -308,5 +308,13 @@ def test_refuses_child_dataset_before_changing_anything(tmp_path: Path) -> None:
     w.mounts.append(("rpool/ROOT/pve-1/var", str(w.root / "var")))
     w._write_mountinfo()
     with pytest.raises(RefusedError, match="child dataset rpool/ROOT/pve-1/var"):
+        mover(w).move_all()
+    assert w.runner.changes == []
+
+
+def test_refuses_a_move_the_pool_has_no_room_for(tmp_path: Path) -> None:
+    w = old_install(tmp_path)
+    w.ds[POOL]["available"] = "1000"
+    with pytest.raises(RefusedError, match=r"/var/lib/vz needs \d+ bytes, pool rpool has 1000"):
         mover(w).move_all()
     assert w.runner.changes == []
