@@ -37,7 +37,8 @@ from beadm.zfs import PROP_STATE, Dataset, Zfs
 
 log = logging.getLogger(__name__)
 
-STATE_MOVING = "moving"
+STATE_MOVING = "moving"  # created .. mounted at its path: the BE's copy is complete
+STATE_REMOVING = "removing"  # mounted at its path, the BE's copy may be partly gone
 #: Units stopped for the move and started again afterwards (on the new dataset).
 PROP_RESTART = "org.beadm:restart"
 DROPIN_NAME = "beadm-shared-state.conf"
@@ -147,7 +148,7 @@ def detect(
         m = serving_mount(mounts, _join(root_dir, sp.path))
         source = m.source if m is not None else ""
         where = m.mountpoint if m is not None else ""
-        if ds is not None and ds.state == STATE_MOVING:
+        if ds is not None and ds.state in (STATE_MOVING, STATE_REMOVING):
             kind = PENDING
         elif m is None or m.fstype != "zfs":
             kind = OTHER
@@ -435,11 +436,17 @@ class Mover:
             for u in self.zfs.get(ds, PROP_RESTART).split(","):
                 if u and u not in self._restart:
                     self._restart.append(u)
-        if existing is not None and existing.canmount == "on":
+        live = _join(self.root_dir, spec.path)
+        mounted_live = any(m.fstype == "zfs" and m.source == ds and m.mountpoint == live
+                           for m in mnt.read_mounts(self.mountinfo))
+        if existing is not None and (existing.state == STATE_REMOVING
+                                     or (existing.canmount == "on" and mounted_live)):
+            # The dataset is (or was) what the system uses: never destroyed, finished.
             log.info("finishing the interrupted move of %s", spec.path)
         else:
             if existing is not None:
-                # Never switched on: a partial copy, the BE still holds the data.
+                # Not yet in use: the BE still holds all of it (and may have changed since
+                # the copy, if someone started the services by hand): copy again.
                 log.warning("redoing the interrupted move of %s", spec.path)
                 self._unmount_all(ds)
                 self._step(f"destroy-partial {spec.path}")
@@ -499,6 +506,8 @@ class Mover:
         if live not in where:
             self._step(f"mount {spec.path}")
             self.runner.run(["zfs", "mount", ds])
+        self._step(f"mark-removing {spec.path}")
+        self.zfs.set(ds, PROP_STATE, STATE_REMOVING)
         self._step(f"remove-old {spec.path}")
         self._remove_old_copy(spec)
 

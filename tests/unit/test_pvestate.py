@@ -5,6 +5,7 @@ by a re-run."""
 from __future__ import annotations
 
 import re
+import shutil
 import sqlite3
 from contextlib import closing
 from pathlib import Path
@@ -182,6 +183,7 @@ PLAN_VZ = [
     ("umount", TMP),
     ("zfs", "set", "canmount=on", "rpool/var-lib-vz"),
     ("zfs", "mount", "rpool/var-lib-vz"),
+    ("zfs", "set", "org.beadm:state=removing", "rpool/var-lib-vz"),
     ("mount", "--bind", "ROOT", TMP),
     ("umount", TMP),
 ]
@@ -197,6 +199,7 @@ PLAN_PC = [
     ("umount", TMP),
     ("zfs", "set", "canmount=on", "rpool/var-lib-pve-cluster"),
     ("zfs", "mount", "rpool/var-lib-pve-cluster"),
+    ("zfs", "set", "org.beadm:state=removing", "rpool/var-lib-pve-cluster"),
     ("mount", "--bind", "ROOT", TMP),
     ("umount", TMP),
 ]
@@ -318,3 +321,40 @@ def test_refuses_a_move_the_pool_has_no_room_for(tmp_path: Path) -> None:
     with pytest.raises(RefusedError, match=r"/var/lib/vz needs \d+ bytes, pool rpool has 1000"):
         mover(w).move_all()
     assert w.runner.changes == []
+
+
+def test_switched_but_not_mounted_redoes_the_copy_from_the_be(tmp_path: Path) -> None:
+    """Killed between canmount=on and the mount, then pve-cluster started by hand wrote into
+    the BE's copy: the re-run copies again instead of mounting the older copy over it."""
+    w = old_install(tmp_path)
+    with pytest.raises(Killed):
+        mover(w, kill_at="mount /var/lib/pve-cluster").move_all()
+    w.dead = False
+    assert w.ds["rpool/var-lib-pve-cluster"]["canmount"] == "on"
+    with closing(sqlite3.connect(w.live(PC) / "config.db")) as c:
+        c.execute("INSERT INTO tree (t) VALUES ('written after the kill')")
+        c.commit()
+    mover(w).move_all()
+    assert rows_in(w.live(PC) / "config.db")[-1] == "written after the kill"
+
+
+def test_a_half_removed_be_copy_is_never_redone(tmp_path: Path) -> None:
+    """Killed while removing the BE's old copy, then rebooted without the dataset mounted:
+    the dataset is the only complete copy, so the re-run mounts it and finishes."""
+    w = old_install(tmp_path)
+    with pytest.raises(Killed):
+        mover(w, kill_at="remove-old /var/lib/vz").move_all()
+    w.dead = False
+    assert w.ds["rpool/var-lib-vz"]["org.beadm:state"] == "removing"
+    # the reboot: the mount is gone, the BE's directory half emptied
+    live = w.live(VZ)
+    live.unlink()
+    w.shadowed(VZ).rename(live)
+    shutil.rmtree(w.shadowed(VZ).parent)
+    shutil.rmtree(live / "dump")
+    w.mounts.remove(("rpool/var-lib-vz", str(live)))
+    w._write_mountinfo()
+    w.ds["rpool/var-lib-vz"]["canmount"] = "on"
+    mover(w).move_all()
+    assert ("zfs", "destroy", "rpool/var-lib-vz") not in w.runner.changes
+    assert_consistent(w)
