@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from beadm import mounts as mnt
+from beadm import pvestate, vzguard
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ExistsError,
@@ -379,7 +381,7 @@ class BeManager:
 
     # -- destroy ---------------------------------------------------------------------------
 
-    def destroy_check(self, spec: str) -> str:
+    def destroy_check(self, spec: str, *, force: bool = False) -> str:
         """Validate a destroy without changing anything; return what would be destroyed."""
         be_name, snap = split_be_snapshot(spec)
         tree = self._tree()
@@ -388,9 +390,11 @@ class BeManager:
             self._snapshot_to_destroy(tree, be, snap)
             return f"snapshot {be_name}@{snap}"
         self._refuse_destroy(tree, be)
+        if not force:
+            self._refuse_unique_vz(tree, be)
         return f"BE {be_name} ({be.dataset} and {len(be.datasets) - 1} child datasets)"
 
-    def destroy(self, spec: str, *, origin: bool = False) -> None:
+    def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> None:
         """Destroy a BE (promoting dependent clones first) or a BE snapshot."""
         be_name, snap = split_be_snapshot(spec)
         with self._changing() as tree:
@@ -400,6 +404,8 @@ class BeManager:
                 self.zfs.destroy(full, recursive=True)
                 return
             self._refuse_destroy(tree, be)
+            if not force:
+                self._refuse_unique_vz(tree, be)
             self._unmount_be(be, force=False)
             self._destroy_be(tree, be, remove_origin=origin, beadm_only=False)
 
@@ -425,6 +431,27 @@ class BeManager:
         bootfs = self._bootfs()
         if be.name in (state.next_boot, state.once) or bootfs == be.dataset:
             raise RefusedError(f"BE {be.name} boots next; activate another BE first")
+
+    def _refuse_unique_vz(self, tree: Tree, be: BootEnv) -> None:
+        """Refuse when the BE holds vzdump backups, ISOs or templates found nowhere else."""
+        running = self.running_name()
+        others = [b for b in tree.bes() if b.name not in (be.name, running)
+                  and b.root.state != STATE_CREATING]
+        plans = [[(d.name, rel) for d, rel in _mount_plan(b)] for b in [be, *others]]
+        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts())
+
+    def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
+        """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
+        with self._changing():
+            running = self.running_name()
+            if running is None:
+                if move:
+                    raise UsageError(f"no running BE under {self.root}: nothing to move from")
+                return []
+            mover = pvestate.Mover(self.runner, pool=self.pool, be_root=self.root,
+                                   be_dataset=f"{self.root}/{running}",
+                                   mountinfo=self._mountinfo, out=out)
+            return mover.move_all() if move else mover.findings()
 
     def _destroy_be(
         self, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool

@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", metavar="NAME|DIR")
 
     sp = cmd("init", "adopt an existing dataset as a BE (default: the running one)", "beadm init")
+    sp.add_argument("--shared-state", action="store_true",
+                    help="move Proxmox state out of the running BE into datasets every BE "
+                         "shares (see beadm(8), SHARED STATE)")
     sp.add_argument("name", nargs="?", metavar="NAME")
 
     sp = cmd("activate", "make a BE boot next", "beadm activate -t pve-2")
@@ -275,6 +278,7 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.umount(args.target, force=args.force)
     elif cmd == "init":
         mgr.init(args.name)
+        _shared_state(mgr, args, out, err)
     elif cmd == "activate":
         mgr.activate(args.name, temporary=args.temporary)
     elif cmd == "check":
@@ -292,7 +296,7 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
     if args.origin and "@" in args.name:
         raise UsageError("destroy: -o (also the origin) takes a BE, not a snapshot")
-    what = mgr.destroy_check(args.name)
+    what = mgr.destroy_check(args.name, force=args.force)
     if not args.force and not mgr.runner.dry_run:
         stdin = deps.stdin if deps.stdin is not None else sys.stdin
         if not stdin.isatty():
@@ -301,7 +305,21 @@ def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) 
         answer = stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             raise RefusedError(f"{what} not destroyed")
-    mgr.destroy(args.name, origin=args.origin)
+    mgr.destroy(args.name, origin=args.origin, force=args.force)
+
+
+def _shared_state(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    """init: move the Proxmox state (--shared-state), or say in one line that it is inside."""
+    found = [f for f in mgr.shared_state(move=args.shared_state, out=out) if f.to_move]
+    if not found:
+        return
+    if not args.shared_state:
+        paths = ", ".join(f.path for f in found)
+        print(f"beadm: note: {paths} would go back in time with the BE; "
+              "'beadm init --shared-state' moves them to datasets all BEs share", file=err)
+    elif not mgr.runner.dry_run:
+        for f in found:
+            print(f"{f.path}: now on {f.dataset}", file=out)
 
 
 # -- list output ----------------------------------------------------------------------

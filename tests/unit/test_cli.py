@@ -249,3 +249,39 @@ def _list_with_backend(tmp_path: Path, backend: object) -> tuple[int, str, str]:
                 mountinfo=tmp_path / "mi", lock_path=tmp_path / "lock", euid=lambda: 0,
                 stdout=out, stderr=err)  # fmt: skip
     return main(["sync"], deps=deps), out.getvalue(), err.getvalue()
+
+
+def _pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The running BE's files, with Proxmox state inside it."""
+    from beadm import pvestate
+
+    root = tmp_path / "root"
+    (root / "var/lib/vz/dump").mkdir(parents=True)
+    (root / "var/lib/pve-cluster").mkdir(parents=True)
+    monkeypatch.setattr(pvestate, "ROOT_DIR", str(root))
+    return root
+
+
+def test_init_says_in_one_line_that_state_is_inside_the_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _pve_root(tmp_path, monkeypatch)
+    rc, _, err, runner = run(tmp_path, "init")
+    assert rc == 0
+    assert err == ("beadm: note: /var/lib/vz, /var/lib/pve-cluster would go back in time with "
+                   "the BE; 'beadm init --shared-state' moves them to datasets all BEs share\n")
+    assert runner.changes == []
+
+
+def test_init_shared_state_dry_run_prints_the_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _pve_root(tmp_path, monkeypatch)
+    rc, out, err, runner = run(tmp_path, "-n", "init", "--shared-state")
+    assert (rc, err, runner.changes) == (0, "", [])
+    assert ("would run: zfs create -o canmount=noauto -o mountpoint=/var/lib/vz "
+            "-o org.beadm:state=moving rpool/var-lib-vz") in out.splitlines()
+    assert f"would copy {root}/var/lib/pve-cluster" not in out  # no database there
+    assert "would run: zfs set canmount=on rpool/var-lib-pve-cluster" in out.splitlines()
+    assert not (root / "etc").exists()
+
