@@ -48,14 +48,20 @@ class BootBackend(Protocol):
       (``post_destroy`` is called for the new BE, then its datasets are destroyed).
     - ``activate``: after the pool's ``bootfs`` (not with ``temporary``) and the
       ``canmount`` properties are set.
-    - ``post_rename``: after ``zfs rename`` (and ``bootfs`` follow-up).
+    - ``post_rename``: after ``zfs rename`` (and ``bootfs`` follow-up). If it raises,
+      the rename is undone: ``bootfs`` back, ``zfs rename`` back, then
+      ``post_rename(new, old)``, which must put the old BE's entries back. A killed
+      rename is finished by the next changing command, which calls ``post_rename``
+      again (the BE root carries ``org.beadm:state=renaming:OLD`` until it succeeded).
     - ``post_destroy``: after the BE's datasets (and its beadm origin snapshot) are gone;
       also for half-created BEs that a killed create left behind.
     - ``boot_state``: by ``list`` and before ``destroy`` (R and T are refused).
     - ``check`` / ``sync``: ``beadm check`` / ``beadm sync`` with every BE.
 
     Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
-    migrate``; without it the command says the backend has nothing to migrate), a
+    migrate``; without it the command says the backend has nothing to migrate),
+    ``check_rename(old: BeRef, new: BeRef) -> None`` (called by ``rename`` before any
+    change; raises to refuse, e.g. an ESP without room for the new entries), a
     ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``, and
     ``preflight() -> None``, called under the lock before a boot-changing command (create,
     rename, destroy of a BE, activate, init, sync, migrate) changes anything: it raises

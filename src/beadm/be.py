@@ -16,8 +16,10 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from beadm import mounts as mnt
+from beadm import pvestate, vzguard
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ExistsError,
@@ -28,7 +30,14 @@ from beadm.errors import (
     UsageError,
 )
 from beadm.lock import Lock
-from beadm.names import MAX_DATASET_LEN, check_be_name, check_component, split_be_snapshot
+from beadm.names import (
+    MAX_DATASET_LEN,
+    check_be_name,
+    check_component,
+    check_new_be_name,
+    same_but_case,
+    split_be_snapshot,
+)
 from beadm.runner import Runner
 from beadm.tree import SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
@@ -37,7 +46,15 @@ from beadm.zfs import PROP_DESCRIPTION, PROP_STATE, Dataset, PropValue, Zfs
 log = logging.getLogger(__name__)
 
 STATE_CREATING = "creating"
+#: ``org.beadm:state`` of a BE root while ``rename`` runs: ``renaming:OLD``. A killed rename
+#: leaves it; the next changing command finishes the rename (bootfs, backend) or, if the
+#: datasets still carry the old name, only clears it.
+STATE_RENAMING = "renaming:"
 MAX_DESCRIPTION_LEN = 1024
+
+#: Properties ``create -o`` may not set: beadm decides them (the clone must not mount
+#: itself over ``/``) or they are beadm's own.
+_OWNED_PROPS = frozenset({"canmount", "mountpoint", "origin"})
 
 #: Properties never copied to a clone: fixed at creation or inherited from the origin.
 _NOT_COPIED = frozenset(
@@ -106,6 +123,7 @@ class BeManager:
         self._lock = lock if lock is not None else Lock()
         self._clock = clock
         self._root: str | None = None
+        self._root_checked = False
 
     # -- where BEs live ------------------------------------------------------------------
 
@@ -144,7 +162,36 @@ class BeManager:
         return None
 
     def _tree(self, *, snapshots: bool = True) -> Tree:
-        return Tree(self.root, self.zfs.list_tree(self.root, snapshots=snapshots))
+        tree = Tree(self.root, self.zfs.list_tree(self.root, snapshots=snapshots))
+        if self._root_override is not None and not self._root_checked:
+            self._check_root(tree)
+            self._root_checked = True
+        return tree
+
+    def _check_root(self, tree: Tree) -> None:
+        """A root named with ``--root`` must be a BE root: not a pool, in the pool of the
+        running BE (if ``/`` is ZFS), and every child a root file system (mountpoint
+        ``/``). Else ``sync`` would take ``ROOT`` and ``data`` for BEs and remove every
+        boot entry of the real ones."""
+        root = tree.root
+        if "/" not in root:
+            raise UsageError(f"--root {root} is a pool, not a BE root (e.g. {root}/ROOT)")
+        top = mnt.root_dataset(self.mounts())
+        if top is not None and top.partition("/")[0] != self.pool:
+            raise RefusedError(
+                f"--root {root} is in another pool than the running BE ({top})"
+            )
+        children = [tree.fs[tree.be_dataset(n)] for n in tree.be_names()]
+        if not children:
+            raise NotFoundError(f"--root {root} has no BE (no child file system)")
+        altroot = self.zfs.pool_get(self.pool, "altroot").rstrip("/")
+        roots = {"/", altroot} if altroot else {"/"}
+        for d in children:
+            if d.mountpoint not in roots:
+                raise RefusedError(
+                    f"--root {root} is not a BE root: its child {d.name} has mountpoint "
+                    f"{d.mountpoint or '-'}, not /"
+                )
 
     def _bootfs(self) -> str:
         return self.zfs.pool_get(self.pool, "bootfs")
@@ -223,7 +270,7 @@ class BeManager:
             if source is not None or description or props:
                 raise UsageError("create BE@snapshot takes no -e, -d or -o")
             return self.snapshot(name)
-        check_be_name(name)
+        check_new_be_name(name)
         if source is not None:
             split_be_snapshot(source)
         user_props = _parse_props(props or [])
@@ -286,6 +333,7 @@ class BeManager:
         target = tree.be_dataset(name)
         if target in tree.fs:
             raise ExistsError(f"BE {name} already exists")
+        _refuse_case_clash(name, tree.be_names())
         src, snap = self._source(tree, source)
         made_snapshot = snap is None
         if snap is None:
@@ -334,13 +382,14 @@ class BeManager:
             for clone in reversed(clones):
                 self.zfs.inherit(clone, PROP_STATE)
         except BaseException:
-            undo.rollback()
+            if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
+                undo.rollback()
             raise
         return ref
 
     # -- destroy ---------------------------------------------------------------------------
 
-    def destroy_check(self, spec: str) -> str:
+    def destroy_check(self, spec: str, *, force: bool = False) -> str:
         """Validate a destroy without changing anything; return what would be destroyed."""
         be_name, snap = split_be_snapshot(spec)
         tree = self._tree()
@@ -349,9 +398,11 @@ class BeManager:
             self._snapshot_to_destroy(tree, be, snap)
             return f"snapshot {be_name}@{snap}"
         self._refuse_destroy(tree, be)
+        if not force:
+            self._refuse_unique_vz(tree, be)
         return f"BE {be_name} ({be.dataset} and {len(be.datasets) - 1} child datasets)"
 
-    def destroy(self, spec: str, *, origin: bool = False) -> None:
+    def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> None:
         """Destroy a BE (promoting dependent clones first) or a BE snapshot."""
         be_name, snap = split_be_snapshot(spec)
         with self._changing() as tree:
@@ -361,6 +412,8 @@ class BeManager:
                 self.zfs.destroy(full, recursive=True)
                 return
             self._refuse_destroy(tree, be)
+            if not force:
+                self._refuse_unique_vz(tree, be)
             self._unmount_be(be, force=False)
             self._destroy_be(tree, be, remove_origin=origin, beadm_only=False)
 
@@ -387,6 +440,27 @@ class BeManager:
         bootfs = self._bootfs()
         if be.name in (state.next_boot, state.once) or bootfs == be.dataset:
             raise RefusedError(f"BE {be.name} boots next; activate another BE first")
+
+    def _refuse_unique_vz(self, tree: Tree, be: BootEnv) -> None:
+        """Refuse when the BE holds vzdump backups, ISOs or templates found nowhere else."""
+        running = self.running_name()
+        others = [b for b in tree.bes() if b.name not in (be.name, running)
+                  and b.root.state != STATE_CREATING]
+        plans = [[(d.name, rel) for d, rel in _mount_plan(b)] for b in [be, *others]]
+        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts())
+
+    def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
+        """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
+        with self._changing():
+            running = self.running_name()
+            if running is None:
+                if move:
+                    raise UsageError(f"no running BE under {self.root}: nothing to move from")
+                return []
+            mover = pvestate.Mover(self.runner, pool=self.pool, be_root=self.root,
+                                   be_dataset=f"{self.root}/{running}",
+                                   mountinfo=self._mountinfo, out=out)
+            return mover.move_all() if move else mover.findings()
 
     def _destroy_be(
         self, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool
@@ -436,7 +510,9 @@ class BeManager:
     # -- stale half-created BEs ----------------------------------------------------------
 
     def _cleanup_stale(self, tree: Tree) -> Tree:
-        """Remove what a killed ``create`` left: BEs and snapshots marked creating."""
+        """Remove what a killed ``create`` left: BEs and snapshots marked creating; finish
+        what a killed ``rename`` left."""
+        self._finish_renames(tree)
         stale = [b for b in tree.bes() if b.root.state == STATE_CREATING]
         stale_ds = {d.name for b in stale for d in b.datasets}
         marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
@@ -466,27 +542,77 @@ class BeManager:
     # -- rename ----------------------------------------------------------------------------
 
     def rename(self, old: str, new: str) -> BeRef:
-        """Rename a BE's datasets (without remounting); refuses the running BE."""
+        """Rename a BE's datasets (without remounting); refuses the running BE.
+
+        Everything that can be checked is checked before the first change (the new name
+        valid on FAT, no BE differing only in case, lengths, the backend's own check).
+        Then: mark the BE root ``renaming:OLD``, ``zfs rename``, move ``bootfs``, the
+        backend's ``post_rename``, clear the mark. A failure undoes every step (the
+        backend's with ``post_rename(new, old)``); a kill leaves the mark, and the next
+        changing command finishes the rename (:meth:`_finish_renames`).
+        """
         check_be_name(old)
-        check_be_name(new)
+        check_new_be_name(new)
         with self._changing(boot=True) as tree:
             be = self._need(tree, old)
             target = tree.be_dataset(new)
             if target in tree.fs:
                 raise ExistsError(f"BE {new} already exists")
+            _refuse_case_clash(new, [n for n in tree.be_names() if n != old])
             if old == self.running_name():
                 raise RefusedError(f"BE {old} is the running BE; renaming it is not supported")
             for d in be.datasets:
                 _check_len(target + d.name[len(be.dataset) :])
             for s in be.snapshots:
                 _check_len(target + s.name[len(be.dataset) :])
-            bootfs = self._bootfs()
-            self.zfs.rename(be.dataset, target)
-            if bootfs == be.dataset:
-                self.zfs.pool_set(self.pool, "bootfs", target)
+            old_ref = BeRef(old, be.dataset, be.description, False)
             new_ref = BeRef(new, target, be.description, False)
-            self.backend.post_rename(BeRef(old, be.dataset, be.description, False), new_ref)
+            pre = getattr(self.backend, "check_rename", None)
+            if callable(pre):
+                pre(old_ref, new_ref)
+            bootfs = self._bootfs()
+            undo = UndoLog()
+            try:
+                self.zfs.set(be.dataset, PROP_STATE, STATE_RENAMING + old)
+                undo.done(f"mark of {old}", lambda: self.zfs.inherit(be.dataset, PROP_STATE))
+                self.zfs.rename(be.dataset, target)
+                backend_ran: list[bool] = []
+
+                def unrename() -> None:
+                    self.zfs.rename(target, be.dataset)
+                    if backend_ran:
+                        self.backend.post_rename(new_ref, old_ref)
+
+                undo.done(f"rename of {old} to {new}", unrename)
+                if bootfs == be.dataset:
+                    self.zfs.pool_set(self.pool, "bootfs", target)
+                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+                backend_ran.append(True)
+                self.backend.post_rename(old_ref, new_ref)
+                self.zfs.inherit(target, PROP_STATE)
+            except BaseException:
+                undo.rollback()
+                raise
             return new_ref
+
+    def _finish_renames(self, tree: Tree) -> None:
+        """Finish what a killed ``rename`` left (BE roots marked ``renaming:OLD``)."""
+        bootfs: str | None = None
+        for be in tree.bes():
+            state = be.root.state
+            if not state.startswith(STATE_RENAMING):
+                continue
+            old = state[len(STATE_RENAMING) :]
+            if old and old != be.name:
+                log.warning("finishing the interrupted rename of BE %s to %s", old, be.name)
+                old_ds = tree.be_dataset(old)
+                if bootfs is None:
+                    bootfs = self._bootfs()
+                if bootfs == old_ds:
+                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
+                old_ref = BeRef(old, old_ds, be.description, False)
+                self.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
+            self.zfs.inherit(be.dataset, PROP_STATE)
 
     # -- activate / init / sync -------------------------------------------------------------
 
@@ -496,17 +622,29 @@ class BeManager:
         with self._changing(boot=True) as tree:
             be = self._need(tree, name)
             running = self.running_name()
-            if not temporary and self._bootfs() != be.dataset:
-                self.zfs.pool_set(self.pool, "bootfs", be.dataset)
-            # No BE may mount itself over another at boot: the initramfs mounts the booted
-            # BE (and its children) explicitly, and `zfs mount -a` must skip every other BE,
-            # including the one running now (the installer's pve-1 has canmount=on).
-            for other in tree.bes():
-                for d in other.datasets:
-                    if d.canmount == "on":
-                        self.zfs.set(d.name, "canmount", "noauto")
             ref = self._ref(be, running)
-            self.backend.activate(ref, temporary=temporary)
+            undo = UndoLog()
+            try:
+                bootfs = self._bootfs()
+                if not temporary and bootfs != be.dataset:
+                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
+                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+                # No BE may mount itself over another at boot: the initramfs mounts the
+                # booted BE (and its children) explicitly, and `zfs mount -a` must skip
+                # every other BE, including the one running now (the installer's pve-1 has
+                # canmount=on).
+                for other in tree.bes():
+                    for d in other.datasets:
+                        if d.canmount == "on":
+                            self.zfs.set(d.name, "canmount", "noauto")
+                            undo.done(
+                                f"canmount of {d.name}",
+                                functools.partial(self.zfs.set, d.name, "canmount", "on"),
+                            )
+                self.backend.activate(ref, temporary=temporary)
+            except BaseException:
+                undo.rollback()
+                raise
             return ref
 
     def init(self, name: str | None = None) -> BeRef:
@@ -517,7 +655,7 @@ class BeManager:
                 if running is None:
                     raise UsageError(f"no running BE under {self.root}; name the BE to adopt")
                 name = running
-            check_be_name(name)
+            check_new_be_name(name)  # its entries become files on the ESPs
             be = self._need(tree, name)
             ref = self._ref(be, running)
             self.backend.init(ref)
@@ -561,6 +699,15 @@ class BeManager:
                 if not path.is_dir():
                     raise NotFoundError(f"directory {directory} does not exist")
                 directory = str(path.resolve())
+                if any(m.mountpoint == directory for m in self.mounts()):
+                    raise RefusedError(
+                        f"{directory} is a mount point: mounting {name} there would hide it"
+                    )
+                if any(path.iterdir()):
+                    raise RefusedError(
+                        f"{directory} is not empty: mounting {name} there would hide "
+                        "what it holds; use an empty directory"
+                    )
             done: list[str] = []
             try:
                 for d, rel in _mount_plan(be):
@@ -668,16 +815,23 @@ def _clone_props(
     return list(props.items())
 
 
+def _unprintable(text: str) -> bool:
+    """True if ``text`` holds a character that is not printable: control characters
+    (``\t``, ``\n``, ``\x0b``, ``\x1c``, ``\x85``, ...), line and paragraph separators
+    (U+2028/9), undecodable bytes (lone surrogates from a non-UTF-8 argument)."""
+    return not text.isprintable()
+
+
 def _parse_props(props: list[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for p in props:
         key, sep, value = p.partition("=")
-        if not sep or not key or any(c in key for c in " \t\n=@/"):
+        if not sep or not key or any(c in key for c in " =@/") or _unprintable(key):
             raise UsageError(f"invalid -o {p!r}: expected property=value")
-        if key in (PROP_STATE, "origin"):
-            raise UsageError(f"property {key} cannot be set with -o")
-        if "\n" in value or "\t" in value:
-            raise UsageError(f"invalid -o {key}: value contains a tab or newline")
+        if key in _OWNED_PROPS or key.startswith("org.beadm:"):
+            raise UsageError(f"property {key} is beadm's own and cannot be set with -o")
+        if _unprintable(value):
+            raise UsageError(f"invalid -o {key}: value contains a control character")
         out.append((key, value))
     return out
 
@@ -685,8 +839,18 @@ def _parse_props(props: list[str]) -> list[tuple[str, str]]:
 def _check_description(description: str) -> None:
     if len(description) > MAX_DESCRIPTION_LEN:
         raise UsageError(f"description longer than {MAX_DESCRIPTION_LEN} characters")
-    if any(c in description for c in "\t\n\r"):
-        raise UsageError("description must be one line without tabs")
+    if _unprintable(description):
+        raise UsageError("description must be one line of printable characters "
+                         "(no tab, newline or other control character)")
+
+
+def _refuse_case_clash(name: str, existing: list[str]) -> None:
+    other = same_but_case(name, existing)
+    if other is not None:
+        raise ExistsError(
+            f"BE {other} exists and differs from {name} only in case "
+            "(boot entry file names on the ESPs are case-insensitive)"
+        )
 
 
 def _check_len(name: str) -> None:

@@ -28,7 +28,7 @@ from beadm.errors import (
     UnsupportedError,
     UsageError,
 )
-from beadm.lock import LOCK_PATH, Lock
+from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
 from beadm.runner import Runner, SubprocessRunner
@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("target", metavar="NAME|DIR")
 
     sp = cmd("init", "adopt an existing dataset as a BE (default: the running one)", "beadm init")
+    sp.add_argument("--shared-state", action="store_true",
+                    help="move Proxmox state out of the running BE into datasets every BE "
+                         "shares (see beadm(8), SHARED STATE)")
     sp.add_argument("name", nargs="?", metavar="NAME")
 
     sp = cmd("activate", "make a BE boot next", "beadm activate -t pve-2")
@@ -175,6 +178,7 @@ class Deps:
     mountinfo: Path = MOUNTINFO
     lock_path: Path = LOCK_PATH
     lock_wait: float = 5.0
+    hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks)
     euid: Callable[[], int] = os.geteuid
     stdin: TextIO | None = None
     stdout: TextIO | None = None
@@ -199,15 +203,19 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         return _dispatch(args, deps, out, err)
     except BeadmError as exc:
-        print(f"beadm: {' '.join(exc.message.splitlines())}", file=err)
+        print(f"beadm: {shown(' '.join(exc.message.split()))}", file=err)
         return exc.exit_code
     except OSError as exc:
-        print(f"beadm: {exc}", file=err)
+        print(f"beadm: {shown(str(exc))}", file=err)
         return 1
     except KeyboardInterrupt:
         stop = InterruptedByUser("interrupted")
         print(f"beadm: {stop.message}", file=err)
         return stop.exit_code
+    except Exception as exc:  # a bug: still one line, never a traceback (-v logs it)
+        log.debug("internal error", exc_info=True)
+        print(f"beadm: internal error: {type(exc).__name__}: {shown(str(exc))}", file=err)
+        return 1
     finally:
         root_log.removeHandler(handler)
 
@@ -225,7 +233,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         backend,
         root=args.root,
         mountinfo=deps.mountinfo,
-        lock=Lock(deps.lock_path, deps.lock_wait),
+        lock=_lock(args, deps, err),
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
@@ -234,6 +242,20 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
     for note in notes if args.command != "list" else []:
         print(f"beadm: warning: {note}", file=err)
     return rc
+
+
+def _lock(args: argparse.Namespace, deps: Deps, err: TextIO) -> Lock:
+    """The hooks' sync waits as long as a create can take, and says so (issue 10.8)."""
+    if args.command != "sync" or not args.only_if_used:
+        return Lock(deps.lock_path, deps.lock_wait)
+
+    def waiting(wait: float) -> None:
+        print(f"beadm: waiting up to {wait / 60:g} min for another beadm command to finish "
+              "(new kernels get their boot entries after it)", file=err, flush=True)
+
+    return Lock(deps.lock_path, deps.hook_lock_wait, on_wait=waiting,
+                then="boot entries for kernels or initrds installed meanwhile are missing: "
+                     "run 'beadm sync' once the other command has finished")
 
 
 def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
@@ -256,6 +278,7 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.umount(args.target, force=args.force)
     elif cmd == "init":
         mgr.init(args.name)
+        _shared_state(mgr, args, out, err)
     elif cmd == "activate":
         mgr.activate(args.name, temporary=args.temporary)
     elif cmd == "check":
@@ -271,7 +294,9 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
-    what = mgr.destroy_check(args.name)
+    if args.origin and "@" in args.name:
+        raise UsageError("destroy: -o (also the origin) takes a BE, not a snapshot")
+    what = mgr.destroy_check(args.name, force=args.force)
     if not args.force and not mgr.runner.dry_run:
         stdin = deps.stdin if deps.stdin is not None else sys.stdin
         if not stdin.isatty():
@@ -280,10 +305,44 @@ def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) 
         answer = stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             raise RefusedError(f"{what} not destroyed")
-    mgr.destroy(args.name, origin=args.origin)
+    mgr.destroy(args.name, origin=args.origin, force=args.force)
+
+
+def _shared_state(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    """init: move the Proxmox state (--shared-state), or say in one line that it is inside."""
+    found = [f for f in mgr.shared_state(move=args.shared_state, out=out) if f.to_move]
+    if not found:
+        return
+    if not args.shared_state:
+        paths = ", ".join(f.path for f in found)
+        print(f"beadm: note: {paths} would go back in time with the BE; "
+              "'beadm init --shared-state' moves them to datasets all BEs share", file=err)
+    elif not mgr.runner.dry_run:
+        for f in found:
+            print(f"{f.path}: now on {f.dataset}", file=out)
 
 
 # -- list output ----------------------------------------------------------------------
+
+
+def shown(text: str) -> str:
+    """``text`` safe to print on one line: every unprintable character (control
+    characters, line separators, undecodable bytes kept as lone surrogates) escaped."""
+    if text.isprintable():
+        return text
+    out = []
+    for c in text:
+        if c.isprintable():
+            out.append(c)
+        elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that was not UTF-8
+            out.append(f"\\x{ord(c) - 0xDC00:02x}")
+        elif ord(c) < 0x100:
+            out.append(f"\\x{ord(c):02x}")
+        elif ord(c) < 0x10000:
+            out.append(f"\\u{ord(c):04x}")
+        else:
+            out.append(f"\\U{ord(c):08x}")
+    return "".join(out)
 
 
 def human(n: int) -> str:
@@ -342,10 +401,10 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
             [
                 i.be.name,
                 i.active,
-                i.mounted_at or "-",
+                shown(i.mounted_at or "-"),
                 human(space),
                 _when(i.be.root.creation),
-                i.be.description or "-",
+                shown(i.be.description) or "-",
             ]
         )
         if args.all:
@@ -362,7 +421,7 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
 
 def _sub_row(d: Dataset, nosnap: bool) -> list[str]:
     space = d.used - d.usedbysnapshots if nosnap else d.used
-    where = d.mountpoint if (d.mounted and d.mountpoint) else "-"
+    where = shown(d.mountpoint) if (d.mounted and d.mountpoint) else "-"
     return ["  " + d.name, "-", where, human(space), _when(d.creation), "-"]
 
 

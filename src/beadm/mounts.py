@@ -34,7 +34,7 @@ def _unescape(field: str) -> str:
 def parse_mountinfo(text: str) -> list[Mount]:
     """Parse mountinfo text (see proc(5)); malformed lines are skipped."""
     mounts: list[Mount] = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # not splitlines: a path may hold \x85, U+2028, ...
         left, sep, right = line.partition(" - ")
         if not sep:
             continue

@@ -2,8 +2,11 @@
 
 A BE name is one ZFS dataset component: letters, digits and ``-_.:``; not empty, not
 ``.``/``..``, no leading ``-``, no trailing ``:`` (some loaders choke on it), at most
-:data:`MAX_NAME_LEN` characters. Names are literals everywhere: nothing here or elsewhere
-builds a regex, glob or sed script from a name.
+:data:`MAX_NAME_LEN` characters. A *new* BE name (create, rename, init) must also be valid
+in a FAT file name, so ``:`` is refused there (:func:`check_new_be_name`); an existing BE
+with ``:`` in its name can still be listed, mounted, renamed and destroyed. Names are
+literals everywhere: nothing here or elsewhere builds a regex, glob or sed script from a
+name.
 """
 
 from __future__ import annotations
@@ -44,8 +47,35 @@ def check_component(name: str, what: str = "BE name") -> str:
 
 
 def check_be_name(name: str) -> str:
-    """Validate a BE name (one dataset component)."""
+    """Validate the name of an existing BE (one dataset component)."""
     return check_component(name, "BE name")
+
+
+#: Characters of a valid dataset component that Linux's vfat refuses in a file name. A
+#: BE's name becomes part of its boot entries' file names on the ESPs, so a new BE name
+#: (create, rename, init) must not contain them.
+FAT_INVALID = frozenset(':')
+
+
+def check_new_be_name(name: str) -> str:
+    """Validate a name a BE is about to get (create, rename, init): a valid dataset
+    component that is also valid in a FAT file name."""
+    check_component(name, "BE name")
+    bad = sorted({c for c in name if c in FAT_INVALID})
+    if bad:
+        listed = " ".join(repr(c) for c in bad)
+        raise InvalidNameError(
+            f"invalid BE name {name!r}: character {listed} not allowed in a new BE name "
+            "(its boot entries are files on a FAT ESP; use letters, digits, '-', '_', '.')"
+        )
+    return name
+
+
+def same_but_case(name: str, existing: list[str]) -> str | None:
+    """The first of ``existing`` that differs from ``name`` only in case (FAT file names
+    and systemd-boot entry ids are case-insensitive), else None."""
+    folded = name.casefold()
+    return next((e for e in existing if e != name and e.casefold() == folded), None)
 
 
 def split_be_snapshot(spec: str) -> tuple[str, str | None]:

@@ -84,7 +84,11 @@ class SubprocessRunner:
                 args,
                 stdin=subprocess.DEVNULL,
                 capture_output=True,
-                text=True,
+                # Output is not always UTF-8 (a property value set by hand): undecodable
+                # bytes become lone surrogates, which go back out as the same bytes when
+                # passed on as an argument. The CLI escapes them when printing.
+                encoding="utf-8",
+                errors="surrogateescape",
                 env=_child_env(),
                 check=False,
             )

@@ -76,16 +76,33 @@ def _int(value: str) -> int:
     return int(value) if value else 0
 
 
+def _records(text: str, fields: int) -> list[list[str]]:
+    """Split ``zfs -H`` output into records of at least ``fields`` tab-separated fields.
+
+    Only ``\n`` ends a line (``str.splitlines`` also splits on ``\x0b``, ``\x1c``,
+    ``\x85``, U+2028, ... which a property value may contain). A value set by hand may
+    even contain ``\n``: a line with fewer fields than a record continues the previous
+    record's last field.
+    """
+    out: list[list[str]] = []
+    for line in text.split("\n"):
+        f = line.split("\t", fields - 1)
+        if len(f) == fields:
+            out.append(f)
+        elif out:
+            out[-1][-1] += "\n" + line
+        elif line:
+            raise ValueError(f"unexpected zfs output line: {line!r}")
+    for rec in out:  # the newline that ended the last record is not part of it
+        rec[-1] = rec[-1].rstrip("\n")
+    return out
+
+
 def parse_list(text: str) -> list[Dataset]:
     """Parse ``zfs list -H -p -o <LIST_COLUMNS>`` output."""
     out: list[Dataset] = []
     n = len(LIST_COLUMNS)
-    for line in text.splitlines():
-        if not line:
-            continue
-        f = line.split("\t", n - 1)
-        if len(f) != n:
-            raise ValueError(f"unexpected zfs list line: {line!r}")
+    for f in _records(text, n):
         clones = _dash(f[10])
         out.append(
             Dataset(
@@ -120,10 +137,7 @@ class PropValue:
 def parse_get(text: str) -> list[PropValue]:
     """Parse ``zfs get -H -p -o name,property,value,source`` output."""
     out: list[PropValue] = []
-    for line in text.splitlines():
-        if not line:
-            continue
-        name, prop, rest = line.split("\t", 2)
+    for name, prop, rest in _records(text, 3):
         value, _, source = rest.rpartition("\t")
         out.append(PropValue(name, prop, value, source))
     return out

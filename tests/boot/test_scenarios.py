@@ -37,10 +37,19 @@ def ok(res: object) -> None:
     assert getattr(res, "returncode", 1) == 0, getattr(res, "output", "")
 
 
-def test_a_init_keeps_pve1_booting_now_from_beadm_entry() -> None:
+def test_a_machine_boots_and_init_keeps_pve1_booting_now_from_beadm_entry() -> None:
+    """Also the lab's own smoke proof: the machine boots through Proxmox's entry (OVMF ->
+    systemd-boot -> zfs initramfs -> rpool/ROOT/pve-1), as installed, and Proxmox's refresh
+    keeps it booting (boot 2 follows beadm's entry, written after that refresh)."""
     res = run_steps(*steps(
         """
 root_is rpool/ROOT/pve-1
+test "$(cat /proc/1/comm)" = systemd
+test "$(cat /etc/kernel/proxmox-boot-uuids)" = "$(printf 'C0DE-0001\\nC0DE-0002')"
+test "$(zpool get -H -o value bootfs rpool)" = rpool/ROOT/pve-1
+test "$(zfs get -H -o value canmount rpool/ROOT)" = off
+proxmox-boot-tool refresh
+proxmox-boot-tool status
 beadm init pve-1
 on_esps 'ls /run/t/esp1/loader/entries /run/t/esp2/loader/entries /run/t/esp1/beadm'
 on_esps 'ls /run/t/esp*/loader/entries/beadm-pve-1-*.conf'
@@ -59,15 +68,24 @@ beadm check
     ))
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1"] * 2
+    assert res.entries[0].startswith("proxmox-"), res.entries
     assert res.entries[1].startswith("beadm-pve-1-")
+    assert "C0DE-0001 is configured with: uefi" in res.steps[1]
+    assert "C0DE-0002 is configured with: uefi" in res.steps[1]
 
 
-def test_b_create_activate_reboot_boots_pve2() -> None:
+def test_b_e_create_activate_reboot_then_renamed_inactive_be_boots_with_new_name() -> None:
+    """b: create + activate boots the new BE; e: a BE renamed while inactive, then activated,
+    boots under its new name (one machine, three boots)."""
     res = run_steps(*steps(
         """
 beadm init pve-1
 beadm create pve-2
 grep -q '^root=ZFS=rpool/ROOT/pve-1 ' /etc/kernel/cmdline
+beadm create pve-x
+beadm rename pve-x pve-3
+on_esps 'ls /run/t/esp*/loader/entries/beadm-pve-3-*.conf
+    ! ls /run/t/esp*/loader/entries/beadm-pve-x-* 2>/dev/null'
 beadm activate pve-2
 beadm list
 test "$(flags pve-2)" = R
@@ -78,11 +96,18 @@ grep -q '^root=ZFS=rpool/ROOT/pve-2 ' /etc/kernel/cmdline
 beadm list
 test "$(flags pve-2)" = NR
 beadm check
+beadm activate pve-3
+""",
+        """
+root_is rpool/ROOT/pve-3
+grep -q '^root=ZFS=rpool/ROOT/pve-3 ' /etc/kernel/cmdline
+beadm check
 """,
     ))
     ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-3"]
     assert res.entries[1].startswith("beadm-pve-2-")
+    assert res.entries[2].startswith("beadm-pve-3-")
 
 
 def test_c_activate_survives_refresh_reinit_and_initramfs_update() -> None:
@@ -133,7 +158,9 @@ root_is rpool/ROOT/pve-2
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2"]
 
 
-def test_d_activate_once_then_back() -> None:
+def test_d_activate_once_then_back_also_after_a_crash() -> None:
+    """-t boots pve-2 once; that boot ends in a hard reset (the lab's crash proof too),
+    and the next boot is pve-1 again."""
     res = run_steps(*steps(
         """
 beadm init pve-1
@@ -147,6 +174,7 @@ test "$(flags pve-1)" = NR
 root_is rpool/ROOT/pve-2
 beadm list
 test "$(flags pve-1)" = R
+pvelab-crash   # hard reset, no clean shutdown: the one-shot was spent at boot, pve-1 follows
 """,
         """
 root_is rpool/ROOT/pve-1
@@ -154,27 +182,6 @@ root_is rpool/ROOT/pve-1
     ))
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-1"]
-
-
-def test_e_rename_inactive_then_activate_boots_with_new_name() -> None:
-    res = run_steps(*steps(
-        """
-beadm init pve-1
-beadm create pve-2
-beadm rename pve-2 pve-3
-on_esps 'ls /run/t/esp*/loader/entries/beadm-pve-3-*.conf
-    ! ls /run/t/esp*/loader/entries/beadm-pve-2-* 2>/dev/null'
-beadm activate pve-3
-""",
-        """
-root_is rpool/ROOT/pve-3
-grep -q '^root=ZFS=rpool/ROOT/pve-3 ' /etc/kernel/cmdline
-beadm check
-""",
-    ))
-    ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-3"]
-    assert res.entries[1].startswith("beadm-pve-3-")
 
 
 def test_f_destroy_old_be_from_new_frees_its_unshared_files() -> None:
@@ -225,12 +232,33 @@ beadm sync
 beadm check
 pvelab-detach-disk 1
 """,
+        # issue 10.12: a degraded host (disk 1 and its ESP C0DE-0001 gone) stays manageable:
+        # create and activate work on the ESP present and warn, naming the missing one
         """
 root_is rpool/ROOT/pve-2
+test ! -e /dev/disk/by-uuid/C0DE-0001
+beadm create pve-3 2> /run/create.err || { cat /run/create.err; exit 1; }
+cat /run/create.err
+grep -q "ESP C0DE-0001 is missing" /run/create.err
+beadm activate pve-3 2> /run/activate.err || { cat /run/activate.err; exit 1; }
+cat /run/activate.err
+grep -q "ESP C0DE-0001 is missing" /run/activate.err
+grep -q "beadm sync" /run/activate.err
+test "$(flags pve-3)" = R
+if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
+cat /run/check.out
+grep -q "C0DE-0001 is missing" /run/check.out
+""",
+        """
+root_is rpool/ROOT/pve-3
+beadm list
+test "$(flags pve-3)" = NR
 """,
     ))
     ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2",
+                         "rpool/ROOT/pve-3"]
+    assert res.entries[3].startswith("beadm-pve-3-")
 
 
 def test_i_power_off_during_activate_and_create() -> None:

@@ -310,6 +310,23 @@ REJECTED = [
     (["activate", "a@b"], 2),
     (["list", "nope"], 3),
     (["frob"], 2),
+    # issue 10: refused before anything changes
+    (["create", "-o", "canmount=on", "x"], 2),
+    (["create", "-o", "mountpoint=/x", "x"], 2),
+    (["create", "-o", "org.beadm:state=", "x"], 2),
+    (["create", "-d", "a\x0bb", "x"], 2),
+    (["create", "-d", "a\x85b", "x"], 2),
+    (["create", "-d", "a\u2028b", "x"], 2),
+    (["create", "a:b"], 2),
+    (["create", "PVE-2"], 4),
+    (["create", "-e", "pve-1", "Pve-2"], 4),
+    (["rename", "pve-2", "PVE-1"], 4),
+    (["rename", "pve-2", "a:b"], 2),
+    (["mount", "pve-2", "/"], 5),
+    (["mount", "pve-2", "/usr"], 5),
+    (["--root", POOL, "sync"], 2),
+    (["--root", f"{ROOT}/pve-1", "sync"], 5),
+    (["--root", f"{ROOT}/nope", "sync"], 3),
 ]
 
 
@@ -459,3 +476,130 @@ def test_every_command_help_has_an_example() -> None:
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     for name, p in sub.choices.items():
         assert "example:" in (p.epilog or ""), name
+
+
+def _library(backend: object) -> object:
+    """A BeManager on the lab pool with ``backend`` (e.g. one that fails)."""
+    sys.path.insert(0, str(SRC))
+    from beadm.be import BeManager
+    from beadm.lock import Lock
+    from beadm.runner import SubprocessRunner
+
+    return BeManager(SubprocessRunner(), backend, root=ROOT,  # type: ignore[arg-type]
+                     lock=Lock(Path("/run/beadm.lock")))
+
+
+def _failing(hook: str) -> object:
+    sys.path.insert(0, str(SRC))
+    from beadm.backend import NoopBackend
+    from beadm.errors import BootError
+    from beadm.runner import SubprocessRunner
+
+    calls: list[str] = []
+
+    class Failing(NoopBackend):
+        def post_rename(self, old: object, new: object) -> None:
+            calls.append("post_rename")  # the second call is the undo: it succeeds
+            if hook == "post_rename" and len(calls) == 1:
+                raise BootError("ESP 1111-AAAA: no space left on device")
+
+        def activate(self, be: object, *, temporary: bool) -> None:
+            if hook == "activate":
+                raise BootError("ESP 1111-AAAA: no space left on device")
+
+    return Failing(SubprocessRunner())
+
+
+def bootfs() -> str:
+    return sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL).strip()
+
+
+def test_rename_failure_leaves_datasets_and_bootfs(pool: str) -> None:
+    from beadm.errors import BootError
+
+    ok("create", "pve-2")
+    ok("create", "pve-2@keep")
+    ok("activate", "pve-2")
+    before = state()
+    mgr = _library(_failing("post_rename"))
+    with pytest.raises(BootError):
+        mgr.rename("pve-2", "stable")  # type: ignore[attr-defined]
+    assert state() == before
+    assert bootfs() == f"{ROOT}/pve-2"
+    assert f"{ROOT}/stable" not in names() and f"{ROOT}/pve-2/var@keep" in names()
+
+
+KILL_RENAME = textwrap.dedent(
+    """
+    import os, signal
+    from beadm.backend import NoopBackend
+    from beadm.be import BeManager
+    from beadm.runner import SubprocessRunner
+
+    class Killing(SubprocessRunner):
+        def run(self, argv, **kw):
+            res = super().run(argv, **kw)
+            if list(argv[:2]) == ["zfs", "rename"]:
+                os.kill(os.getpid(), signal.SIGKILL)
+            return res
+
+    runner = Killing()
+    BeManager(runner, NoopBackend(runner), root="rpool/ROOT").rename("pve-2", "stable")
+    """
+)
+
+
+def test_killed_rename_is_finished_by_the_next_command(pool: str) -> None:
+    ok("create", "pve-2")
+    ok("activate", "pve-2")
+    env = dict(os.environ, PYTHONPATH=str(SRC))
+    proc = subprocess.run([sys.executable, "-c", KILL_RENAME], env=env, capture_output=True,
+                          text=True, check=False)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    # killed after `zfs rename`: the BE carries the mark (the boot entries on the ESPs
+    # would still name pve-2). OpenZFS keeps bootfs on the renamed dataset by itself.
+    assert f"{ROOT}/pve-2" not in names() and bootfs() == f"{ROOT}/stable"
+    assert prop(f"{ROOT}/stable", "org.beadm:state") == "renaming:pve-2"
+    assert sorted(bes()) == ["pve-1", "stable"]  # list works meanwhile
+    ok("sync")  # what the kernel hook runs; any changing command finishes the rename
+    assert bootfs() == f"{ROOT}/stable"
+    assert prop(f"{ROOT}/stable", "org.beadm:state") == "-"
+    assert sorted(bes()) == ["pve-1", "stable"]
+
+
+def test_activate_failure_leaves_bootfs(pool: str) -> None:
+    from beadm.errors import BootError
+
+    ok("create", "pve-2")
+    sh("zfs", "set", "canmount=on", f"{ROOT}/pve-1")
+    before = state()
+    mgr = _library(_failing("activate"))
+    with pytest.raises(BootError):
+        mgr.activate("pve-2")  # type: ignore[attr-defined]
+    assert state() == before
+    assert bootfs() == f"{ROOT}/pve-1"
+
+
+def test_odd_descriptions_set_by_hand_do_not_break_list(pool: str) -> None:
+    """Set with `zfs set` (or an older beadm): line-breaking characters, a newline, bytes
+    that are not UTF-8. list works; create copies such a property byte for byte."""
+    ok("create", "pve-2")
+    odd = b"a\x0bb\x0cc\x1cd\x1de\x1ef\xc2\x85g\xe2\x80\xa8h\xe2\x80\xa9i\nj\xffk"
+    for ds in (f"{ROOT}/pve-2", f"{ROOT}/pve-1"):
+        subprocess.run([b"zfs", b"set", b"org.beadm:description=" + odd, ds.encode()],
+                       check=True)
+    subprocess.run([b"zfs", b"set", b"com.example:odd=" + odd, f"{ROOT}/pve-1".encode()],
+                   check=True)
+    rows = ok("list", "-H").splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["pve-1", "pve-2"]
+    assert rows[1].endswith("\\xffk")
+    ok("list")
+    ok("list", "-a")
+    assert len(json.loads(ok("list", "--json"))["bes"]) == 2
+    ok("create", "pve-3")  # reads pve-1's local properties to copy them
+    got = subprocess.run([b"zfs", b"get", b"-H", b"-o", b"value", b"com.example:odd",
+                          f"{ROOT}/pve-3".encode()], capture_output=True, check=True).stdout
+    assert got == odd + b"\n"
+    res = beadm("create", "-d", "x\x85y", "pve-4")
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
+    assert "pve-4" not in bes()

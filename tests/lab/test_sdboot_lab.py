@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from beadm.backend import BeRef
-from beadm.runner import SubprocessRunner
+from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
 from beadm.sdboot.efivars import DEFAULT, EFIVARS, ONESHOT
 from beadm.sdboot.host import SystemHost
@@ -104,3 +104,130 @@ def test_backend_on_real_zfs_and_fat(machine: tuple[SystemdBootBackend, list[str
         assert sum(1 for f in files if "-vmlinuz-" in f or "-initrd.img-" in f) == 2  # a's
     nothing_mounted(sh, uuids)
     efi.delete(DEFAULT)
+
+
+def _state(sh: Callable[..., str], uuids: list[str],
+           backend: SystemdBootBackend) -> tuple[str, list[str], list[str | None]]:
+    """Every byte of every ESP, the pool's datasets and properties, the EFI variables."""
+    import hashlib
+
+    esps = [hashlib.sha256(Path(f"/dev/disk/by-uuid/{u}").read_bytes()).hexdigest()
+            for u in uuids]
+    ds = sh("zfs", "list", "-H", "-p", "-t", "all", "-r", "-o",
+            "name,origin,canmount,mountpoint,mounted,org.beadm:next,org.beadm:state,"
+            "org.beadm:description", POOL)
+    bootfs = sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL)
+    efi = [backend.host.efivars.get(v) for v in (DEFAULT, ONESHOT)]
+    return ds + bootfs, esps, efi
+
+
+def _cli(backend: SystemdBootBackend, *argv: str) -> tuple[int, str, str]:
+    import io
+
+    from beadm.cli import Deps, main
+
+    host = backend.host
+    assert isinstance(host, SystemHost)
+    out, err = io.StringIO(), io.StringIO()
+
+    def make_backend(name: str, runner: Runner) -> SystemdBootBackend:
+        h = SystemHost(runner, etc_kernel=host.etc_kernel, efivars=host.efivars.root, out=out)
+        return SystemdBootBackend(runner, host=h, out=out)
+
+    deps = Deps(make_runner=lambda dry, o: SubprocessRunner(dry_run=dry, out=o),
+                make_backend=make_backend, lock_path=Path("/run/sdbt.lock"),
+                stdin=io.StringIO(), stdout=out, stderr=err)
+    rc = main(["--root", f"{POOL}/ROOT", "--backend", "systemd-boot", *argv], deps=deps)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_dry_runs_change_no_byte_of_esps_or_pool(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str]) -> None:
+    """Issue 10.5: ``beadm -n create`` used to mount the dataset it did not create (exit 9)
+    and print a rollback. On real vfat and ZFS: -n create, activate and destroy exit 0,
+    print what would run, and leave every ESP byte, dataset and EFI variable as it was."""
+    backend, uuids = machine
+    a, b = BeRef("a", f"{POOL}/ROOT/a"), BeRef("b", f"{POOL}/ROOT/b")
+    backend.init(a)
+    backend.post_create(b)
+    backend.activate(a, temporary=False)
+    before = _state(sh, uuids, backend)
+    rc, out, err = _cli(backend, "-n", "create", "-e", "a", "c")
+    assert (rc, err) == (0, ""), out
+    assert "would run: zfs clone" in out and f"{POOL}/ROOT/c" in out
+    assert "destroy" not in out
+    rc, out, err = _cli(backend, "-n", "activate", "b")
+    assert (rc, err) == (0, ""), out
+    assert f"would run: zpool set bootfs={POOL}/ROOT/b {POOL}" in out
+    assert f"default beadm-b-{KVER}.conf" in out
+    rc, out, err = _cli(backend, "-n", "destroy", "b")
+    assert rc == 0, out + err  # (err: the note that a@s, not made by beadm, is kept)
+    assert f"would run: zfs destroy -r {POOL}/ROOT/b" in out
+    assert f"loader/entries/beadm-b-{KVER}.conf" in out
+    nothing_mounted(sh, uuids)
+    assert _state(sh, uuids, backend) == before
+    backend.host.efivars.delete(DEFAULT)
+
+
+def test_sync_repairs_cmdline_drift_on_real_fat(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str]) -> None:
+    """Issue 10.6: a BE's /etc/kernel/cmdline edited (root= of another BE, a new option):
+    check reports it; sync rewrites the file and the entries on every ESP; check is clean."""
+    backend, uuids = machine
+    a, b = BeRef("a", f"{POOL}/ROOT/a"), BeRef("b", f"{POOL}/ROOT/b")
+    backend.init(a)
+    backend.post_create(b)
+    sh("sh", "-c", f"d=$(mktemp -d); mount -t zfs -o zfsutil {POOL}/ROOT/b $d; "
+       f"echo 'root=ZFS={POOL}/ROOT/a quiet mitigations=off' > $d/etc/kernel/cmdline; "
+       "umount $d")
+    assert any("b: /etc/kernel/cmdline" in p for p in backend.check([a, b]))
+    backend.sync([a, b])
+    assert backend.check([a, b]) == []
+    want = f"root=ZFS={POOL}/ROOT/b quiet mitigations=off boot=zfs"
+    for u in uuids:
+        assert f"options {want}\n" in esp_ls(u, sh, f"cat loader/entries/beadm-b-{KVER}.conf")
+    out = sh("sh", "-c", f"d=$(mktemp -d); mount -t zfs -o ro,zfsutil {POOL}/ROOT/b $d; "
+             f"cat $d/etc/kernel/cmdline; umount $d")
+    assert out == want + "\n"
+    nothing_mounted(sh, uuids)
+
+
+def test_session_namespace_follows_host_unmounts_and_hides_its_own(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str]) -> None:
+    """Issue 10.7: a mount the host removes during a beadm session is gone in beadm's
+    namespace too (a private namespace kept it alive and busy), and neither the ESPs beadm
+    mounts nor anything else it mounts inside is ever visible on the host."""
+    backend, uuids = machine
+    shared = Path("/run/sdbt-shared")
+    shared.mkdir(exist_ok=True)
+    sh("mount", "-t", "tmpfs", "sdbt-shared", str(shared))
+    host_ns = subprocess.Popen(["sleep", "600"])  # stays in the host's namespace
+    try:
+        sh("mount", "--make-shared", str(shared))
+        (shared / "inner").mkdir()
+        (shared / "mine").mkdir()
+        sh("mount", "-t", "tmpfs", "sdbt-inner", str(shared / "inner"))
+        host_table = Path(f"/proc/{host_ns.pid}/mountinfo")
+        with backend.host.session() as s:
+            esps = s.esps()  # enters beadm's namespace, mounts every ESP
+            assert all(e.store is not None for e in esps)
+            mine = Path("/proc/self/mountinfo")
+            assert "sdbt-inner" in mine.read_text()
+            sh("mount", "-t", "tmpfs", "sdbt-mine", str(shared / "mine"))
+            sh("nsenter", "-t", str(host_ns.pid), "-m", "umount", str(shared / "inner"))
+            assert "sdbt-inner" not in mine.read_text()  # the host's unmount reached us
+            outside = host_table.read_text()
+            assert "sdbt-mine" not in outside
+            for e in esps:
+                assert e.store is not None
+                assert f" {e.store.root} " in mine.read_text()
+                assert str(e.store.root) not in outside
+            for u in uuids:
+                real = str(Path(f"/dev/disk/by-uuid/{u}").resolve())
+                assert f" {real} " not in outside
+        assert "sdbt-mine" not in Path("/proc/self/mountinfo").read_text()
+    finally:
+        host_ns.kill()
+        host_ns.wait()
+        subprocess.run(["umount", "-R", str(shared)], check=False)
+    nothing_mounted(sh, uuids)

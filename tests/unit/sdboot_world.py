@@ -32,6 +32,7 @@ class PropRunner:
     def __init__(self, *, dry_run: bool = False) -> None:
         self.calls: list[tuple[str, ...]] = []
         self.props: dict[tuple[str, str], str] = {}
+        self.missing: set[str] = set()  # datasets `zfs list` says do not exist
         self._dry_run = dry_run
 
     @property
@@ -44,6 +45,10 @@ class PropRunner:
         out = ""
         if self._dry_run and not readonly:
             return Result(a, 0, "", "")
+        if a[:2] == ("zfs", "list") and a[-1] in self.missing:
+            if check:
+                raise CommandError(list(a), 1, f"cannot open '{a[-1]}': dataset does not exist")
+            return Result(a, 1, "", "dataset does not exist")
         if a[:2] == ("zfs", "get"):
             out = self.props.get((a[-1], a[-2]), "-") + "\n"
         elif a[:2] == ("zfs", "set"):

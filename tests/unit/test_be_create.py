@@ -6,7 +6,7 @@ import pytest
 from world import LIST_TEXT, SNAP, manager, row
 
 from beadm.backend import BeRef
-from beadm.errors import CommandError, ExistsError, NotFoundError, UsageError
+from beadm.errors import CommandError, ExistsError, InvalidNameError, NotFoundError, UsageError
 
 CLEAR = ("zfs", "inherit", "org.beadm:state")
 
@@ -161,3 +161,40 @@ def test_altroot_is_not_copied_into_mountpoints(tmp_path: Path) -> None:
     clones = [c for c in runner.changes if c[:2] == ("zfs", "clone")]
     assert clones[0][2:4] == ("-o", "mountpoint=/")
     assert clones[1][2:4] == ("-o", "mountpoint=/var")
+
+
+@pytest.mark.parametrize("ch", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028",
+                                "\u2029", "\x00", "\x7f", "\udcff"])
+def test_description_with_control_character_refused(tmp_path: Path, ch: str) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    with pytest.raises(UsageError, match="control character"):
+        mgr.create("pve-3", description=f"a{ch}b")
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize(
+    "prop",
+    ["canmount=on", "canmount=noauto", "mountpoint=/mnt", "org.beadm:next=pve-1",
+     "org.beadm:description=x", "org.beadm:state=", "origin=x", "com.example:x=a\x85b",
+     "com.example:x=a\u2028b", "com.exa\x0bmple:x=1"],
+)
+def test_owned_or_unprintable_props_refused(tmp_path: Path, prop: str) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    with pytest.raises(UsageError):
+        mgr.create("pve-3", props=[prop])
+    assert runner.calls == []
+
+
+@pytest.mark.parametrize("source", [None, "pve-1@beadm-20261120-101010", "pve-2"])
+def test_case_only_different_name_refused(tmp_path: Path, source: str | None) -> None:
+    mgr, runner, backend = manager(tmp_path)
+    with pytest.raises(ExistsError, match="only in case"):
+        mgr.create("PVE-2", source=source)
+    assert runner.changes == [] and backend.calls == []
+
+
+def test_fat_invalid_name_refused(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path)
+    with pytest.raises(InvalidNameError, match="FAT"):
+        mgr.create("a:b")
+    assert runner.calls == []

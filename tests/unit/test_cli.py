@@ -78,6 +78,21 @@ def test_help_has_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["list", "nope"], 3),
         (["list", "-k", "name", "-K", "date"], 2),
         (["--root", "/not/a/dataset", "list"], 2),
+        (["--root", "rpool", "sync"], 2),
+        (["create", "-d", "a\x0bb", "pve-3"], 2),
+        (["create", "-d", "a\u2028b", "pve-3"], 2),
+        (["create", "-d", "a\udcffb", "pve-3"], 2),  # a non-UTF-8 argument
+        (["create", "-o", "canmount=on", "pve-3"], 2),
+        (["create", "-o", "mountpoint=/x", "pve-3"], 2),
+        (["create", "-o", "org.beadm:next=pve-3", "pve-3"], 2),
+        (["create", "PVE-2"], 4),
+        (["create", "a:b"], 2),
+        (["create", "a\x85b"], 2),
+        (["rename", "pve-2", "PVE-1"], 4),
+        (["rename", "pve-2", "a:b"], 2),
+        (["mount", "pve-2", "/"], 5),
+        (["mount", "pve-2", "/var"], 5),
+        (["destroy", "-F", "-o", "pve-1@manual"], 2),
     ],
 )
 def test_rejected_input_one_line_nonzero_no_change(
@@ -159,3 +174,114 @@ def test_human() -> None:
     assert human(1536) == "1.50K"
     assert human(2147483648) == "2.00G"
     assert human(123 * 1024**2) == "123M"
+
+
+def test_list_survives_odd_descriptions_set_by_hand(tmp_path: Path) -> None:
+    """Descriptions set with `zfs set` (or an older beadm): line-breaking characters,
+    a newline, bytes that are not UTF-8. list prints one escaped line per BE."""
+    odd = LIST_TEXT.replace("before upgrade", "a\x0bb\x1cc\x85d\u2028e\nf\udcffg")
+    rc, out, err = _list_with(tmp_path, odd, "list", "-H")
+    assert rc == 0, err
+    rows = out.splitlines()
+    assert [r.split("\t")[0] for r in rows] == ["pve-1", "pve-2"]
+    assert rows[1].endswith("\t" + "a\\x0bb\\x1cc\\x85d\\u2028e\\x0af\\xffg")
+    rc, out, err = _list_with(tmp_path, odd, "list", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["bes"][1]["description"] == "a\x0bb\x1cc\x85d\u2028e\nf\udcffg"
+
+
+def _list_with(tmp_path: Path, listing: str, *argv: str) -> tuple[int, str, str]:
+    def make_runner(dry: bool, out: object = None) -> FakeRunner:
+        r = FakeRunner(dry_run=dry)
+        r.on(*LIST_ARGV, stdout=listing)
+        r.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
+        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        return r
+
+    mi = tmp_path / "mountinfo"
+    mi.write_text(MOUNTINFO)
+    out, err = io.StringIO(), io.StringIO()
+    deps = Deps(
+        make_runner=make_runner,
+        make_backend=lambda name, runner: RecordingBackend(),  # type: ignore[arg-type,return-value]
+        mountinfo=mi, lock_path=tmp_path / "lock", lock_wait=0.2, euid=lambda: 0,
+        stdin=io.StringIO(), stdout=out, stderr=err,
+    )  # fmt: skip
+    return main(list(argv), deps=deps), out.getvalue(), err.getvalue()
+
+
+def test_command_error_with_undecodable_stderr_is_one_line(tmp_path: Path) -> None:
+    def make_runner(dry: bool, out: object = None) -> FakeRunner:
+        r = FakeRunner(dry_run=dry)
+        r.on(*LIST_FS_ARGV, returncode=1, stderr="cannot open \udcff\x85x\u2028y: no\n")
+        return r
+
+    err = io.StringIO()
+    deps = Deps(make_runner=make_runner, make_backend=lambda n, r: RecordingBackend(),  # type: ignore[arg-type,return-value]
+                mountinfo=tmp_path / "mi", lock_path=tmp_path / "lock", euid=lambda: 0,
+                stdout=io.StringIO(), stderr=err)  # fmt: skip
+    (tmp_path / "mi").write_text(MOUNTINFO)
+    assert main(["list"], deps=deps) == 9
+    assert err.getvalue().count("\n") == 1
+    err.getvalue().encode("utf-8")  # printable on any UTF-8 terminal
+
+
+def test_unexpected_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    class Broken(RecordingBackend):
+        def sync(self, bes: list[object], *, only_if_used: bool = False) -> None:
+            raise RuntimeError("bug\nsecond line")
+
+    rc, _out, err = _list_with_backend(tmp_path, Broken())
+    assert rc == 1
+    assert err == "beadm: internal error: RuntimeError: bug\\x0asecond line\n"
+
+
+def _list_with_backend(tmp_path: Path, backend: object) -> tuple[int, str, str]:
+    def make_runner(dry: bool, out: object = None) -> FakeRunner:
+        r = FakeRunner(dry_run=dry)
+        r.on(*LIST_ARGV, stdout=LIST_TEXT)
+        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        return r
+
+    (tmp_path / "mi").write_text(MOUNTINFO)
+    out, err = io.StringIO(), io.StringIO()
+    deps = Deps(make_runner=make_runner, make_backend=lambda n, r: backend,  # type: ignore[arg-type,return-value]
+                mountinfo=tmp_path / "mi", lock_path=tmp_path / "lock", euid=lambda: 0,
+                stdout=out, stderr=err)  # fmt: skip
+    return main(["sync"], deps=deps), out.getvalue(), err.getvalue()
+
+
+def _pve_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The running BE's files, with Proxmox state inside it."""
+    from beadm import pvestate
+
+    root = tmp_path / "root"
+    (root / "var/lib/vz/dump").mkdir(parents=True)
+    (root / "var/lib/pve-cluster").mkdir(parents=True)
+    monkeypatch.setattr(pvestate, "ROOT_DIR", str(root))
+    return root
+
+
+def test_init_says_in_one_line_that_state_is_inside_the_be(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _pve_root(tmp_path, monkeypatch)
+    rc, _, err, runner = run(tmp_path, "init")
+    assert rc == 0
+    assert err == ("beadm: note: /var/lib/vz, /var/lib/pve-cluster would go back in time with "
+                   "the BE; 'beadm init --shared-state' moves them to datasets all BEs share\n")
+    assert runner.changes == []
+
+
+def test_init_shared_state_dry_run_prints_the_move(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = _pve_root(tmp_path, monkeypatch)
+    rc, out, err, runner = run(tmp_path, "-n", "init", "--shared-state")
+    assert (rc, err, runner.changes) == (0, "", [])
+    assert ("would run: zfs create -o canmount=noauto -o mountpoint=/var/lib/vz "
+            "-o org.beadm:state=moving rpool/var-lib-vz") in out.splitlines()
+    assert f"would copy {root}/var/lib/pve-cluster" not in out  # no database there
+    assert "would run: zfs set canmount=on rpool/var-lib-pve-cluster" in out.splitlines()
+    assert not (root / "etc").exists()
+

@@ -7,7 +7,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beadm.errors import InvalidNameError
-from beadm.names import MAX_NAME_LEN, check_be_name, split_be_snapshot
+from beadm.names import (
+    MAX_NAME_LEN,
+    check_be_name,
+    check_new_be_name,
+    same_but_case,
+    split_be_snapshot,
+)
 
 ALLOWED = string.ascii_letters + string.digits + "-_.:"
 
@@ -68,3 +74,21 @@ def test_split() -> None:
         split_be_snapshot("@x")
     with pytest.raises(InvalidNameError):
         split_be_snapshot("a@b@c")
+
+
+@pytest.mark.parametrize("name", ["a:b", "pve:1", ":x"])
+def test_new_be_name_must_be_valid_on_fat(name: str) -> None:
+    with pytest.raises(InvalidNameError, match="FAT") as exc:
+        check_new_be_name(name)
+    assert "\n" not in str(exc.value)
+
+
+def test_existing_be_name_with_colon_can_still_be_named() -> None:
+    assert check_be_name("a:b") == "a:b"
+    assert check_new_be_name("pve-2.b_c") == "pve-2.b_c"
+
+
+def test_same_but_case() -> None:
+    assert same_but_case("PVE-1", ["pve-1", "pve-2"]) == "pve-1"
+    assert same_but_case("pve-1", ["pve-1", "pve-2"]) is None  # the same name: not a clash
+    assert same_but_case("Pve-3", ["pve-1"]) is None

@@ -41,6 +41,21 @@ def test_be_of_id_longest_name_wins_and_counters() -> None:
     assert entries.be_of_id("beadm-other-6.1.conf", names) is None
 
 
+def test_be_of_id_case_variants_and_prefixes() -> None:
+    """Issue 10.11: ``Pve-2`` must not take the entries of ``pve-2``; ``pve`` never takes
+    those of ``pve-2`` (its kernel version would have to be ``2-6.1.0-5-amd64``)."""
+    eid = "beadm-pve-2-6.1.0-5-amd64.conf"
+    assert entries.be_of_id(eid, ["Pve-2", "pve-2"]) == "pve-2"
+    assert entries.be_of_id(eid, ["pve-2", "Pve-2"]) == "pve-2"
+    assert entries.bes_of_id(eid, ["PVE-2", "Pve-2", "pve-2", "pve"]) == ["pve-2", "PVE-2",
+                                                                         "Pve-2"]
+    assert entries.be_of_id(eid, ["pve", "pve-2"]) == "pve-2"
+    assert entries.be_of_id(eid, ["pve-2", "pve"]) == "pve-2"
+    assert entries.be_of_id(eid, ["pve", "PVE-2"]) == "PVE-2"
+    assert entries.be_of_id(eid, ["pve"]) == "pve"  # (a kernel "2-6.1.0-5-amd64")
+    assert entries.be_of_id("beadm-pve-2-6.1.0-5-amd64+2-1.conf", ["Pve-2", "pve-2"]) == "pve-2"
+
+
 def test_root_dataset_last_root_wins() -> None:
     e = entries.Entry(options="root=ZFS=rpool/ROOT/a boot=zfs root=ZFS=rpool/ROOT/b")
     assert e.root_dataset() == "rpool/ROOT/b"
@@ -170,3 +185,17 @@ def test_hook_copy_in_repo_matches_installed_text() -> None:
     repo_hook = Path(__file__).resolve().parents[2] / "hooks" / hooks.NAME
     assert repo_hook.read_text() == hooks.SCRIPT
     assert os.access(repo_hook, os.X_OK)
+
+
+def test_efivars_dry_run_fails_like_the_real_run_without_uefi(tmp_path: Path) -> None:
+    """A dry run of ``activate -t`` on a BIOS-booted host must not print a plan that the
+    real run would refuse."""
+    import io
+
+    out = io.StringIO()
+    with pytest.raises(EfiRefused):
+        EfiVars(tmp_path / "none", dry_run=True, out=out).set("LoaderEntryOneShot", "x")
+    assert out.getvalue() == ""
+    EfiVars(tmp_path, dry_run=True, out=out).set("LoaderEntryOneShot", "x")
+    assert out.getvalue() == "would set EFI variable LoaderEntryOneShot=x\n"
+    assert list(tmp_path.iterdir()) == []

@@ -1,7 +1,11 @@
 from __future__ import annotations
 
+import sys
+
+import pytest
 from world import GET_TEXT, LIST_TEXT, row
 
+from beadm.runner import SubprocessRunner
 from beadm.zfs import parse_get, parse_list
 
 
@@ -44,3 +48,41 @@ def test_parse_get_value_with_tab() -> None:
     note = next(p for p in props if p.prop == "com.example:note")
     assert note.value == "a\tb"
     assert props[-1].source == "received"
+
+
+ODD = ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\r"]
+
+
+@pytest.mark.parametrize("ch", ODD)
+def test_description_with_line_breaking_characters_stays_one_dataset(ch: str) -> None:
+    text = row("rpool/ROOT/x", description=f"a{ch}b") + row("rpool/ROOT/y")
+    assert [(d.name, d.description) for d in parse_list(text)] == [
+        ("rpool/ROOT/x", f"a{ch}b"),
+        ("rpool/ROOT/y", ""),
+    ]
+
+
+def test_description_with_newline_set_by_hand_continues_the_record() -> None:
+    text = row("rpool/ROOT/x", description="first\nsecond\tpart") + row("rpool/ROOT/y")
+    assert [(d.name, d.description) for d in parse_list(text)] == [
+        ("rpool/ROOT/x", "first\nsecond\tpart"),
+        ("rpool/ROOT/y", ""),
+    ]
+
+
+@pytest.mark.parametrize("ch", ODD)
+def test_parse_get_value_with_line_breaking_characters(ch: str) -> None:
+    text = f"rpool/ROOT/x\tcom.example:y\ta{ch}b\tlocal\nrpool/ROOT/x\tatime\toff\tlocal\n"
+    assert [(p.prop, p.value, p.source) for p in parse_get(text)] == [
+        ("com.example:y", f"a{ch}b", "local"),
+        ("atime", "off", "local"),
+    ]
+
+
+def test_runner_keeps_non_utf8_output() -> None:
+    """Bytes that are not UTF-8 (a description set by hand) neither crash the runner nor
+    get lost: they come back as lone surrogates, which go out again as the same bytes."""
+    code = "import sys; sys.stdout.buffer.write(b'a\\xffb\\n'); sys.stderr.buffer.write(b'\\xfe')"
+    res = SubprocessRunner().run([sys.executable, "-c", code], readonly=True)
+    assert res.stdout == "a\udcffb\n"
+    assert res.stderr == "\udcfe"

@@ -27,6 +27,7 @@ from __future__ import annotations
 import fnmatch
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,7 @@ from beadm.sdboot import entries as ent
 from beadm.sdboot import hooks, kernels, persist, resolve
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
+from beadm.sdboot.kernels import version_key
 from beadm.sdboot.store import EspStore, file_digest, store_name
 
 log = logging.getLogger(__name__)
@@ -179,10 +181,23 @@ class SystemdBootBackend:
             done.append(esp)
         return done
 
-    @staticmethod
-    def _raise(esps: list[Esp], errors: list[str]) -> None:
-        missing = [e.error for e in esps if e.error]
-        problems = [m for m in missing if m] + errors
+    def _raise(self, esps: list[Esp], errors: list[str]) -> None:
+        """End of a changing hook: raise what failed. An ESP whose device is missing (a
+        degraded mirror) is a loud warning, not an error, as long as one ESP is there:
+        the others took the change, and ``sync`` completes the missing one when it is
+        back (until then, booted from, it boots what it booted before)."""
+        problems = [e.error or f"ESP {e.uuid} failed" for e in esps
+                    if e.store is None and e.error and not e.missing] + errors
+        missing = [e for e in esps if e.missing]
+        if missing and len(missing) == len(esps):
+            problems.insert(0, "no ESP of the list is present: " +
+                            "; ".join(e.error or e.uuid for e in missing))
+        elif missing:
+            for e in missing:
+                note = (f"{e.error}: changed the other ESPs only; run 'beadm sync' once it "
+                        "is back (booted from meanwhile, it boots what it booted before)")
+                if note not in self.warnings:
+                    self.warnings.append(note)
         if problems:
             raise BootError("; ".join(problems))
 
@@ -221,8 +236,23 @@ class SystemdBootBackend:
     def post_create(self, be: BeRef) -> None:
         self._make_bootable(be)
 
+    def _exists(self, dataset: str) -> bool:
+        r = self._runner.run(["zfs", "list", "-H", "-o", "name", dataset], readonly=True,
+                             check=False)
+        return r.returncode == 0
+
     def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
         self.warnings = []
+        if self._runner.dry_run and not self._exists(be.dataset):
+            # A dry run did not create (or rename) the dataset: there is nothing to read
+            # or mount, only to say what would be done with it (issue 10.5).
+            print(f"would write {be.dataset}'s /etc/kernel/cmdline (root=ZFS={be.dataset}) "
+                  "and its zzz-beadm hooks, and boot entries for the kernels in its /boot "
+                  "on every ESP", file=self._out)
+            if replacing is not None:
+                print(f"would move every default naming BE {replacing.name} to BE {be.name} "
+                      f"and remove {replacing.name}'s boot entries", file=self._out)
+            return
         with self.host.session() as s:
             plan = self._plan(s, be, prepare=True)
             esps = s.esps()
@@ -242,8 +272,10 @@ class SystemdBootBackend:
             plan = self._plan(s, be, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            ok = self._each(esps, errors, "entries", lambda st: self._install(st, plan))
-            if not ok:
+            self._each(esps, errors, "entries", lambda st: self._install(st, plan))
+            broken = [e for e in esps if e.store is None and not e.missing]
+            if errors or broken or not any(e.store for e in esps):
+                # a present ESP that cannot take the entries: change no default anywhere
                 self._raise(esps, errors)
             if temporary:
                 efi = self.host.efivars
@@ -261,7 +293,31 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        """Before any change: every ESP at hand has room for ``new``'s entries (one FAT
+        cluster each, plus one for the temporary file a write goes through), so a full
+        ESP refuses the rename instead of failing it half-way."""
+        with self.host.session() as s:
+            problems: list[str] = []
+            for esp in s.esps():
+                st = esp.store
+                if st is None:
+                    continue
+                count = sum(1 for e in st.beadm_entries().values() if e.be == old.name)
+                try:
+                    free, cluster = _free_space(st.root)
+                except OSError as exc:
+                    problems.append(f"ESP {esp.uuid}: {exc.strerror}")
+                    continue
+                need = (count + 1) * cluster
+                if free < need:
+                    problems.append(f"ESP {esp.uuid} has {free} bytes free, the entries of "
+                                    f"{new.name} need {need}")
+            if problems:
+                raise BootError("not renaming: " + "; ".join(problems))
+
     def post_rename(self, old: BeRef, new: BeRef) -> None:
+        """Also the undo of a failed rename (called with old and new swapped)."""
         self._make_bootable(new, replacing=old)
 
     def _follow_rename(self, esps: list[Esp], errors: list[str], old: BeRef,
@@ -319,9 +375,15 @@ class SystemdBootBackend:
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plans[be.name] = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, prepare=False)
+                    if cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE) \
+                            != plan.options:  # the drift check reports: repair it
+                        plan = self._plan(s, be, prepare=True)
+                    plans[be.name] = plan
                 except BootError as exc:
                     errors.append(exc.message)
+                except OSError as exc:
+                    errors.append(f"BE {be.name}: cannot write its /etc/kernel/cmdline: {exc}")
             esps = s.esps()
             names = [b.name for b in bes]
             for plan in plans.values():
@@ -466,9 +528,9 @@ class SystemdBootBackend:
         efi = self.host.efivars
         oneshot = efi.get(ONESHOT) if efi.available() else None
         default = efi.get(DEFAULT) if efi.available() else None
-        once = ent.be_of_id(oneshot, names) if oneshot else None
+        once = self._be_of_id(oneshot, names) if oneshot else None
         if default and default != "@saved":
-            nxt = ent.be_of_id(default, names)
+            nxt = self._be_of_id(default, names)
             if nxt is not None:
                 return BootState(next_boot=nxt, once=once)
         # LoaderEntryDefault does not decide: read loader.conf (the ESPs must be mounted)
@@ -506,6 +568,26 @@ class SystemdBootBackend:
                 f"{record}' or 'beadm sync'")
         return BootState(next_boot=nxt, once=once or once_pick, warnings=tuple(warnings))
 
+    def _be_of_id(self, eid: str, names: list[str]) -> str | None:
+        """The BE whose entry id ``eid`` is (an EFI variable's value). From the id alone
+        unless BE names differ only in case: then the entry's ``# beadm-be`` tag decides
+        (``T`` on the wrong BE would let ``destroy`` remove the BE that boots once)."""
+        found = ent.bes_of_id(eid, names)
+        if len(found) < 2:
+            return found[0] if found else None
+        want = ent.strip_counter(eid.lower())
+        try:
+            with self.host.session() as s:
+                for esp in s.esps():
+                    if esp.store is None:
+                        continue
+                    for fname, e in esp.store.beadm_entries().items():
+                        if ent.strip_counter(fname.lower()) == want and e.be in found:
+                            return e.be
+        except BeadmError as exc:
+            log.debug("cannot read the ESPs for entry %s: %s", eid, exc)
+        return found[0]
+
     @staticmethod
     def _owner(eid: str | None, found: dict[str, ent.Entry], by_ds: dict[str, str],
                names: list[str]) -> str | None:
@@ -517,6 +599,12 @@ class SystemdBootBackend:
             if ds in by_ds:
                 return by_ds[ds]
         return ent.be_of_id(eid, names)
+
+
+def _free_space(path: Path) -> tuple[int, int]:
+    """(bytes free for writing, block size) of the file system at ``path``."""
+    v = os.statvfs(path)
+    return v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
 
 
 def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> None:
@@ -546,12 +634,17 @@ def _old_entries(st: EspStore) -> dict[str, str]:
 
 
 def _old_owner(pattern: str | None, old: dict[str, dict[str, str]]) -> str | None:
-    """The old BE whose entry a default pattern selects (exact id or glob)."""
+    """The old BE whose entry a default pattern selects (exact id or glob), as the loader
+    picks: the first matching id in its order (ids descending, natural order), so the old
+    port's ``default test-*`` selects ``test-6.1.conf`` over ``test-2-6.1.conf``."""
+    if not pattern:
+        return None
+    low = pattern.lower()
     for per in old.values():
-        for fname, be in sorted(per.items()):
-            if pattern and (fnmatch.fnmatchcase(fname.lower(), pattern.lower())
-                            or fnmatch.fnmatchcase(fname[:-5].lower(), pattern.lower())):
-                return be
+        for fname in sorted(per, key=lambda f: version_key(f.lower()), reverse=True):
+            eid = fname.lower()
+            if fnmatch.fnmatchcase(eid, low) or fnmatch.fnmatchcase(eid[:-5], low):
+                return per[fname]
     return None
 
 

@@ -75,11 +75,11 @@ class EfiVars:
         return value or None
 
     def set(self, name: str, value: str) -> None:
+        if not self.available():  # (a dry run fails here too, as the real run would)
+            raise EfiRefused(errno.ENOENT, "no EFI variables (not booted in UEFI mode)")
         if self.dry_run:
             print(f"would set EFI variable {name}={value}", file=self._out)
             return
-        if not self.available():
-            raise EfiRefused(errno.ENOENT, "no EFI variables (not booted in UEFI mode)")
         path = self._path(name)
         _clear_immutable(path)
         data = encode(value)

@@ -39,21 +39,35 @@ def tries_left(entry_id: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def be_of_id(entry_id: str, names: list[str]) -> str | None:
-    """The BE (among ``names``) whose beadm entry id this is, without reading the entry.
+def bes_of_id(entry_id: str, names: list[str]) -> list[str]:
+    """Every BE (among ``names``) that may own this beadm entry id, best first.
 
-    Longest name first, so ``test-2`` wins over ``test`` for ``beadm-test-2-6.1.conf``;
-    the rest must look like a kernel version (start with a digit).
+    The id holds the BE name lowercased, a ``-`` and a kernel version (which starts with
+    a digit). The longest name wins (``test-2`` over ``test`` for ``beadm-test-2-6.1.conf``:
+    ``test`` would need a kernel version ``2-6.1``); names of that length that differ only
+    in case (``pve-2``, ``Pve-2``) all stay candidates, the one spelled exactly as in the
+    id (all lowercase) first. Only the entry's ``# beadm-be`` tag can tell such names apart.
     """
     base = strip_counter(entry_id.lower())
     if not base.startswith(PREFIX):
-        return None
+        return []
     rest = base[len(PREFIX) :]
-    for name in sorted(names, key=len, reverse=True):
-        low = name.lower() + "-"
+    found = []
+    for n in names:
+        low = n.lower() + "-"
         if rest.startswith(low) and rest[len(low) : len(low) + 1].isdigit():
-            return name
-    return None
+            found.append(n)
+    if not found:
+        return []
+    longest = max(len(n) for n in found)
+    return sorted((n for n in found if len(n) == longest), key=lambda n: (n != n.lower(), n))
+
+
+def be_of_id(entry_id: str, names: list[str]) -> str | None:
+    """The most likely BE (among ``names``) of a beadm entry id, without reading the entry
+    (see :func:`bes_of_id`; when several names differ only in case, read the tag)."""
+    found = bes_of_id(entry_id, names)
+    return found[0] if found else None
 
 
 @dataclass(frozen=True)

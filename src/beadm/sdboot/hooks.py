@@ -26,8 +26,10 @@ then
 fi
 [ -s /etc/kernel/proxmox-boot-uuids ] || [ -s /etc/kernel/pve-efiboot-uuids ] || exit 0
 command -v beadm >/dev/null 2>&1 || exit 0
+# beadm sync waits (up to 30 min, saying so) while another beadm command runs
 if ! beadm sync --if-used >/dev/null; then
-    echo "zzz-beadm: 'beadm sync' failed: boot entries may be stale; run 'beadm sync'" >&2
+    echo "zzz-beadm: 'beadm sync' did not complete: boot entries of the new kernel or" \\
+        "initrd may be missing or stale; run 'beadm sync'" >&2
 fi
 exit 0
 """

@@ -3,14 +3,20 @@
 One :class:`Session` per backend call (one beadm command): each ESP is mounted at most
 once, lazily, and every mount is undone when the session closes, also on error.
 
-Decision on the mount namespace: the process itself enters a private mount namespace
-(``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rprivate /``) for the
+Decision on the mount namespace: the process itself enters its own mount namespace
+(``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rslave /``) for the
 session only, and returns to the original namespace with ``setns`` on a saved
 ``/proc/self/ns/mnt`` descriptor when the session closes. No re-exec is needed, child
-processes (``mount``) inherit the namespace, nothing beadm mounts there is visible to
-other processes, and if beadm is killed the namespace, with every mount in it, dies with
-the process: an ESP is never left mounted for ``proxmox-boot-tool`` to trip on. The
-namespace is entered only when something must be mounted (``list`` usually does not).
+processes (``mount``) inherit the namespace, and if beadm is killed the namespace, with
+every mount in it, dies with the process: an ESP is never left mounted for
+``proxmox-boot-tool`` to trip on. The namespace is entered only when something must be
+mounted (``list`` usually does not).
+
+Slave, not private, propagation (issue 10.7): a slave receives the host's mount and
+unmount events but sends none back. So what the host unmounts during a session (a
+dataset a concurrent ``zfs destroy`` needs free, a disk being removed) is gone in
+beadm's namespace too instead of staying alive and busy there, while nothing beadm
+mounts inside (ESPs, BEs) ever appears in the host's namespace.
 
 :class:`DirHost` is the same interface over plain directories, for tests and benchmarks.
 """
@@ -55,11 +61,16 @@ def read_uuids(etc_kernel: Path) -> list[str]:
 
 @dataclass
 class Esp:
-    """One ESP of the list: its store when mounted, else why it is not available."""
+    """One ESP of the list: its store when mounted, else why it is not available.
+
+    ``missing``: its device is not there at all (a disk of a mirror removed or dead): the
+    commands work on the other ESPs and warn (a degraded host must stay manageable);
+    any other failure of a present ESP is an error."""
 
     uuid: str
     store: EspStore | None
     error: str | None = None
+    missing: bool = False
 
 
 class Session(Protocol):
@@ -83,7 +94,8 @@ class Host(Protocol):
 # -- the real machine ---------------------------------------------------------------
 
 class PrivateNamespace:
-    """Enter a private mount namespace for a while, then come back (see module doc)."""
+    """Enter a mount namespace of our own (slave of the host's) for a while, then come
+    back (see module doc)."""
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -99,7 +111,11 @@ class PrivateNamespace:
             os.close(self._old)
             self._old = None
             raise UnsupportedError(f"cannot make a private mount namespace: {os.strerror(err)}")
-        self._runner.run(["mount", "--make-rprivate", "/"], readonly=True)
+        try:
+            self._runner.run(["mount", "--make-rslave", "/"], readonly=True)
+        except BaseException:
+            self.leave()
+            raise
 
     def leave(self) -> None:
         if self._old is None:
@@ -142,7 +158,8 @@ class SystemSession:
         for uuid in read_uuids(host.etc_kernel):
             dev = host.dev_by_uuid / uuid
             if not dev.exists():
-                self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing ({dev} not found)"))
+                self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing ({dev} not found)",
+                                      missing=True))
                 continue
             d = self._dir(f"esp-{uuid}")
             opts = "ro,umask=0077" if host.runner.dry_run else "umask=0077"
@@ -242,7 +259,7 @@ class DirSession:
             for uuid in read_uuids(self._host.etc_kernel):
                 path = self._host.esp_dirs.get(uuid)
                 if path is None or not path.is_dir():
-                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing"))
+                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing", missing=True))
                     continue
                 self._host.esp_mounts += 1
                 self._esps.append(Esp(uuid, EspStore(path, uuid, dry_run=self._host.dry_run,

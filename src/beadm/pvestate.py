@@ -1,0 +1,616 @@
+"""Proxmox state that must not go back in time with a BE: detect it, move it out of the BE.
+
+On a Proxmox VE host the root dataset holds more than the OS: ``/var/lib/pve-cluster``
+(``config.db``, the backing store of ``/etc/pve``: every guest's configuration), and on
+installs older than 8.1.5 ``/var/lib/vz`` (ISOs, templates, vzdump backups). Booting an
+older BE would take them back in time. :data:`SHARED` lists the paths beadm shares between
+all BEs, each in its own dataset outside the BE root, named like the installer's own
+``rpool/var-lib-vz`` (see beadm(8), SHARED STATE).
+
+:func:`detect` is a pure function over the pool's dataset list and the mount table.
+:class:`Mover` moves one path at a time, in an order where a kill at any step loses
+nothing: the data stays in the BE until a complete, synced and verified copy exists in a
+new dataset that no boot mounts yet (``canmount=noauto``, ``org.beadm:state=moving``);
+then the new dataset is switched on (``canmount=on``), mounted over the path, and only
+then is the old copy removed from the BE. A re-run after a kill destroys a dataset that
+was never switched on (the source is intact) and redoes it, or finishes one that was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+from collections.abc import Callable, Container, Iterator, Sequence
+from contextlib import closing, contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from beadm import mounts as mnt
+from beadm.errors import BeadmError, RefusedError
+from beadm.runner import Runner
+from beadm.zfs import PROP_STATE, Dataset, Zfs
+
+log = logging.getLogger(__name__)
+
+STATE_MOVING = "moving"  # created .. mounted at its path: the BE's copy is complete
+STATE_REMOVING = "removing"  # mounted at its path, the BE's copy may be partly gone
+#: Units stopped for the move and started again afterwards (on the new dataset).
+PROP_RESTART = "org.beadm:restart"
+DROPIN_NAME = "beadm-shared-state.conf"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+#: Where the running BE is mounted (tests point it elsewhere).
+ROOT_DIR = "/"
+
+
+@dataclass(frozen=True)
+class SharedPath:
+    """One path shared by every BE: what writes it (stopped while it moves), which units
+    must not start before its dataset is mounted, and whether it holds SQLite files."""
+
+    path: str
+    stop: tuple[str, ...] = ()
+    needed_by: tuple[str, ...] = ()
+    sqlite: bool = False
+
+
+#: What beadm shares, in the order it moves them. Reasons: beadm(8), SHARED STATE.
+SHARED: tuple[SharedPath, ...] = (
+    # The big, slow ones first, so that pve-cluster is stopped for seconds only.
+    SharedPath("/var/lib/vz", stop=("pvescheduler.service",)),
+    SharedPath("/var/lib/pve-manager", stop=("pvescheduler.service",)),
+    SharedPath(
+        "/var/lib/pve-cluster",
+        stop=("pve-cluster.service",),
+        needed_by=("pve-cluster.service",),
+        sqlite=True,
+    ),
+    SharedPath(
+        "/etc/corosync",
+        stop=("pve-cluster.service",),  # pmxcfs is what writes corosync.conf
+        needed_by=("corosync.service", "pve-cluster.service"),
+    ),
+)
+
+#: Kinds of :class:`Finding`.
+INSIDE = "inside"  # in the BE's root dataset: to be moved
+SHARED_OK = "shared"  # served by a dataset outside the BE root already
+PENDING = "pending"  # a move was interrupted: the next --shared-state finishes it
+ABSENT = "absent"  # the path does not exist in the BE: nothing to move
+CHILD = "child"  # in a child dataset of the BE: beadm does not move it
+CONFLICT = "conflict"  # the shared dataset exists but does not serve the path
+OTHER = "other"  # not on ZFS at all
+
+
+def dataset_for(pool: str, path: str) -> str:
+    """The shared dataset of ``path``: the installer's naming, ``/var/lib/vz`` ->
+    ``rpool/var-lib-vz``."""
+    return f"{pool}/{path.strip('/').replace('/', '-')}"
+
+
+def _join(root_dir: str, path: str) -> str:
+    return root_dir.rstrip("/") + path if root_dir != "/" else path
+
+
+def _in_be(source: str, be_dataset: str) -> bool:
+    return source == be_dataset or source.startswith(be_dataset + "/")
+
+
+def serving_mount(mounts: Sequence[mnt.Mount], path: str) -> mnt.Mount | None:
+    """The mount that ``path`` is on: the longest mountpoint at or above it (last wins)."""
+    best: mnt.Mount | None = None
+    for m in mounts:
+        mp = m.mountpoint.rstrip("/") or "/"
+        above = path == mp or path.startswith(mp.rstrip("/") + "/") or mp == "/"
+        if above and (best is None or len(mp) >= len(best.mountpoint.rstrip("/") or "/")):
+            best = m
+    return best
+
+
+@dataclass(frozen=True)
+class Finding:
+    """Where one shared path lives now."""
+
+    path: str
+    kind: str
+    dataset: str  # the shared dataset it has or would get
+    source: str  # the dataset (or device) serving the path now, "" if none
+    source_mount: str  # where that is mounted (as in mountinfo)
+
+    @property
+    def to_move(self) -> bool:
+        return self.kind in (INSIDE, PENDING)
+
+
+def detect(
+    datasets: Sequence[Dataset],
+    mounts: Sequence[mnt.Mount],
+    *,
+    pool: str,
+    be_dataset: str,
+    root_dir: str = "/",
+    present: Container[str],
+    shared: Sequence[SharedPath] = SHARED,
+) -> list[Finding]:
+    """Which of ``shared`` live inside the BE ``be_dataset`` mounted at ``root_dir``.
+
+    ``datasets`` is the pool's filesystem list, ``mounts`` the mount table, ``present`` the
+    paths (as in ``shared``) that exist in the running system. Pure: no I/O."""
+    by_name = {d.name: d for d in datasets}
+    out: list[Finding] = []
+    for sp in shared:
+        target = dataset_for(pool, sp.path)
+        ds = by_name.get(target)
+        m = serving_mount(mounts, _join(root_dir, sp.path))
+        source = m.source if m is not None else ""
+        where = m.mountpoint if m is not None else ""
+        if ds is not None and ds.state in (STATE_MOVING, STATE_REMOVING):
+            kind = PENDING
+        elif m is None or m.fstype != "zfs":
+            kind = OTHER
+        elif not _in_be(source, be_dataset):
+            kind = SHARED_OK
+        elif ds is not None:
+            kind = CONFLICT
+        elif sp.path not in present:
+            kind = ABSENT
+        elif source != be_dataset:
+            kind = CHILD
+        else:
+            kind = INSIDE
+        out.append(Finding(sp.path, kind, target, source, where))
+    return out
+
+
+def describe(f: Finding) -> str:
+    """One line about a finding, for ``init`` and errors."""
+    if f.kind == INSIDE:
+        return f"{f.path} is inside the BE ({f.source}); it would move to {f.dataset}"
+    if f.kind == PENDING:
+        return f"{f.path}: an interrupted move to {f.dataset} is to be finished"
+    if f.kind == SHARED_OK:
+        return f"{f.path} is shared ({f.source})"
+    if f.kind == ABSENT:
+        return f"{f.path} does not exist; nothing to move"
+    if f.kind == CHILD:
+        return (f"{f.path} is in the BE's child dataset {f.source}; beadm does not move it "
+                f"(zfs rename it out of the BE root by hand)")
+    if f.kind == CONFLICT:
+        return f"{f.dataset} exists but is not mounted at {f.path}; mount or rename it first"
+    return f"{f.path} is not on ZFS; left alone"
+
+
+def dropin_text(paths: Sequence[str]) -> str:
+    """The systemd drop-in that keeps a unit from starting on an empty directory."""
+    lines = [
+        "# Written by beadm: these paths are datasets shared by every boot environment",
+        "# (see beadm(8), SHARED STATE). Do not start before they are mounted.",
+        "[Unit]",
+        "After=zfs-mount.service",
+    ]
+    lines += [f"RequiresMountsFor={p}" for p in paths]
+    lines += [f"AssertPathIsMountPoint={p}" for p in paths]
+    return "\n".join(lines) + "\n"
+
+
+def dropins(moved: Container[str], shared: Sequence[SharedPath] = SHARED) -> dict[str, str]:
+    """Unit -> drop-in text, for the units that need a shared path that has been moved."""
+    need: dict[str, list[str]] = {}
+    for sp in shared:
+        if sp.path in moved:
+            for unit in sp.needed_by:
+                need.setdefault(unit, []).append(sp.path)
+    return {u: dropin_text(ps) for u, ps in sorted(need.items())}
+
+
+def parse_show(text: str) -> dict[str, str]:
+    """``systemctl show -p A -p B UNIT`` output (``Key=Value`` lines) as a dict."""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep:
+            out[key] = value
+    return out
+
+
+# -- copying and checking -------------------------------------------------------------------
+
+
+def is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(16) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def sqlite_files(top: Path) -> list[Path]:
+    """SQLite databases directly under ``top`` (where pmxcfs keeps ``config.db``)."""
+    if not top.is_dir():
+        return []
+    return sorted(p for p in top.iterdir() if p.is_file() and not p.is_symlink()
+                  and is_sqlite(p))
+
+
+_SQLITE_SIDE = ("-wal", "-shm", "-journal")
+
+
+def sqlite_copy(src: Path, dst: Path) -> None:
+    """A consistent copy of the database ``src`` (its WAL included) as the one file ``dst``."""
+    for suffix in ("", *_SQLITE_SIDE):
+        with suppress(FileNotFoundError):
+            Path(str(dst) + suffix).unlink()
+    with closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as s, \
+            closing(sqlite3.connect(dst)) as d:
+        s.backup(d)
+    st = src.stat()
+    os.chown(dst, st.st_uid, st.st_gid)
+    dst.chmod(st.st_mode & 0o7777)
+    fd = os.open(dst, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _dump(db: Path) -> list[str]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
+        check = c.execute("PRAGMA integrity_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise RefusedError(f"{db}: SQLite integrity check failed: {check}")
+        return list(c.iterdump())
+
+
+def _entries(top: Path, skip: Container[str]) -> dict[str, tuple[str, int | str]]:
+    """relative path -> (type, size or link target), without following symlinks."""
+    out: dict[str, tuple[str, int | str]] = {}
+    for dirpath, dirnames, filenames in os.walk(top):
+        base = Path(dirpath)
+        for name in dirnames + filenames:
+            p = base / name
+            rel = str(p.relative_to(top))
+            if rel in skip:
+                continue
+            if p.is_symlink():
+                out[rel] = ("link", str(p.readlink()))
+            elif p.is_dir():
+                out[rel] = ("dir", 0)
+            elif p.is_file():
+                out[rel] = ("file", p.stat().st_size)
+            else:
+                out[rel] = ("other", 0)
+    return out
+
+
+def verify_copy(src: Path, dst: Path, dbs: Sequence[str]) -> None:
+    """Raise unless ``dst`` has every entry of ``src`` (same type and size; the same SQLite
+    content for the databases ``dbs``, names relative to ``src``)."""
+    skip = {d + s for d in dbs for s in _SQLITE_SIDE}
+    a = _entries(src, skip | set(dbs))
+    b = _entries(dst, skip | set(dbs))
+    missing = sorted(k for k in a if b.get(k) != a[k])
+    extra = sorted(k for k in b if k not in a)
+    if missing or extra:
+        raise RefusedError(f"copy of {src} differs from the original: "
+                           f"{', '.join((missing + extra)[:5])}")
+    for db in dbs:
+        if _dump(src / db) != _dump(dst / db):
+            raise RefusedError(f"copy of {src / db} differs from the original")
+
+
+def allocated(top: Path) -> int:
+    """Bytes the files under ``top`` occupy (their blocks: what a copy will need, roughly)."""
+    total = 0
+    for dirpath, _, filenames in os.walk(top):
+        for name in filenames:
+            with suppress(OSError):
+                total += (Path(dirpath) / name).lstat().st_blocks * 512
+    return total
+
+
+def empty_dir(top: Path) -> None:
+    """Remove everything inside ``top`` (not ``top`` itself), never following symlinks."""
+    for p in sorted(top.iterdir()):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+# -- the move --------------------------------------------------------------------------------
+
+
+class Mover:
+    """Moves shared paths out of the BE ``be_dataset`` mounted at ``root_dir``.
+
+    ``step`` is called with a short name before each step (tests kill the move there).
+    The caller holds beadm's lock."""
+
+    def __init__(
+        self,
+        runner: Runner,
+        *,
+        pool: str,
+        be_root: str,
+        be_dataset: str,
+        root_dir: str | None = None,
+        mountinfo: Path = mnt.MOUNTINFO,
+        out: TextIO | None = None,
+        step: Callable[[str], None] | None = None,
+        shared: Sequence[SharedPath] = SHARED,
+        tmpdir: str | None = None,
+    ) -> None:
+        self.runner = runner
+        self.zfs = Zfs(runner)
+        self.pool = pool
+        self.be_root = be_root
+        self.be_dataset = be_dataset
+        self.root_dir = root_dir if root_dir is not None else ROOT_DIR
+        self.mountinfo = mountinfo
+        self.out = out if out is not None else sys.stdout
+        self._step = step if step is not None else (lambda name: None)
+        self.shared = tuple(shared)
+        self.tmpdir = tmpdir if tmpdir is not None else tempfile.gettempdir()
+        self._restart: list[str] = []  # units stopped by this or an interrupted move
+
+    @property
+    def dry_run(self) -> bool:
+        return self.runner.dry_run
+
+    def _say(self, text: str) -> None:
+        print(f"would {text}", file=self.out)
+
+    def live(self, path: str) -> Path:
+        return Path(_join(self.root_dir, path))
+
+    def datasets(self) -> list[Dataset]:
+        return self.zfs.list_tree(self.pool, snapshots=False)
+
+    def findings(self) -> list[Finding]:
+        present = {sp.path for sp in self.shared if self.live(sp.path).exists()}
+        return detect(self.datasets(), mnt.read_mounts(self.mountinfo), pool=self.pool,
+                      be_dataset=self.be_dataset, root_dir=self.root_dir, present=present,
+                      shared=self.shared)
+
+    def move_all(self) -> list[Finding]:
+        """Move every path that is inside the BE (or finish an interrupted move).
+
+        Returns the findings before the move. A path beadm cannot move (a child dataset of
+        the BE, a dataset in the way) is refused before anything changes."""
+        found = self.findings()
+        bad = [f for f in found if f.kind in (CHILD, CONFLICT)]
+        if bad:
+            raise RefusedError("; ".join(describe(f) for f in bad))
+        try:
+            for f in found:
+                if f.to_move:
+                    spec = next(sp for sp in self.shared if sp.path == f.path)
+                    self.move(spec, f)
+            moved = {f.path for f in found if f.to_move or f.kind == SHARED_OK}
+            if any(f.to_move for f in found):
+                self._step("drop-ins")
+                self.write_dropins(moved)
+                self._finish_services(found)
+        except (Exception, KeyboardInterrupt):
+            # The marks stay for the next run; what was stopped runs again meanwhile.
+            restart_after_failure(self.runner, self._restart)
+            raise
+        return found
+
+    # one path ---------------------------------------------------------------------------
+
+    def _active_services(self) -> set[str]:
+        argv = ["systemctl", "list-units", "--type=service", "--state=active", "--plain",
+                "--no-legend", "--no-pager"]
+        res = self.runner.run(argv, readonly=True, check=False)
+        if res.returncode != 0:  # not booted with systemd (a rescue system): nothing runs
+            log.info("no service manager: %s", res.stderr.strip())
+            return set()
+        return {line.split()[0] for line in res.stdout.splitlines() if line.split()}
+
+    def _to_stop(self, spec: SharedPath) -> list[str]:
+        """The active units among ``spec.stop`` and the units that require them (systemd
+        stops those too), to be started again after the move."""
+        if not spec.stop:
+            return []
+        active = self._active_services()
+        units: list[str] = []
+        for unit in spec.stop:
+            if unit not in active:
+                continue
+            units.append(unit)
+            argv = ["systemctl", "show", "-p", "RequiredBy", "-p", "BoundBy", unit]
+            info = parse_show(self.runner.run(argv, readonly=True).stdout)
+            deps = info.get("RequiredBy", "").split() + info.get("BoundBy", "").split()
+            units += sorted(u for u in set(deps) if u in active and u not in units)
+        return units
+
+    def move(self, spec: SharedPath, f: Finding) -> None:
+        ds = f.dataset
+        existing = {d.name: d for d in self.datasets()}.get(ds)
+        if existing is not None:
+            for u in self.zfs.get(ds, PROP_RESTART).split(","):
+                if u and u not in self._restart:
+                    self._restart.append(u)
+        live = _join(self.root_dir, spec.path)
+        mounted_live = any(m.fstype == "zfs" and m.source == ds and m.mountpoint == live
+                           for m in mnt.read_mounts(self.mountinfo))
+        if existing is not None and (existing.state == STATE_REMOVING
+                                     or (existing.canmount == "on" and mounted_live)):
+            # The dataset is (or was) what the system uses: never destroyed, finished.
+            log.info("finishing the interrupted move of %s", spec.path)
+        else:
+            if existing is not None:
+                # Not yet in use: the BE still holds all of it (and may have changed since
+                # the copy, if someone started the services by hand): copy again.
+                log.warning("redoing the interrupted move of %s", spec.path)
+                self._unmount_all(ds)
+                self._step(f"destroy-partial {spec.path}")
+                self.zfs.destroy(ds)
+            self._copy_phase(spec, f)
+        self._switch_phase(spec, f)
+
+    def _copy_phase(self, spec: SharedPath, f: Finding) -> None:
+        ds = f.dataset
+        src = self.live(spec.path)
+        need = allocated(src)
+        avail = int(self.zfs.get(self.pool, "available") or 0)
+        if need > avail:
+            raise RefusedError(f"{spec.path} needs {need} bytes, pool {self.pool} has {avail} "
+                               "available; free space first (nothing was changed for it)")
+        stop = self._to_stop(spec)
+        restart = self._restart + [u for u in stop if u not in self._restart]
+        props = [("canmount", "noauto"), ("mountpoint", spec.path), (PROP_STATE, STATE_MOVING)]
+        if restart:
+            props.append((PROP_RESTART, ",".join(restart)))
+        self._step(f"create {spec.path}")
+        argv = ["zfs", "create"]
+        for k, v in props:
+            argv += ["-o", f"{k}={v}"]
+        self.runner.run([*argv, ds])
+        if stop:
+            self._step(f"stop {spec.path}")
+            self._restart = restart
+            self.runner.run(["systemctl", "stop", *stop])
+        self._step(f"mount-copy {spec.path}")
+        with self._mounted(ds, spec.path) as tmp:
+            self._step(f"copy {spec.path}")
+            self.runner.run(["cp", "-a", "--", f"{src}/.", f"{tmp}/"])
+            dbs = sqlite_files(src) if spec.sqlite else []
+            for db in dbs:
+                self._step(f"sqlite {spec.path}")
+                if self.dry_run:
+                    self._say(f"copy {db} with the SQLite backup API")
+                else:
+                    sqlite_copy(db, Path(tmp) / db.name)
+            self._step(f"sync {spec.path}")
+            self.runner.run(["sync", "-f", tmp])
+            self._step(f"verify {spec.path}")
+            if not self.dry_run:
+                verify_copy(src, Path(tmp), [db.name for db in dbs])
+        self._step(f"switch {spec.path}")
+        self.zfs.set(ds, "canmount", "on")
+
+    def _switch_phase(self, spec: SharedPath, f: Finding) -> None:
+        ds = f.dataset
+        live = _join(self.root_dir, spec.path)
+        where = [m.mountpoint for m in mnt.read_mounts(self.mountinfo)
+                 if m.fstype == "zfs" and m.source == ds]
+        for p in where:
+            if p != live:
+                self.runner.run(["umount", p])
+        if live not in where:
+            self._step(f"mount {spec.path}")
+            self.runner.run(["zfs", "mount", ds])
+        self._step(f"mark-removing {spec.path}")
+        self.zfs.set(ds, PROP_STATE, STATE_REMOVING)
+        self._step(f"remove-old {spec.path}")
+        self._remove_old_copy(spec)
+
+    def _remove_old_copy(self, spec: SharedPath) -> None:
+        """Empty the BE's own directory under the new mount, seen through a (non-recursive)
+        bind mount of the BE's root: only paths in the BE's root dataset are moved."""
+        tmp = self._tmp()
+        self.runner.run(["mount", "--bind", self.root_dir, tmp])
+        try:
+            old = Path(tmp + spec.path)
+            if self.dry_run:
+                self._say(f"remove the old copy of {spec.path} from {self.be_dataset}")
+            elif old.is_dir():
+                empty_dir(old)
+        finally:
+            self.runner.run(["umount", tmp])
+            self._rmtmp(tmp)
+
+    def _finish_services(self, found: Sequence[Finding]) -> None:
+        if self._restart:
+            self._step("start")
+            self.runner.run(["systemctl", "daemon-reload"])
+            self.runner.run(["systemctl", "start", *self._restart])
+            self._restart = []
+        self._step("done")
+        for f in found:
+            if f.to_move:
+                self.zfs.inherit(f.dataset, PROP_RESTART)
+                self.zfs.inherit(f.dataset, PROP_STATE)
+
+    # drop-ins ---------------------------------------------------------------------------
+
+    def write_dropins(self, moved: Container[str]) -> None:
+        """Write the drop-ins into the running BE and every other BE under the BE root."""
+        units = dropins(moved, self.shared)
+        if not units:
+            return
+        self._write_units(Path(self.root_dir), units)
+        mounts = mnt.read_mounts(self.mountinfo)
+        where = mnt.zfs_mounts(mounts)
+        for d in self.zfs.list_tree(self.be_root, snapshots=False):
+            if d.name.count("/") != self.be_root.count("/") + 1 or d.name == self.be_dataset:
+                continue
+            if d.state:  # being created or half-created: not a BE yet
+                continue
+            if d.name in where:
+                self._write_units(Path(where[d.name][-1]), units)
+                continue
+            tmp = self._tmp()
+            self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", d.name, tmp])
+            try:
+                self._write_units(Path(tmp), units)
+            finally:
+                self.runner.run(["umount", tmp])
+                self._rmtmp(tmp)
+
+    def _write_units(self, root: Path, units: dict[str, str]) -> None:
+        for unit, text in units.items():
+            path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
+            with suppress(OSError):
+                if path.read_text(encoding="utf-8") == text:
+                    continue
+            if self.dry_run:
+                self._say(f"write {path}")
+                continue
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{DROPIN_NAME}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
+
+    # mounts -----------------------------------------------------------------------------
+
+    def _tmp(self) -> str:
+        if self.dry_run:
+            return str(Path(self.tmpdir) / "beadm-XXXXXXXX")
+        return tempfile.mkdtemp(prefix="beadm-", dir=self.tmpdir)
+
+    def _rmtmp(self, path: str) -> None:
+        if not self.dry_run:
+            with suppress(OSError):
+                Path(path).rmdir()
+
+    @contextmanager
+    def _mounted(self, ds: str, path: str) -> Iterator[str]:
+        tmp = self._tmp()
+        self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", ds, tmp])
+        try:
+            yield tmp
+        finally:
+            self._step(f"umount-copy {path}")
+            self.runner.run(["umount", tmp])
+            self._rmtmp(tmp)
+
+    def _unmount_all(self, ds: str) -> None:
+        for m in reversed(mnt.read_mounts(self.mountinfo)):
+            if m.fstype == "zfs" and m.source == ds:
+                self.runner.run(["umount", m.mountpoint])
+
+
+def restart_after_failure(runner: Runner, units: Sequence[str]) -> None:
+    """Best effort: start again what a failed move stopped."""
+    if units:
+        try:
+            runner.run(["systemctl", "start", *units])
+        except BeadmError as exc:
+            log.warning("could not start %s again: %s", " ".join(units), exc)
