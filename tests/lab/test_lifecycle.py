@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from labpool import create_pool
 
 POOL = "rpool"
 ROOT = f"{POOL}/ROOT"
@@ -100,17 +101,7 @@ def bes() -> list[str]:
 @pytest.fixture
 def pool(pool_disks: list[Path]) -> Iterator[str]:
     """rpool/ROOT (canmount=off) with BE pve-1 (mountpoint=/, noauto) and pve-1/var."""
-    subprocess.run(["zpool", "destroy", "-f", POOL], capture_output=True, check=False)
-    create = ["zpool", "create", "-f", "-R", ALT, "-O", "mountpoint=none", POOL]
-    for attempt in range(3):  # whole-disk zpool create races udev now and then
-        sh("udevadm", "settle")
-        res = subprocess.run([*create, str(pool_disks[0])], capture_output=True, text=True)
-        if res.returncode == 0:
-            break
-        print(f"zpool create, attempt {attempt + 1}: {res.stderr.strip()}")
-        time.sleep(2)
-    else:
-        raise AssertionError(f"zpool create failed: {res.stderr}")
+    create_pool(POOL, ALT, pool_disks[0])
     try:
         sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
         sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/pve-1")

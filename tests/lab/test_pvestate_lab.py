@@ -26,6 +26,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from labpool import create_pool
 
 HERE = Path(__file__).resolve().parent
 SRC = HERE.parents[1] / "src"
@@ -138,18 +139,8 @@ def digest(path: Path) -> str:
 def pve(pool_disks: list[Path]) -> Iterator[dict[str, str]]:
     """pve-1 (mounted at /mnt/lab) with Proxmox state inside it, pve-2 a clone of it, and
     the stand-in pmxcfs writing config.db. Yields file -> sha256 of the vz files."""
-    subprocess.run(["zpool", "destroy", "-f", POOL], capture_output=True, check=False)
     ROWLOG.unlink(missing_ok=True)
-    for attempt in range(3):  # whole-disk zpool create races udev now and then
-        sh("udevadm", "settle")
-        res = subprocess.run(["zpool", "create", "-f", "-R", ALT, "-O", "mountpoint=none",
-                              POOL, str(pool_disks[0])], capture_output=True, text=True)
-        if res.returncode == 0:
-            break
-        print(f"zpool create, attempt {attempt + 1}: {res.stderr.strip()}")
-        time.sleep(2)
-    else:
-        raise AssertionError(f"zpool create failed: {res.stderr}")
+    create_pool(POOL, ALT, pool_disks[0])
     try:
         sh("zfs", "create", "-o", "canmount=off", "-o", "mountpoint=/rpool/ROOT", ROOT)
         sh("zfs", "create", "-o", "canmount=noauto", "-o", "mountpoint=/", f"{ROOT}/pve-1")

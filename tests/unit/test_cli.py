@@ -18,14 +18,15 @@ class Tty(io.StringIO):
 
 
 def run(
-    tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None
+    tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None,
+    listing: str = LIST_TEXT,
 ) -> tuple[int, str, str, FakeRunner]:
     runners: list[FakeRunner] = []
 
     def make_runner(dry: bool, out: object = None) -> FakeRunner:
         r = FakeRunner(dry_run=dry)
-        r.on(*LIST_ARGV, stdout=LIST_TEXT)
-        r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
+        r.on(*LIST_ARGV, stdout=listing)
+        r.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
         r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         runners.append(r)
@@ -180,34 +181,14 @@ def test_list_survives_odd_descriptions_set_by_hand(tmp_path: Path) -> None:
     """Descriptions set with `zfs set` (or an older beadm): line-breaking characters,
     a newline, bytes that are not UTF-8. list prints one escaped line per BE."""
     odd = LIST_TEXT.replace("before upgrade", "a\x0bb\x1cc\x85d\u2028e\nf\udcffg")
-    rc, out, err = _list_with(tmp_path, odd, "list", "-H")
+    rc, out, err, _ = run(tmp_path, "list", "-H", listing=odd)
     assert rc == 0, err
     rows = out.splitlines()
     assert [r.split("\t")[0] for r in rows] == ["pve-1", "pve-2"]
     assert rows[1].endswith("\t" + "a\\x0bb\\x1cc\\x85d\\u2028e\\x0af\\xffg")
-    rc, out, err = _list_with(tmp_path, odd, "list", "--json")
+    rc, out, err, _ = run(tmp_path, "list", "--json", listing=odd)
     assert rc == 0, err
     assert json.loads(out)["bes"][1]["description"] == "a\x0bb\x1cc\x85d\u2028e\nf\udcffg"
-
-
-def _list_with(tmp_path: Path, listing: str, *argv: str) -> tuple[int, str, str]:
-    def make_runner(dry: bool, out: object = None) -> FakeRunner:
-        r = FakeRunner(dry_run=dry)
-        r.on(*LIST_ARGV, stdout=listing)
-        r.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
-        return r
-
-    mi = tmp_path / "mountinfo"
-    mi.write_text(MOUNTINFO)
-    out, err = io.StringIO(), io.StringIO()
-    deps = Deps(
-        make_runner=make_runner,
-        make_backend=lambda name, runner: RecordingBackend(),  # type: ignore[arg-type,return-value]
-        mountinfo=mi, lock_path=tmp_path / "lock", lock_wait=0.2, euid=lambda: 0,
-        stdin=io.StringIO(), stdout=out, stderr=err,
-    )  # fmt: skip
-    return main(list(argv), deps=deps), out.getvalue(), err.getvalue()
 
 
 def test_command_error_with_undecodable_stderr_is_one_line(tmp_path: Path) -> None:
