@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
@@ -31,7 +31,7 @@ from beadm.errors import (
 from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
-from beadm.runner import Runner, SubprocessRunner
+from beadm.runner import UNDER_BEADM, Runner, SubprocessRunner
 from beadm.zfs import Dataset
 
 log = logging.getLogger("beadm")
@@ -183,6 +183,7 @@ class Deps:
     stdin: TextIO | None = None
     stdout: TextIO | None = None
     stderr: TextIO | None = None
+    environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
 
 
 def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
@@ -287,6 +288,12 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
             print(line, file=out)
         return 1 if problems else 0
     elif cmd == "sync":
+        if args.only_if_used and deps.environ.get(UNDER_BEADM):
+            # a hook run by a command that beadm itself runs under its lock (a refresh):
+            # that beadm re-asserts the boot defaults when it is done; waiting would hang
+            logging.getLogger("beadm").debug(
+                "sync --if-used under beadm (pid %s): nothing to do", deps.environ[UNDER_BEADM])
+            return 0
         mgr.sync(only_if_used=args.only_if_used)
     elif cmd == "migrate":
         mgr.migrate()

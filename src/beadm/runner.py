@@ -52,8 +52,15 @@ class Runner(Protocol):
         ...
 
 
+#: Set for every command beadm runs: a kernel hook (``zzz-beadm`` -> ``beadm sync
+#: --if-used``) started under a beadm command (``proxmox-boot-tool refresh``, run by
+#: ``destroy``/``rename``) must not wait for the lock its own ancestor holds.
+UNDER_BEADM = "BEADM_PARENT_PID"
+
+
 def _child_env() -> dict[str, str]:
     env = dict(os.environ)
+    env[UNDER_BEADM] = str(os.getpid())
     env["LANG"] = "C.UTF-8"
     env["LC_ALL"] = "C.UTF-8"
     env.pop("LANGUAGE", None)

@@ -185,6 +185,8 @@ root_is rpool/ROOT/pve-1
 
 
 def test_f_destroy_old_be_from_new_frees_its_unshared_files() -> None:
+    """f, and issue 11.2: after the destroy, Proxmox's own entries (written from pve-1's
+    cmdline) are refreshed from pve-2 and boot it after an NVRAM reset and a reinit."""
     res = run_steps(*steps(
         """
 beadm init pve-1
@@ -204,6 +206,25 @@ beadm list
 on_esps 'for f in $(cat /run/only1); do test ! -e /run/t/esp1$f && test ! -e /run/t/esp2$f; done
     ! ls /run/t/esp*/loader/entries/beadm-pve-1-* 2>/dev/null'
 beadm check
+# issue 11.2: Proxmox's own entries named pve-1 (it refreshed last, in step 1); destroy ran
+# the refresh from pve-2, so they boot pve-2 now, on both ESPs
+on_esps 'grep -h "^options" /run/t/esp1/loader/entries/proxmox-*.conf \
+    /run/t/esp2/loader/entries/proxmox-*.conf' > /run/opts
+cat /run/opts
+test "$(wc -l < /run/opts)" -ge 2
+! grep -v 'root=ZFS=rpool/ROOT/pve-2\( \|$\)' /run/opts
+# NVRAM reset + reinit, and the next boot forced through Proxmox's own entry (a one-shot)
+f=/sys/firmware/efi/efivars/LoaderEntryDefault-$V
+chattr -i "$f" 2>/dev/null || true
+rm -f "$f"
+proxmox-boot-tool reinit
+id=$(on_esps 'ls /run/t/esp1/loader/entries' | grep '^proxmox-.*\.conf$' | sort -V | tail -1)
+echo "one-shot: $id"
+python3 -c 'import sys
+n = sys.argv[1]
+p = "/sys/firmware/efi/efivars/LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+with open(p, "wb", buffering=0) as f:
+    f.write(b"\x07\x00\x00\x00" + (n + "\0").encode("utf-16-le"))' "$id"
 """,
         """
 root_is rpool/ROOT/pve-2
@@ -211,6 +232,7 @@ root_is rpool/ROOT/pve-2
     ))
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-2"]
+    assert res.entries[2].startswith("proxmox-"), res.entries  # Proxmox's entry boots pve-2
 
 
 def test_g_wiped_esp_reported_restored_and_other_disk_removed() -> None:

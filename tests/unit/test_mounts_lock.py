@@ -13,6 +13,7 @@ from beadm.cli import Deps, main
 from beadm.errors import LockedError
 from beadm.lock import Lock
 from beadm.mounts import parse_mountinfo, root_dataset, zfs_mounts
+from beadm.runner import UNDER_BEADM
 
 
 def test_mountinfo() -> None:
@@ -67,7 +68,8 @@ def test_lock_timeout_message_says_what_to_do(tmp_path: Path) -> None:
         pass
 
 
-def _cli(tmp_path: Path, *argv: str, hook_wait: float) -> tuple[int, str, RecordingBackend]:
+def _cli(tmp_path: Path, *argv: str, hook_wait: float,
+         environ: dict[str, str] | None = None) -> tuple[int, str, RecordingBackend]:
     backend = RecordingBackend()
 
     def make_runner(dry: bool, out: object = None) -> FakeRunner:
@@ -85,7 +87,7 @@ def _cli(tmp_path: Path, *argv: str, hook_wait: float) -> tuple[int, str, Record
                 make_backend=lambda name, runner: backend,  # type: ignore[arg-type,return-value]
                 mountinfo=mi, lock_path=tmp_path / "lock", lock_wait=0.2,
                 hook_lock_wait=hook_wait, euid=lambda: 0, stdin=io.StringIO(),
-                stdout=io.StringIO(), stderr=err)
+                stdout=io.StringIO(), stderr=err, environ=environ or {})
     return main(list(argv), deps=deps), err.getvalue(), backend
 
 
@@ -106,6 +108,19 @@ def test_hook_sync_waits_for_a_long_create(tmp_path: Path) -> None:
     rc, err, backend = _cli(tmp_path, "sync", hook_wait=60)
     t.join()
     assert rc == 6 and backend.calls == []
+
+
+def test_hook_sync_under_a_beadm_command_does_not_wait_for_its_lock(tmp_path: Path) -> None:
+    """A hook that a beadm command's own child runs (``proxmox-boot-tool refresh`` from
+    ``destroy``) must not wait for the lock that beadm holds: it returns at once; that
+    beadm re-asserts the defaults itself. Without the mark it waits (and here gives up)."""
+    with Lock(tmp_path / "lock", 0.1):
+        rc, err, backend = _cli(tmp_path, "sync", "--if-used", hook_wait=0.3,
+                                environ={UNDER_BEADM: "4242"})
+        assert (rc, backend.calls) == (0, []), err
+        assert "waiting" not in err
+        rc, err, backend = _cli(tmp_path, "sync", "--if-used", hook_wait=0.3)
+        assert rc == 6 and backend.calls == []
 
 
 def test_hook_sync_that_cannot_run_says_what_is_missing(tmp_path: Path) -> None:

@@ -259,12 +259,15 @@ class SystemdBootBackend:
             errors: list[str] = []
             old = replacing.name if replacing else None
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
+            fallback = _Fallback.of(esps, replacing) if replacing is not None else None
             if replacing is not None:
                 self._follow_rename(esps, errors, replacing, plan)
             self._each(esps, errors, "prune",
                        lambda st: self._prune(st, be.name, plan.fnames()))
             self._gc(esps, errors)
             self._raise(esps, errors)
+        if fallback is not None:
+            self._revive_fallback(fallback)
 
     def activate(self, be: BeRef, *, temporary: bool) -> None:
         self.warnings = []
@@ -348,6 +351,7 @@ class SystemdBootBackend:
         with self.host.session() as s:
             esps = s.esps()
             errors: list[str] = []
+            fallback = _Fallback.of(esps, be)
             mine = _ids_of(esps, be.name)  # exact ids: "test" never touches "test-2"
             efi = self.host.efivars
             for var in (ONESHOT, DEFAULT):
@@ -364,6 +368,37 @@ class SystemdBootBackend:
             self._each(esps, errors, "remove entries", drop)
             self._gc(esps, errors)
             self._raise(esps, errors)
+        self._revive_fallback(fallback)
+
+    def _revive_fallback(self, fb: _Fallback) -> None:
+        """Proxmox's own entries (``proxmox-<kver>.conf``, the fallback when no beadm
+        default holds: NVRAM reset, ``reinit``) carry the ``root=`` of whichever BE ran
+        ``proxmox-boot-tool refresh`` last. When that BE is gone (destroyed, renamed), run
+        the refresh from the running BE, whose cmdline beadm keeps right, so that they
+        boot an existing BE again; then put back the ``default`` lines the refresh reset.
+        A refresh that fails (a full ESP) is a warning: the destroy or rename stands."""
+        if not fb.dead:
+            return
+        note = (f"Proxmox's proxmox-*.conf entries on ESP {', '.join(fb.dead)} boot "
+                f"{fb.gone}, which is gone")
+        if self._runner.dry_run:
+            self._runner.run(["proxmox-boot-tool", "refresh"])
+            return
+        log.warning("%s: running proxmox-boot-tool refresh from the running BE", note)
+        try:
+            self._runner.run(["proxmox-boot-tool", "refresh"])
+        except BeadmError as exc:
+            self.warnings.append(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
+                                 "run it yourself once the cause is fixed")
+        with self.host.session() as s:
+            errors: list[str] = []
+            for esp in s.esps():
+                want = fb.defaults.get(esp.uuid)
+                st = esp.store
+                if st is not None and want and st.loader_default() != want:
+                    self._each([esp], errors, "loader.conf",
+                               functools.partial(EspStore.set_loader_default, pattern=want))
+            self._raise(s.esps(), errors)
 
     def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
         self.warnings = []
@@ -605,6 +640,36 @@ def _free_space(path: Path) -> tuple[int, int]:
     """(bytes free for writing, block size) of the file system at ``path``."""
     v = os.statvfs(path)
     return v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """Read before a BE goes: the ESPs whose ``proxmox-*.conf`` entries boot it (``dead``)
+    and every ESP's ``default`` line, to be put back after a refresh."""
+
+    gone: str
+    dead: tuple[str, ...]
+    defaults: dict[str, str | None]
+
+    @staticmethod
+    def of(esps: list[Esp], be: BeRef) -> _Fallback:
+        stores = [e.store for e in esps if e.store is not None]
+        return _Fallback(
+            be.dataset,
+            tuple(st.uuid for st in stores if be.dataset in _fallback_roots(st)),
+            {st.uuid: st.loader_default() for st in stores},
+        )
+
+
+def _fallback_roots(st: EspStore) -> set[str]:
+    """The datasets that Proxmox's own ``proxmox-*.conf`` entries on ``st`` boot."""
+    roots = set()
+    for fname, e in st.entry_files().items():
+        if fname.startswith("proxmox-"):
+            for word in e.options.split():
+                if word.startswith("root=ZFS="):
+                    roots.add(word[len("root=ZFS="):])
+    return roots
 
 
 def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> None:
