@@ -212,19 +212,19 @@ on_esps 'grep -h "^options" /run/t/esp1/loader/entries/proxmox-*.conf \
     /run/t/esp2/loader/entries/proxmox-*.conf' > /run/opts
 cat /run/opts
 test "$(wc -l < /run/opts)" -ge 2
-! grep -v 'root=ZFS=rpool/ROOT/pve-2\( \|$\)' /run/opts
+if grep -v 'root=ZFS=rpool/ROOT/pve-2\\( \\|$\\)' /run/opts; then echo other BE; exit 1; fi
 # NVRAM reset + reinit, and the next boot forced through Proxmox's own entry (a one-shot)
 f=/sys/firmware/efi/efivars/LoaderEntryDefault-$V
 chattr -i "$f" 2>/dev/null || true
 rm -f "$f"
 proxmox-boot-tool reinit
-id=$(on_esps 'ls /run/t/esp1/loader/entries' | grep '^proxmox-.*\.conf$' | sort -V | tail -1)
+id=$(on_esps 'ls /run/t/esp1/loader/entries' | grep '^proxmox-.*\\.conf$' | sort -V | tail -1)
 echo "one-shot: $id"
 python3 -c 'import sys
 n = sys.argv[1]
 p = "/sys/firmware/efi/efivars/LoaderEntryOneShot-4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
 with open(p, "wb", buffering=0) as f:
-    f.write(b"\x07\x00\x00\x00" + (n + "\0").encode("utf-16-le"))' "$id"
+    f.write(b"\\x07\\x00\\x00\\x00" + (n + "\\0").encode("utf-16-le"))' "$id"
 """,
         """
 root_is rpool/ROOT/pve-2
@@ -248,7 +248,7 @@ root_is rpool/ROOT/pve-2
 if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
 cat /run/check.out
 grep -q C0DE-0002 /run/check.out
-! grep -v C0DE-0002 /run/check.out | grep -q .
+if grep -v C0DE-0002 /run/check.out | grep -q .; then echo 'check names more'; exit 1; fi
 proxmox-boot-tool reinit
 beadm sync
 beadm check
