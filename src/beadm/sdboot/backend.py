@@ -57,10 +57,13 @@ class Plan:
     be: BeRef
     options: str
     kernels: tuple[kernels.Kernel, ...]
+    pin: str | None = None  # Proxmox's kernel pin in the BE, when it has that kernel
 
     @property
     def default_id(self) -> str:
-        return ent.entry_filename(self.be.name, self.kernels[0].kver)
+        """The entry the BE boots: its pinned kernel's (``proxmox-boot-tool kernel pin``,
+        also ``--next-boot``), else its newest kernel's."""
+        return ent.entry_filename(self.be.name, self.pin or self.kernels[0].kver)
 
     def fnames(self) -> list[str]:
         return [ent.entry_filename(self.be.name, k.kver) for k in self.kernels]
@@ -114,10 +117,17 @@ class SystemdBootBackend:
                 if note:
                     self.warnings.append(note)
         keep = self.host.running_kernel() if be.running else None
-        found = kernels.find(root / "boot", keep=keep)
+        pin = kernels.pinned(root)
+        found = kernels.find(root / "boot", keep=keep, pin=pin)
         if not found:
             raise BootError(f"BE {be.name} has no kernel with an initrd in its /boot")
-        return Plan(be, options, tuple(found))
+        if pin is not None and all(k.kver != pin for k in found):
+            note = (f"BE {be.name}: the pinned kernel {pin} is not in its /boot "
+                    "(proxmox-boot-tool kernel unpin?): it boots its newest")
+            if note not in self.warnings:
+                self.warnings.append(note)
+            pin = None
+        return Plan(be, options, tuple(found), pin)
 
     def _write_cmdline(self, root: Path, options: str) -> None:
         path = root / cmd.CMDLINE

@@ -6,7 +6,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-MAX_KERNELS = 2  # newest kernels per BE put on the ESPs (plus the running one)
+MAX_KERNELS = 2  # newest kernels per BE put on the ESPs (plus the running and pinned ones)
+#: Proxmox's kernel pins, in a root's /etc/kernel (``proxmox-boot-tool kernel pin V
+#: [--next-boot]``): the one-boot pin first; ``proxmox-boot-cleanup.service`` removes it
+#: at the boot after.
+PIN_FILES = ("etc/kernel/next-boot-pin", "etc/kernel/proxmox-boot-pin")
 
 
 @dataclass(frozen=True)
@@ -22,8 +26,23 @@ def version_key(v: str) -> tuple[tuple[int, int | str], ...]:
                  for p in re.findall(r"\d+|[^\d]+", v))
 
 
-def find(boot: Path, *, keep: str | None = None, limit: int = MAX_KERNELS) -> list[Kernel]:
-    """Kernels in ``boot`` that have an initrd, newest first: ``limit`` newest plus ``keep``."""
+def pinned(root: Path) -> str | None:
+    """The kernel version Proxmox's pin files in BE ``root`` name (next-boot pin first)."""
+    for rel in PIN_FILES:
+        try:
+            text = (root / rel).read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        words = text.split()
+        if words:
+            return words[0]
+    return None
+
+
+def find(boot: Path, *, keep: str | None = None, limit: int = MAX_KERNELS,
+         pin: str | None = None) -> list[Kernel]:
+    """Kernels in ``boot`` that have an initrd, newest first: ``limit`` newest plus ``keep``
+    and ``pin``."""
     found: list[Kernel] = []
     try:
         names = sorted(p.name for p in boot.iterdir())
@@ -38,5 +57,5 @@ def find(boot: Path, *, keep: str | None = None, limit: int = MAX_KERNELS) -> li
             found.append(Kernel(kver, vml, ird))
     found.sort(key=lambda k: version_key(k.kver), reverse=True)
     chosen = found[:limit]
-    chosen += [k for k in found[limit:] if k.kver == keep]
+    chosen += [k for k in found[limit:] if k.kver in (keep, pin)]
     return chosen
