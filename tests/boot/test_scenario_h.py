@@ -88,13 +88,28 @@ root_is rpool/ROOT/pve-1
 test "$K" = "$(cat PENDING)"
 beadm list
 beadm check
+# issue 11.4: Proxmox's one-boot kernel pin on the older kernel, no terminal (no refresh):
+# beadm's shutdown re-assert reads it, the next boot runs that kernel
+OLD_K=$(ls /boot | sed -n 's/^vmlinuz-//p' | grep -vxF "$K")
+test -n "$OLD_K"
+proxmox-boot-tool kernel pin "$OLD_K" --next-boot
+test "$(cat /etc/kernel/next-boot-pin)" = "$OLD_K"
+""".replace("PENDING", PENDING),
+        OWN_MODULES + """
+root_is rpool/ROOT/pve-1
+test "$K" != "$(cat PENDING)"
+test ! -e /etc/kernel/next-boot-pin   # proxmox-boot-cleanup.service dropped the served pin
+beadm list
 """.replace("PENDING", PENDING),
     ), timeout=1500)
     ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/old", "rpool/ROOT/pve-1"]
-    (old, new), (k2, new2), (k3, new3) = (kernels_of(res.steps[k]) for k in (1, 2, 3))
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/old"] + ["rpool/ROOT/pve-1"] * 2
+    (old, new), (k2, new2), (k3, new3), (k4, new4) = (kernels_of(res.steps[k])
+                                                      for k in (1, 2, 3, 4))
     assert old and new and old != new
     assert (k2, new2) == (old, new), "BE old did not boot the kernel from before the update"
     assert (k3, new3) == (new, new), "pve-1 did not boot the updated kernel"
     assert res.entries[1] == f"beadm-old-{old}.conf"
     assert res.entries[2] == f"beadm-pve-1-{new}.conf"
+    assert (k4, new4) == (old, new), "the next-boot pin did not boot the pinned kernel"
+    assert res.entries[3] == f"beadm-pve-1-{old}.conf"

@@ -165,10 +165,15 @@ def test_d_activate_once_then_back_also_after_a_crash() -> None:
         """
 beadm init pve-1
 beadm create pve-2
+beadm activate pve-1   # beadm's entry is the default (the fallback after the one-shot)
 beadm activate -t pve-2
 beadm list
 test "$(flags pve-2)" = T
 test "$(flags pve-1)" = NR
+# issue 11.6: an edited cmdline, then Proxmox's documented refresh (which runs no beadm
+# hook): beadm's entries carry it at pve-1's next boot (the shutdown re-assert syncs)
+sed -i '1s/$/ beadm.test=edited/' /etc/kernel/cmdline
+proxmox-boot-tool refresh
 """,
         """
 root_is rpool/ROOT/pve-2
@@ -178,10 +183,13 @@ pvelab-crash   # hard reset, no clean shutdown: the one-shot was spent at boot, 
 """,
         """
 root_is rpool/ROOT/pve-1
+grep -q ' beadm.test=edited' /proc/cmdline
+beadm check
 """,
     ))
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-1"]
+    assert res.entries[2].startswith("beadm-pve-1-"), res.entries
 
 
 def test_f_destroy_old_be_from_new_frees_its_unshared_files() -> None:
