@@ -58,20 +58,29 @@ class BootBackend(Protocol):
     - ``boot_state``: by ``list`` and before ``destroy`` (R and T are refused).
     - ``check`` / ``sync``: ``beadm check`` / ``beadm sync`` with every BE.
 
+    - ``preflight``: under the lock, before a boot-changing command (create, rename,
+      destroy of a BE, activate, init, sync, migrate) changes anything; raises (e.g.
+      UnsupportedError on a GRUB host) to refuse the command.
+    - ``check_rename``: by ``rename``, before any change; raises to refuse (e.g. an ESP
+      without room for the new entries).
+
     Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
-    migrate``; without it the command says the backend has nothing to migrate),
-    ``check_rename(old: BeRef, new: BeRef) -> None`` (called by ``rename`` before any
-    change; raises to refuse, e.g. an ESP without room for the new entries), a
-    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``, and
-    ``preflight() -> None``, called under the lock before a boot-changing command (create,
-    rename, destroy of a BE, activate, init, sync, migrate) changes anything: it raises
-    (e.g. UnsupportedError on a GRUB host) to refuse the command.
+    migrate``; without it the command says the backend has nothing to migrate) and a
+    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``.
     """
 
     name: str
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         """Report R and T among ``bes``; cheap (no ESP mount unless unavoidable)."""
+        ...
+
+    def preflight(self) -> None:
+        """Refuse (raise) a boot-changing command on a host this backend cannot boot."""
+        ...
+
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        """Refuse (raise) a rename that would fail half-way (e.g. no room on an ESP)."""
         ...
 
     def init(self, be: BeRef) -> None:
@@ -118,6 +127,12 @@ class NoopBackend:
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         return BootState()
+
+    def preflight(self) -> None:
+        pass
+
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        pass
 
     def init(self, be: BeRef) -> None:
         return None

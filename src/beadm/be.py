@@ -214,9 +214,7 @@ class BeManager:
             yield self._cleanup_stale(self._tree())
 
     def _preflight(self) -> None:
-        check = getattr(self.backend, "preflight", None)
-        if callable(check):
-            check()
+        self.backend.preflight()
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -567,9 +565,7 @@ class BeManager:
                 _check_len(target + s.name[len(be.dataset) :])
             old_ref = BeRef(old, be.dataset, be.description, False)
             new_ref = BeRef(new, target, be.description, False)
-            pre = getattr(self.backend, "check_rename", None)
-            if callable(pre):
-                pre(old_ref, new_ref)
+            self.backend.check_rename(old_ref, new_ref)
             bootfs = self._bootfs()
             undo = UndoLog()
             try:

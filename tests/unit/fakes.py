@@ -94,6 +94,12 @@ class RecordingBackend:
     def boot_state(self, bes: list[object]) -> object:
         return self.state
 
+    def preflight(self) -> None:
+        """Not recorded (every boot-changing command calls it)."""
+
+    def check_rename(self, old: object, new: object) -> None:
+        """Not recorded (tests of it subclass)."""
+
     def init(self, be: object) -> None:
         self._hook("init", be)
 

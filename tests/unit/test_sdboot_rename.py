@@ -56,3 +56,16 @@ def test_post_rename_swapped_undoes_a_rename(tmp_path: Path) -> None:
     assert [w.efi(v) for v in ("LoaderEntryDefault", "LoaderEntryOneShot")] == efi
     assert w.runner.props == props
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
+
+
+def test_the_auto_backend_checks_renames_too(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--backend auto`` wraps the backend (GRUB guard): its rename check still runs."""
+    from beadm.sdboot.detect import GuardedBackend
+
+    w = _with_pve2(tmp_path)
+    efi = tmp_path / "sys-firmware-efi"
+    efi.mkdir()
+    monkeypatch.setattr(sdb, "_free_space", lambda p: (0, 4096))
+    with pytest.raises(BootError, match="has 0 bytes free"):
+        GuardedBackend(w.backend, efi_dir=efi).check_rename(w.ref("pve-2"), w.ref("stable"))

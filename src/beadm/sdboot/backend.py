@@ -306,6 +306,10 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
+    def preflight(self) -> None:
+        """Nothing to refuse here: ``--backend systemd-boot`` is the admin's own choice
+        (``auto`` wraps this backend in :class:`beadm.sdboot.detect.GuardedBackend`)."""
+
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         """Before any change: every ESP at hand has room for ``new``'s entries (one FAT
         cluster each, plus one for the temporary file a write goes through), so a full

@@ -107,6 +107,10 @@ class GuardedBackend:
         self.preflight()
         self.inner.activate(be, temporary=temporary)
 
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        self.preflight()
+        self.inner.check_rename(old, new)
+
     def post_rename(self, old: BeRef, new: BeRef) -> None:
         self.preflight()
         self.inner.post_rename(old, new)
