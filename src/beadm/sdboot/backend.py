@@ -165,6 +165,34 @@ class SystemdBootBackend:
                     "systemd-boot lowercases entry ids and cannot tell them apart")
             esp.write_entry(fname, self._entry(esp, plan, k))
 
+    def _check_room(self, esps: list[Esp], plan: Plan) -> None:
+        """Before any ESP is written: every ESP at hand must take ``plan``'s kernel files
+        that it does not hold yet and still keep room for Proxmox's next kernel (as large
+        as the largest pair it keeps in EFI/proxmox/), or nothing is written anywhere: a
+        kernel update must never fail for lack of the space beadm took."""
+        files = [(f, f"{kind}-{k.kver}") for k in plan.kernels
+                 for f, kind in ((k.vmlinuz, "vmlinuz"), (k.initrd, "initrd.img"))]
+        problems = []
+        for esp in esps:
+            st = esp.store
+            if st is None:
+                continue
+            try:
+                free, cluster = _free_space(st.root)
+                need = st.bytes_to_add(files, cluster)
+                headroom = st.proxmox_pair_bytes()
+            except OSError as exc:
+                problems.append(f"ESP {esp.uuid}: {exc.strerror or exc}")
+                continue
+            if need and free - need < headroom:
+                problems.append(
+                    f"ESP {esp.uuid} has {_mib(free)} free; BE {plan.be.name}'s kernels need "
+                    f"{_mib(need)} and Proxmox's next kernel {_mib(headroom)}")
+        if problems:
+            raise BootError("not enough room on the ESPs, nothing written: "
+                            + "; ".join(problems)
+                            + " (destroy an unused BE, or remove old kernels, then retry)")
+
     def _prune(self, esp: EspStore, name: str, keep: list[str]) -> None:
         """Remove BE ``name``'s entries (by their BE tag, never by name patterns) not in keep."""
         for fname, e in esp.beadm_entries().items():
@@ -268,6 +296,7 @@ class SystemdBootBackend:
             esps = s.esps()
             errors: list[str] = []
             old = replacing.name if replacing else None
+            self._check_room(esps, plan)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
             fallback = _Fallback.of(esps, replacing) if replacing is not None else None
             if replacing is not None:
@@ -285,6 +314,7 @@ class SystemdBootBackend:
             plan = self._plan(s, be, prepare=False)
             esps = s.esps()
             errors: list[str] = []
+            self._check_room(esps, plan)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan))
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
@@ -648,6 +678,10 @@ class SystemdBootBackend:
             if ds in by_ds:
                 return by_ds[ds]
         return ent.be_of_id(eid, names)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
 
 
 def _free_space(path: Path) -> tuple[int, int]:

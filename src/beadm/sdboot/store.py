@@ -149,6 +149,28 @@ class EspStore:
 
         self._place(rel, write)
 
+    def bytes_to_add(self, files: list[tuple[Path, str]], cluster: int) -> int:
+        """What storing ``files`` (source, basename) would take on this ESP, rounded up to
+        ``cluster``: only the ones not stored yet (same test as :meth:`put_file`)."""
+        need = 0
+        for src, basename in files:
+            dest = self.root / ent.STORE_DIR / store_name(file_digest(src), basename)
+            size = src.stat().st_size
+            if not (dest.is_file() and dest.stat().st_size == size):
+                need += -(-size // cluster) * cluster
+        return need
+
+    def proxmox_pair_bytes(self) -> int:
+        """The largest kernel + initrd Proxmox keeps here (``EFI/proxmox/<kver>/``): about
+        what its next kernel update will need on this ESP."""
+        top = self.root / "EFI" / "proxmox"
+        best = 0
+        if top.is_dir():
+            for d in top.iterdir():
+                if d.is_dir():
+                    best = max(best, sum(f.stat().st_size for f in d.iterdir() if f.is_file()))
+        return best
+
     def put_file(self, src: Path, basename: str) -> str:
         """Store ``src`` by content; return the ESP path an entry names (``/beadm/...``)."""
         name = store_name(file_digest(src), basename)
