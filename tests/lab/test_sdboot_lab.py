@@ -231,3 +231,47 @@ def test_session_namespace_follows_host_unmounts_and_hides_its_own(
         host_ns.wait()
         subprocess.run(["umount", "-R", str(shared)], check=False)
     nothing_mounted(sh, uuids)
+
+
+def test_no_room_for_proxmox_next_kernel_refuses_before_writing(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str],
+        tmp_path: Path) -> None:
+    """Issue 11.1 on real FAT32: ESP 2 holds a Proxmox kernel + initrd of 74 MiB and has
+    78 MiB free; BE a's 8 MiB of kernel files would leave less than Proxmox's next kernel
+    needs: init refuses, naming ESP 2, and no byte of either ESP changes. With 8 MiB more
+    free it goes through."""
+    import os
+
+    from beadm.errors import BootError
+
+    backend, uuids = machine
+    u = uuids[1]
+    esp = tmp_path / "esp2"
+    esp.mkdir()
+    mib = 1 << 20
+    sh("mount", "-t", "vfat", f"/dev/disk/by-uuid/{u}", str(esp))
+    try:
+        pair = esp / "EFI/proxmox/6.1.0-1-pve"
+        pair.mkdir(parents=True)
+        sh("dd", "if=/dev/zero", f"of={pair}/vmlinuz-6.1.0-1-pve", "bs=1M", "count=14")
+        sh("dd", "if=/dev/zero", f"of={pair}/initrd.img-6.1.0-1-pve", "bs=1M", "count=60")
+        v = os.statvfs(esp)
+        fill = (v.f_bavail * v.f_frsize - 78 * mib) // mib
+        sh("dd", "if=/dev/zero", f"of={esp}/filler", "bs=1M", f"count={fill}")
+        v = os.statvfs(esp)
+        print(f"ESP {u}: {v.f_bavail * v.f_frsize / mib:.1f} MiB free")
+    finally:
+        sh("umount", str(esp))
+    before = _state(sh, uuids, backend)
+    with pytest.raises(BootError, match=f"nothing written: ESP {u} has 7[0-9].[0-9] MiB free"):
+        backend.init(BeRef("a", f"{POOL}/ROOT/a"))
+    nothing_mounted(sh, uuids)
+    assert _state(sh, uuids, backend) == before
+    sh("mount", "-t", "vfat", f"/dev/disk/by-uuid/{u}", str(esp))
+    try:
+        sh("truncate", "-s", f"{max(fill - 8, 0)}M", f"{esp}/filler")
+    finally:
+        sh("umount", str(esp))
+    backend.init(BeRef("a", f"{POOL}/ROOT/a"))
+    assert f"beadm-a-{KVER}.conf" in esp_ls(u, sh, "ls loader/entries").split()
+    nothing_mounted(sh, uuids)
