@@ -29,6 +29,23 @@ def with_pve2(w: World) -> World:
     return w
 
 
+def old_port_layout(w: World, bes: tuple[str, ...], kvers: tuple[str, ...],
+                    default: str) -> None:
+    """What the old shell port left on every ESP: env/<be>/ copies, <be>-<kver>.conf
+    entries and loader.conf's ``default <default>``."""
+    for u in UUIDS:
+        esp = w.esps[u]
+        for be in bes:
+            (esp / "env" / be).mkdir(parents=True)
+            for k in kvers:
+                (esp / "env" / be / f"vmlinuz-{k}").write_bytes(b"old copy")
+                (esp / "env" / be / f"initrd.img-{k}").write_bytes(b"old copy")
+                (esp / f"loader/entries/{be}-{k}.conf").write_text(
+                    f"title {be}\noptions root=ZFS=rpool/ROOT/{be} boot=zfs\n"
+                    f"linux /env/{be}/vmlinuz-{k}\ninitrd /env/{be}/initrd.img-{k}\n")
+        (esp / "loader/loader.conf").write_text(f"timeout 3\ndefault {default}\n")
+
+
 class Refusing(EfiVars):
     """Firmware that refuses every EFI variable write (Dell and others)."""
 
@@ -329,17 +346,7 @@ def test_migrate_old_shell_layout(w: World) -> None:
     w.add_be("pve-2", clone_of="pve-1")
     (w.bes["rpool/ROOT/pve-2"] / "etc/kernel/cmdline").write_text(
         "root=ZFS=rpool/ROOT/pve-2 boot=zfs\n")
-    for u in UUIDS:  # what the old shell port left: env/<be>/ copies and <be>-<kver>.conf
-        esp = w.esps[u]
-        for be in ("pve-1", "pve-2"):
-            (esp / "env" / be).mkdir(parents=True)
-            for k in (K1, K2):
-                (esp / "env" / be / f"vmlinuz-{k}").write_bytes(b"old copy")
-                (esp / "env" / be / f"initrd.img-{k}").write_bytes(b"old copy")
-                (esp / f"loader/entries/{be}-{k}.conf").write_text(
-                    f"title {be}\noptions root=ZFS=rpool/ROOT/{be} boot=zfs\n"
-                    f"linux /env/{be}/vmlinuz-{k}\ninitrd /env/{be}/initrd.img-{k}\n")
-        (esp / "loader/loader.conf").write_text("timeout 3\ndefault pve-2-*\n")
+    old_port_layout(w, ("pve-1", "pve-2"), (K1, K2), "pve-2-*")
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
     assert any("old shell beadm layout" in p for p in w.backend.check(w.refs()))
     w.backend.migrate(w.refs())
@@ -432,16 +439,7 @@ def test_migrate_old_default_glob_follows_the_loader_not_name_order(w: World) ->
         w.add_be(be, clone_of="pve-1")
         (w.bes[f"rpool/ROOT/{be}"] / "etc/kernel/cmdline").write_text(
             f"root=ZFS=rpool/ROOT/{be} boot=zfs\n")
-    for u in UUIDS:
-        esp = w.esps[u]
-        for be in ("test", "test-2"):
-            (esp / "env" / be).mkdir(parents=True)
-            (esp / "env" / be / f"vmlinuz-{K1}").write_bytes(b"old copy")
-            (esp / "env" / be / f"initrd.img-{K1}").write_bytes(b"old copy")
-            (esp / f"loader/entries/{be}-{K1}.conf").write_text(
-                f"title {be}\noptions root=ZFS=rpool/ROOT/{be} boot=zfs\n"
-                f"linux /env/{be}/vmlinuz-{K1}\ninitrd /env/{be}/initrd.img-{K1}\n")
-        (esp / "loader/loader.conf").write_text("timeout 3\ndefault test-*\n")
+    old_port_layout(w, ("test", "test-2"), (K1,), "test-*")
     assert all(w.booted(u) == "test" for u in UUIDS)
     w.backend.migrate(w.refs())
     assert all(w.booted(u) == "test" for u in UUIDS)
