@@ -54,11 +54,7 @@ EOF
 chmod 755 /usr/bin/bootctl
 if printf '\\7\\0\\0\\0x\\0' > /sys/firmware/efi/efivars/BeadmProbe-$V 2>/dev/null; then
     echo "EFI writes are not refused"; exit 1; fi
-# beadm as installed on a host (the shutdown unit runs it with systemd's PATH)
-mkdir -p /usr/local/lib/beadm && cp -r /src/src/beadm /usr/local/lib/beadm/
-printf '#!/bin/sh\\nPYTHONPATH=/usr/local/lib/beadm exec python3 -m beadm "$@"\\n' \\
-    > /usr/local/sbin/beadm
-chmod 755 /usr/local/sbin/beadm
+beadm_as_on_a_host   # the shutdown unit runs beadm with systemd's PATH
 beadm init pve-1
 beadm create pve-2
 beadm activate pve-2 2>&1 | tee /run/activate.out

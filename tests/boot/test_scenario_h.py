@@ -92,6 +92,7 @@ beadm check
 # beadm's shutdown re-assert reads it, the next boot runs that kernel
 OLD_K=$(ls /boot | sed -n 's/^vmlinuz-//p' | grep -vxF "$K")
 test -n "$OLD_K"
+beadm_as_on_a_host
 proxmox-boot-tool kernel pin "$OLD_K" --next-boot
 test "$(cat /etc/kernel/next-boot-pin)" = "$OLD_K"
 """.replace("PENDING", PENDING),

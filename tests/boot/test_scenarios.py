@@ -20,6 +20,13 @@ efivar() { local f=/sys/firmware/efi/efivars/$1-$V
 root_is() { local r; r=$(findmnt -no SOURCE /)
     [ "$r" = "$1" ] || { echo "root is $r, not $1"; exit 1; }; }
 flags() { beadm list -H | awk -F'\t' -v be="$1" '$1 == be { print $2 }'; }
+# beadm where a host has it, on systemd's PATH (beadm-reassert.service's ExecStop runs
+# `beadm sync --if-used` at shutdown; the steps' own beadm is only on the steps' PATH)
+beadm_as_on_a_host() {
+    mkdir -p /usr/local/lib/beadm && cp -r /src/src/beadm /usr/local/lib/beadm/
+    printf '#!/bin/sh\nPYTHONPATH=/usr/local/lib/beadm exec python3 -m beadm "$@"\n' \
+        > /usr/local/sbin/beadm
+    chmod 755 /usr/local/sbin/beadm; }
 # run a command with both ESPs mounted read-only at /run/t/esp1 /run/t/esp2 (private namespace)
 on_esps() { unshare --mount --propagation private sh -c '
     mkdir -p /run/t/esp1 /run/t/esp2
@@ -172,6 +179,7 @@ test "$(flags pve-2)" = T
 test "$(flags pve-1)" = NR
 # issue 11.6: an edited cmdline, then Proxmox's documented refresh (which runs no beadm
 # hook): beadm's entries carry it at pve-1's next boot (the shutdown re-assert syncs)
+beadm_as_on_a_host
 sed -i '1s/$/ beadm.test=edited/' /etc/kernel/cmdline
 proxmox-boot-tool refresh
 """,
