@@ -113,3 +113,22 @@ def test_dry_run_says_it_would_refresh(tmp_path: Path) -> None:
     _refreshed_from(w, "pve-1")  # the world's pve-1 entries, named as such
     w.backend.post_destroy(w.ref("pve-1", running=False))
     assert REFRESH in w.runner.calls
+
+
+def test_a_stale_default_naming_the_gone_be_is_not_put_back(w: World) -> None:
+    """loader.conf still named pve-2 (the EFI variable, which wins, named pve-1): destroy
+    resets that line, and the refresh's aftermath must not put the dead name back."""
+    _refreshed_from(w, "pve-2")
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    w.backend.activate(w.ref("pve-1"), temporary=False)
+    for u in UUIDS:  # as if the loader.conf write of the second activate had been lost
+        (w.esps[u] / "loader/loader.conf").write_text(
+            f"timeout 3\ndefault {w.efi('LoaderEntryDefault').replace('pve-1', 'pve-2')}\n")
+    _refresh_does(w, "ok")
+    del w.bes["rpool/ROOT/pve-2"]
+    w.backend.post_destroy(w.ref("pve-2"))
+    from beadm.sdboot.store import EspStore
+
+    for u in UUIDS:
+        assert "pve-2" not in (EspStore(w.esps[u], u).loader_default() or "")
+        assert _fallback_boots(w, u) == "pve-1"

@@ -298,13 +298,14 @@ class SystemdBootBackend:
             old = replacing.name if replacing else None
             self._check_room(esps, plan)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
-            fallback = _Fallback.of(esps, replacing) if replacing is not None else None
             if replacing is not None:
                 self._follow_rename(esps, errors, replacing, plan)
             self._each(esps, errors, "prune",
                        lambda st: self._prune(st, be.name, plan.fnames()))
             self._gc(esps, errors)
             self._raise(esps, errors)
+            # after the defaults moved to the new name: those are what a refresh must not undo
+            fallback = _Fallback.of(esps, replacing) if replacing is not None else None
         if fallback is not None:
             self._revive_fallback(fallback)
 
@@ -395,7 +396,6 @@ class SystemdBootBackend:
         with self.host.session() as s:
             esps = s.esps()
             errors: list[str] = []
-            fallback = _Fallback.of(esps, be)
             mine = _ids_of(esps, be.name)  # exact ids: "test" never touches "test-2"
             efi = self.host.efivars
             for var in (ONESHOT, DEFAULT):
@@ -412,6 +412,8 @@ class SystemdBootBackend:
             self._each(esps, errors, "remove entries", drop)
             self._gc(esps, errors)
             self._raise(esps, errors)
+            # after drop(): no default named the gone BE's entries any more
+            fallback = _Fallback.of(esps, be)
         self._revive_fallback(fallback)
 
     def _revive_fallback(self, fb: _Fallback) -> None:
