@@ -26,6 +26,23 @@ class BeRef:
 
 
 @dataclass(frozen=True)
+class KernelPin:
+    """``proxmox-boot-tool kernel pin KVER [--next-boot]`` in a BE: the kernel it boots."""
+
+    be: str
+    kver: str
+    once: bool  # --next-boot: this one boot, then the BE's newest (or its permanent pin)
+    present: bool  # False: the BE has no such kernel in its /boot (it boots its newest)
+
+    def describe(self) -> str:
+        how = "for the next boot only (--next-boot)" if self.once else "until unpinned"
+        if not self.present:
+            return (f"BE {self.be}: kernel {self.kver} is pinned {how}, but it is not in the "
+                    "BE's /boot: the BE boots its newest kernel")
+        return f"BE {self.be} boots kernel {self.kver}: pinned {how} (proxmox-boot-tool kernel pin)"
+
+
+@dataclass(frozen=True)
 class BootState:
     """Which BEs boot next, as the boot chain really stands (not as beadm last wrote it)."""
 
@@ -35,6 +52,7 @@ class BootState:
     # False: the backend cannot tell what boots next (e.g. a GRUB host): no BE is shown with R,
     # not even the pool's bootfs (which GRUB and systemd-boot ignore)
     decides: bool = True
+    pins: tuple[KernelPin, ...] = ()  # the running BE's kernel pin, if any
 
 
 class BootBackend(Protocol):

@@ -51,6 +51,8 @@ LIST_JSON_SCHEMA = """\
             "created": int,                 # seconds since the epoch
             "description": str,
             "origin": str | null,           # origin snapshot of the BE root
+            "kernel_pin": {"kver": str, "next_boot_only": bool, "present": bool} | null,
+                                            # proxmox-boot-tool kernel pin (running BE only)
             "datasets": [{"name", "mountpoint", "canmount", "used", "created",
                           "origin"}, ...],  # the BE root first
             "snapshots": [{"name", "used", "created"}, ...]}, ...]}"""
@@ -286,6 +288,8 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         problems = mgr.check()
         for line in problems:
             print(line, file=out)
+        for note in getattr(mgr.backend, "notes", None) or []:
+            print(f"beadm: note: {note}", file=err)
         return 1 if problems else 0
     elif cmd == "sync":
         if args.only_if_used and deps.environ.get(UNDER_BEADM):
@@ -397,6 +401,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     infos = _sorted(infos, args.rsort or args.sort, reverse=bool(args.rsort))
     for w in listing.state.warnings:
         print(f"beadm: warning: {w}", file=err)
+    for pin in listing.state.pins:
+        print(f"beadm: note: {pin.describe()}", file=err)
     if args.json:
         json.dump(_json(listing, infos), out, indent=2)
         out.write("\n")
@@ -444,6 +450,8 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]], *, script: boo
 
 
 def _json(listing: Listing, infos: list[BeInfo]) -> dict[str, Any]:
+    pins = {p.be: {"kver": p.kver, "next_boot_only": p.once, "present": p.present}
+            for p in listing.state.pins}
     return {
         "root": listing.root,
         "pool": listing.pool,
@@ -463,6 +471,7 @@ def _json(listing: Listing, infos: list[BeInfo]) -> dict[str, Any]:
                 "created": i.be.root.creation,
                 "description": i.be.description,
                 "origin": i.be.root.origin or None,
+                "kernel_pin": pins.get(i.be.name),
                 "datasets": [
                     {
                         "name": d.name,

@@ -95,6 +95,12 @@ test -n "$OLD_K"
 beadm_as_on_a_host
 proxmox-boot-tool kernel pin "$OLD_K" --next-boot
 test "$(cat /etc/kernel/next-boot-pin)" = "$OLD_K"
+# list and check show the pin (notes on stderr)
+beadm list 2>&1 >/dev/null | grep -F "BE pve-1 boots kernel $OLD_K: pinned for the next boot only"
+beadm list --json | python3 -c 'import json, sys; b = json.load(sys.stdin)["bes"]; \
+    p = [x["kernel_pin"] for x in b if x["name"] == "pve-1"][0]; \
+    assert p == {"kver": sys.argv[1], "next_boot_only": True, "present": True}, p' "$OLD_K"
+beadm check 2>&1 | grep -F "beadm: note: BE pve-1 boots kernel $OLD_K"
 """.replace("PENDING", PENDING),
         OWN_MODULES + """
 root_is rpool/ROOT/pve-1

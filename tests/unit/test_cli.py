@@ -9,6 +9,7 @@ from fakes import FakeRunner, RecordingBackend
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm import __version__
+from beadm.backend import BootState, KernelPin
 from beadm.cli import Deps, human, main
 
 
@@ -19,7 +20,7 @@ class Tty(io.StringIO):
 
 def run(
     tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None,
-    listing: str = LIST_TEXT,
+    listing: str = LIST_TEXT, state: BootState | None = None,
 ) -> tuple[int, str, str, FakeRunner]:
     runners: list[FakeRunner] = []
 
@@ -37,7 +38,7 @@ def run(
     out, err = io.StringIO(), io.StringIO()
     deps = Deps(
         make_runner=make_runner,
-        make_backend=lambda name, runner: RecordingBackend(),  # type: ignore[arg-type,return-value]
+        make_backend=lambda name, runner: RecordingBackend(state),  # type: ignore[arg-type,return-value]
         mountinfo=mi,
         lock_path=tmp_path / "lock",
         lock_wait=0.2,
@@ -149,6 +150,23 @@ def test_list_table_script_json(tmp_path: Path) -> None:
     assert data["root"] == "rpool/ROOT"
     assert [b["active"] for b in data["bes"]] == ["NR", "-"]
     assert data["bes"][1]["origin"] == "rpool/ROOT/pve-1@beadm-20261120-101010"
+
+
+def test_list_shows_the_running_bes_kernel_pin(tmp_path: Path) -> None:
+    """Issue 11.4: a ``proxmox-boot-tool kernel pin`` in the running BE is shown by list (a
+    note on stderr: the table's columns stay beadm's/bectl's) and carried by --json."""
+    state = BootState(next_boot="pve-1", pins=(KernelPin("pve-1", "6.8.12-4-pve", True, True),))
+    rc, out, err, _ = run(tmp_path, "list", state=state)
+    assert rc == 0
+    assert "beadm: note: BE pve-1 boots kernel 6.8.12-4-pve: pinned for the next boot only" in err
+    assert "6.8.12-4-pve" not in out
+    _rc, out, _, _ = run(tmp_path, "list", "--json", state=state)
+    bes = json.loads(out)["bes"]
+    assert bes[0]["kernel_pin"] == {"kver": "6.8.12-4-pve", "next_boot_only": True,
+                                    "present": True}
+    assert bes[1]["kernel_pin"] is None
+    _rc, out, err, _ = run(tmp_path, "list", state=BootState(next_boot="pve-1"))
+    assert "note" not in err
 
 
 def test_list_reads_snapshots_only_when_it_shows_them(tmp_path: Path) -> None:

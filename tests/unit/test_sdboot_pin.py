@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from sdboot_world import K1, K2, UUIDS, World
 
+from beadm.backend import KernelPin
 from beadm.sdboot import entries as ent
 
 
@@ -74,3 +75,25 @@ def test_pin_of_an_old_kernel_gets_its_entry_and_a_missing_one_a_warning(w: Worl
     w.backend.sync(w.refs())
     assert _defaults(w) == {ent.entry_filename("pve-1", "6.8.12-4-pve")}
     assert any("pinned kernel 9.9.9-9-pve" in n for n in w.backend.warnings)
+
+
+def test_list_and_check_show_the_pin_of_the_running_be(w: World) -> None:
+    """Issue 11.4: ``list`` (boot_state) and ``check`` (its notes) say which kernel a pin makes
+    the BE boot, and say so when the pinned kernel is not in the BE."""
+    _newest, older = sorted((K1, K2))[::-1]
+    assert w.backend.boot_state(w.refs()).pins == ()
+    _pin(w, older, next_boot=True)
+    w.backend.sync(w.refs())
+    assert w.backend.boot_state(w.refs()).pins == (KernelPin("pve-1", older, True, True),)
+    assert w.backend.check(w.refs()) == []
+    assert w.backend.notes == [KernelPin("pve-1", older, True, True).describe()]
+    assert "next boot only" in w.backend.notes[0]
+    _pin(w, None, next_boot=True)
+    _pin(w, "9.9.9-gone")
+    assert w.backend.boot_state(w.refs()).pins == (KernelPin("pve-1", "9.9.9-gone", False,
+                                                             False),)
+    w.backend.check(w.refs())
+    assert "not in the BE's /boot" in w.backend.notes[0]
+    _pin(w, None)
+    w.backend.check(w.refs())
+    assert w.backend.notes == []

@@ -30,11 +30,11 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
-from beadm.backend import BeRef, BootState
+from beadm.backend import BeRef, BootState, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
@@ -84,6 +84,7 @@ class SystemdBootBackend:
         self._out = out if out is not None else sys.stdout
         self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
         self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
+        self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
 
     # -- the record ----------------------------------------------------------------
     def _get_record(self, container: str) -> str | None:
@@ -534,6 +535,7 @@ class SystemdBootBackend:
 
     def check(self, bes: list[BeRef]) -> list[str]:
         problems: list[str] = []
+        self.notes = []
         with self.host.session() as s:
             plans: dict[str, Plan] = {}
             for be in bes:
@@ -543,6 +545,10 @@ class SystemdBootBackend:
                     problems.append(exc.message)
                     continue
                 plans[be.name] = plan
+                pin = kernels.pin_of(s.be_root(be, writable=False))
+                if pin is not None:
+                    self.notes.append(KernelPin(be.name, pin.kver, pin.once,
+                                                plan.pin is not None).describe())
                 current = cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE)
                 if current != plan.options:
                     problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
@@ -605,6 +611,24 @@ class SystemdBootBackend:
         return out
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
+        state = self._boot_state(bes)
+        return replace(state, pins=self._running_pins(bes))
+
+    def _running_pins(self, bes: list[BeRef]) -> tuple[KernelPin, ...]:
+        """The running BE's kernel pin (files in / : no mount needed)."""
+        for be in bes:
+            if not be.running:
+                continue
+            with self.host.session() as s:
+                root = s.be_root(be, writable=False)
+                pin = kernels.pin_of(root)
+                if pin is None:
+                    return ()
+                have = kernels.find(root / "boot", limit=0, pin=pin.kver)
+                return (KernelPin(be.name, pin.kver, pin.once, bool(have)),)
+        return ()
+
+    def _boot_state(self, bes: list[BeRef]) -> BootState:
         names = [b.name for b in bes]
         efi = self.host.efivars
         oneshot = efi.get(ONESHOT) if efi.available() else None

@@ -57,6 +57,10 @@ class GuardedBackend:
     def warnings(self) -> list[str]:
         return self.inner.warnings
 
+    @property
+    def notes(self) -> list[str]:
+        return self.inner.notes
+
     def reason(self) -> str | None:
         """Why beadm cannot manage this host's boot (None: it can). Mounts the ESPs once."""
         if self._checked:

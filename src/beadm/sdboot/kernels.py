@@ -26,8 +26,16 @@ def version_key(v: str) -> tuple[tuple[int, int | str], ...]:
                  for p in re.findall(r"\d+|[^\d]+", v))
 
 
-def pinned(root: Path) -> str | None:
-    """The kernel version Proxmox's pin files in BE ``root`` name (next-boot pin first)."""
+@dataclass(frozen=True)
+class Pin:
+    """A kernel pin of Proxmox's in a BE: ``once`` for ``--next-boot`` (next-boot-pin)."""
+
+    kver: str
+    once: bool
+
+
+def pin_of(root: Path) -> Pin | None:
+    """The pin Proxmox's files in BE ``root`` set (the next-boot pin first)."""
     for rel in PIN_FILES:
         try:
             text = (root / rel).read_text(encoding="utf-8", errors="replace")
@@ -35,8 +43,14 @@ def pinned(root: Path) -> str | None:
             continue
         words = text.split()
         if words:
-            return words[0]
+            return Pin(words[0], once=rel.endswith("next-boot-pin"))
     return None
+
+
+def pinned(root: Path) -> str | None:
+    """The kernel version Proxmox's pin files in BE ``root`` name (next-boot pin first)."""
+    pin = pin_of(root)
+    return pin.kver if pin else None
 
 
 def find(boot: Path, *, keep: str | None = None, limit: int = MAX_KERNELS,
