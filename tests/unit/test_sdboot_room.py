@@ -7,10 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdboot_world import UUIDS, World, tree_snapshot
+from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.sdboot import backend as sdb
+from beadm.sdboot import entries as ent
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> None:
@@ -67,3 +68,102 @@ def test_activate_of_a_be_whose_kernels_left_the_esp_checks_room_too(
     with pytest.raises(BootError, match="not enough room"):
         w.backend.activate(w.ref("pve-2"), temporary=False)
     assert w.efi("LoaderEntryDefault") != "beadm-pve-2-6.9.1-1-pve.conf"
+
+
+# -- the fit: what sync (the kernel hooks, the shutdown re-assert) stores when ESPs are tight
+
+OLD1, OLD2, OLD3 = "6.1.0-1-pve", "6.1.0-2-pve", "6.1.0-3-pve"
+
+
+def _rounded(size: int) -> int:
+    return -(-size // 512) * 512
+
+
+def _pair_of(root: Path, kver: str) -> int:
+    return sum(_rounded((root / "boot" / f"{n}-{kver}").stat().st_size)
+               for n in ("vmlinuz", "initrd.img"))
+
+
+def _held(w: World, uuid: str) -> int:
+    return sum(_rounded(p.stat().st_size) for p in (w.esps[uuid] / "beadm").iterdir())
+
+
+def _ids(w: World, uuid: str, be: str) -> set[str]:
+    from beadm.sdboot.store import EspStore
+
+    return {f for f, e in EspStore(w.esps[uuid], uuid).beadm_entries().items() if e.be == be}
+
+
+def _used(esp: Path) -> int:
+    return sum(_rounded(f.stat().st_size) for f in esp.rglob("*") if f.is_file())
+
+
+def _capacity(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free_now: int) -> None:
+    """ESP ``uuid`` is a file system with ``free_now`` bytes free at this moment: writing
+    takes free space and removing gives it back (512-byte clusters)."""
+    real = sdb._free_space
+    esp = w.esps[uuid]
+    cap = _used(esp) + free_now
+    monkeypatch.setattr(sdb, "_free_space",
+                        lambda p: (cap - _used(esp), 512) if Path(p) == esp else real(p))
+
+
+def _old_be(w: World) -> Path:
+    """A BE from long ago: two big kernels that nothing on the ESPs has yet."""
+    return w.add_be("old", {OLD1: b"o" * 4000, OLD2: b"p" * 4000})
+
+
+def test_tight_esps_keep_only_the_kernel_each_be_boots_and_check_agrees(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _old_be(w)
+    u = UUIDS[1]
+    headroom, held = _pair(w, u), _held(w, u)
+    lean_total = held + _pair_of(old, OLD2)  # pve-1's files + old's newest pair
+    # old's newest pair and its entry fit beside Proxmox's next kernel, its older one not
+    free = lean_total - held + 512 + headroom + 10
+    _capacity(monkeypatch, w, u, free)
+    w.backend.sync(w.refs())
+    assert _ids(w, u, "old") == {ent.entry_filename("old", OLD2)}
+    assert _ids(w, UUIDS[0], "old") == {ent.entry_filename("old", OLD2)}  # the same everywhere
+    # pve-1 runs K1 and boots K2: it keeps both
+    assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", k) for k in (K1, K2)}
+    assert any("tight" in n and "old" in n for n in w.backend.warnings)
+    assert w.backend.check(w.refs()) == []  # the same fit: no drift to report
+    w.backend.sync(w.refs())  # and a second sync changes nothing
+    assert _ids(w, u, "old") == {ent.entry_filename("old", OLD2)}
+    monkeypatch.undo()  # room again: old gets both of its kernels back
+    w.backend.sync(w.refs())
+    assert _ids(w, u, "old") == {ent.entry_filename("old", k) for k in (OLD1, OLD2)}
+    assert w.backend.check(w.refs()) == []
+
+
+def test_no_room_even_for_the_kernel_a_be_boots_holds_that_be_as_it_was(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel update inside a BE when the ESPs cannot take it with Proxmox's next kernel:
+    the BE keeps the entries it has and stays the default; sync and check say why."""
+    old = _old_be(w)
+    w.backend.sync(w.refs())
+    w.backend.activate(w.ref("old"), temporary=False)
+    (old / "boot" / f"vmlinuz-{OLD3}").write_bytes(b"q" * 4000)  # old's own kernel update
+    (old / "boot" / f"initrd.img-{OLD3}").write_bytes(b"r" * 40000)
+    for u in UUIDS:
+        _capacity(monkeypatch, w, u, _pair(w, u) + 100)  # room for Proxmox's next kernel only
+    before = {u: tree_snapshot(e) for u, e in w.esps.items()}
+    w.backend.sync(w.refs())
+    assert {u: tree_snapshot(e) for u, e in w.esps.items()} == before
+    assert any(f"BE old: no room for kernel {OLD3}" in n for n in w.backend.warnings)
+    assert {w.booted(u) for u in UUIDS} == {"old"}
+    assert w.efi("LoaderEntryDefault") == ent.entry_filename("old", OLD2)
+    problems = w.backend.check(w.refs())
+    assert [p for p in problems if p.startswith("BE old: no room")], problems
+
+
+def test_create_on_tight_esps_stores_the_lean_set_instead_of_refusing(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = _old_be(w)
+    u = UUIDS[0]
+    free = _pair_of(old, OLD2) + 512 + _pair(w, u) + 10
+    _capacity(monkeypatch, w, u, free)
+    w.backend.post_create(w.ref("old"))
+    assert _ids(w, u, "old") == _ids(w, UUIDS[1], "old") == {ent.entry_filename("old", OLD2)}
+    assert any("tight" in n for n in w.backend.warnings)

@@ -29,7 +29,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
@@ -58,12 +58,28 @@ class Plan:
     options: str
     kernels: tuple[kernels.Kernel, ...]
     pin: str | None = None  # Proxmox's kernel pin in the BE, when it has that kernel
+    running_kver: str | None = None  # the kernel running now, when this is the running BE
+
+    @property
+    def default_kver(self) -> str:
+        return self.pin or self.kernels[0].kver
+
+    def lean(self) -> Plan:
+        """The same BE on tight ESPs: only the kernel it boots, and the running BE also the
+        kernel running now (known to boot)."""
+        keep = [k for k in self.kernels if k.kver in (self.default_kver, self.running_kver)]
+        return replace(self, kernels=tuple(keep))
+
+    def files(self) -> list[tuple[Path, str]]:
+        """(source, basename) of every kernel and initrd the plan stores."""
+        return [(f, f"{kind}-{k.kver}") for k in self.kernels
+                for f, kind in ((k.vmlinuz, "vmlinuz"), (k.initrd, "initrd.img"))]
 
     @property
     def default_id(self) -> str:
         """The entry the BE boots: its pinned kernel's (``proxmox-boot-tool kernel pin``,
         also ``--next-boot``), else its newest kernel's."""
-        return ent.entry_filename(self.be.name, self.pin or self.kernels[0].kver)
+        return ent.entry_filename(self.be.name, self.default_kver)
 
     def fnames(self) -> list[str]:
         return [ent.entry_filename(self.be.name, k.kver) for k in self.kernels]
@@ -128,7 +144,7 @@ class SystemdBootBackend:
             if note not in self.warnings:
                 self.warnings.append(note)
             pin = None
-        return Plan(be, options, tuple(found), pin)
+        return Plan(be, options, tuple(found), pin, keep)
 
     def _write_cmdline(self, root: Path, options: str) -> None:
         path = root / cmd.CMDLINE
@@ -166,13 +182,10 @@ class SystemdBootBackend:
                     "systemd-boot lowercases entry ids and cannot tell them apart")
             esp.write_entry(fname, self._entry(esp, plan, k))
 
-    def _check_room(self, esps: list[Esp], plan: Plan) -> None:
-        """Before any ESP is written: every ESP at hand must take ``plan``'s kernel files
-        that it does not hold yet and still keep room for Proxmox's next kernel (as large
-        as the largest pair it keeps in EFI/proxmox/), or nothing is written anywhere: a
-        kernel update must never fail for lack of the space beadm took."""
-        files = [(f, f"{kind}-{k.kver}") for k in plan.kernels
-                 for f, kind in ((k.vmlinuz, "vmlinuz"), (k.initrd, "initrd.img"))]
+    def _room_problems(self, esps: list[Esp], plan: Plan) -> list[str]:
+        """Why the ESPs at hand cannot take ``plan``'s kernel files that they do not hold
+        yet and still keep room for Proxmox's next kernel (as large as the largest pair it
+        keeps in EFI/proxmox/); empty when they can."""
         problems = []
         for esp in esps:
             st = esp.store
@@ -180,7 +193,7 @@ class SystemdBootBackend:
                 continue
             try:
                 free, cluster = _free_space(st.root)
-                need = st.bytes_to_add(files, cluster)
+                need = st.bytes_to_add(plan.files(), cluster)
                 headroom = st.proxmox_pair_bytes()
             except OSError as exc:
                 problems.append(f"ESP {esp.uuid}: {exc.strerror or exc}")
@@ -189,10 +202,66 @@ class SystemdBootBackend:
                 problems.append(
                     f"ESP {esp.uuid} has {_mib(free)} free; BE {plan.be.name}'s kernels need "
                     f"{_mib(need)} and Proxmox's next kernel {_mib(headroom)}")
-        if problems:
-            raise BootError("not enough room on the ESPs, nothing written: "
-                            + "; ".join(problems)
-                            + " (destroy an unused BE, or remove old kernels, then retry)")
+        return problems
+
+    def _fit_one(self, esps: list[Esp], plan: Plan) -> Plan:
+        """Before any ESP is written: ``plan`` if every ESP takes it with room to spare for
+        Proxmox's next kernel, else its lean form (only the kernel the BE boots) if that
+        fits, else nothing is written anywhere: a kernel update must never fail for lack of
+        the space beadm took."""
+        problems = self._room_problems(esps, plan)
+        if not problems:
+            return plan
+        lean = plan.lean()
+        if lean.kernels != plan.kernels and not self._room_problems(esps, lean):
+            self._note_lean([plan.be.name])
+            return lean
+        raise BootError("not enough room on the ESPs, nothing written: "
+                        + "; ".join(problems)
+                        + " (destroy an unused BE, or remove old kernels, then retry)")
+
+    def _note_lean(self, names: list[str]) -> None:
+        note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if len(names) == 1 else ''} "
+                "only the kernel they boot (and the running one), to leave room for "
+                "Proxmox's next kernel")
+        if note not in self.warnings:
+            self.warnings.append(note)
+
+    def _fit_all(self, esps: list[Esp], plans: dict[str, Plan],
+                 bes: list[BeRef]) -> tuple[dict[str, Plan], dict[str, str]]:
+        """What ``sync`` may store on the ESPs (``check`` compares with the same): every BE's
+        plan when, with them, every ESP keeps room for Proxmox's next kernel; else every BE
+        lean; else BEs one by one (the running BE, the activated one, then by name), each
+        lean if it fits and else held: it keeps the entries it has (returned with why).
+
+        Decided from the ESPs' totals (free + beadm's own files), not from what is stored
+        now, so that repeated syncs agree with each other and with ``check``."""
+        rooms = _rooms(esps)
+        if not rooms or not plans:
+            return plans, {}
+        if _fits(rooms, plans.values()):
+            return plans, {}
+        leans = {n: p.lean() for n, p in plans.items()}
+        if _fits(rooms, leans.values()):
+            trimmed = sorted(n for n in plans if leans[n].kernels != plans[n].kernels)
+            if trimmed:
+                self._note_lean(trimmed)
+            return leans, {}
+        record = self._get_record(_container(bes[0])) if bes else None
+        order = sorted(plans, key=lambda n: (not plans[n].be.running, n != record, n))
+        chosen: dict[str, Plan] = {}
+        held: dict[str, str] = {}
+        for n in order:
+            rest = [x for x in order if x not in chosen and x != n]
+            kept = _held_files(esps, rest)
+            if _fits(rooms, [*chosen.values(), leans[n]], kept):
+                chosen[n] = leans[n]
+            else:
+                held[n] = (f"BE {n}: no room for kernel {leans[n].default_kver} on the ESPs "
+                           "while keeping room for Proxmox's next kernel: it keeps the "
+                           "entries it has (free space on the ESPs, e.g. destroy an unused "
+                           "BE, then run 'beadm sync')")
+        return chosen, held
 
     def _prune(self, esp: EspStore, name: str, keep: list[str]) -> None:
         """Remove BE ``name``'s entries (by their BE tag, never by name patterns) not in keep."""
@@ -297,7 +366,7 @@ class SystemdBootBackend:
             esps = s.esps()
             errors: list[str] = []
             old = replacing.name if replacing else None
-            self._check_room(esps, plan)
+            plan = self._fit_one(esps, plan)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
             if replacing is not None:
                 self._follow_rename(esps, errors, replacing, plan)
@@ -316,7 +385,7 @@ class SystemdBootBackend:
             plan = self._plan(s, be, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            self._check_room(esps, plan)
+            plan = self._fit_one(esps, plan)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan))
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
@@ -468,11 +537,19 @@ class SystemdBootBackend:
                     errors.append(f"BE {be.name}: cannot write its /etc/kernel/cmdline: {exc}")
             esps = s.esps()
             names = [b.name for b in bes]
+            plans, held = self._fit_all(esps, plans, bes)
+            for why in held.values():
+                log.warning("%s", why)
+                self.warnings.append(why)
             for plan in plans.values():
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
             record = self._get_record(_container(bes[0])) if bes else None
             if record in plans:
                 self._assert_default(esps, errors, plans[record].default_id)
+            elif record in held:
+                kept = _held_default(esps, record)
+                if kept is not None:
+                    self._assert_default(esps, errors, kept)
             self._each(esps, errors, "prune", functools.partial(_prune_all, plans=plans,
                                                                   names=names))
             self._gc(esps, errors)
@@ -536,6 +613,7 @@ class SystemdBootBackend:
     def check(self, bes: list[BeRef]) -> list[str]:
         problems: list[str] = []
         self.notes = []
+        self.warnings = []
         with self.host.session() as s:
             plans: dict[str, Plan] = {}
             for be in bes:
@@ -556,6 +634,8 @@ class SystemdBootBackend:
             esps = s.esps()
             names = [b.name for b in bes]
             record = self._get_record(_container(bes[0])) if bes else None
+            plans, held = self._fit_all(esps, plans, bes)
+            problems += held.values()
             for esp in esps:
                 if esp.store is None:
                     problems.append(esp.error or f"ESP {esp.uuid} is missing")
@@ -704,6 +784,82 @@ class SystemdBootBackend:
             if ds in by_ds:
                 return by_ds[ds]
         return ent.be_of_id(eid, names)
+
+
+@dataclass(frozen=True)
+class _Room:
+    """One ESP's space as the fit sees it (bytes, rounded up to clusters)."""
+
+    store: EspStore
+    free: int
+    cluster: int
+    held: int  # beadm's own stored kernels and initrds: freed when no entry needs them
+    headroom: int  # Proxmox's largest kernel + initrd pair: what its next kernel needs
+
+    def rounded(self, size: int) -> int:
+        return -(-size // self.cluster) * self.cluster
+
+
+def _rooms(esps: list[Esp]) -> list[_Room]:
+    rooms = []
+    for esp in esps:
+        st = esp.store
+        if st is None:
+            continue
+        try:
+            free, cluster = _free_space(st.root)
+            held = sum(-(-(st.root / ent.STORE_DIR / n).stat().st_size // cluster) * cluster
+                       for n in st.store_files())
+            held += len(st.beadm_entries()) * cluster  # each entry file takes a cluster
+            rooms.append(_Room(st, free, cluster, held, st.proxmox_pair_bytes()))
+        except OSError as exc:  # the writes will say it again, per ESP
+            log.debug("ESP %s: cannot measure its space: %s", esp.uuid, exc)
+    return rooms
+
+
+def _fits(rooms: list[_Room], plans: Iterable[Plan],
+          kept: dict[str, set[str]] | None = None) -> bool:
+    """Whether every ESP can hold ``plans``' files (and the stored files in ``kept``) with
+    Proxmox's next kernel still fitting afterwards, and can take the missing ones before
+    the old ones are freed (files are written first, freed last)."""
+    wanted: dict[str, int] = {}
+    entries = 0
+    for plan in plans:
+        entries += len(plan.kernels)
+        for src, basename in plan.files():
+            wanted[store_name(file_digest(src), basename)] = src.stat().st_size
+    for room in rooms:
+        sizes = dict(wanted)
+        for name in (kept or {}).get(room.store.uuid, set()):
+            path = room.store.root / ent.STORE_DIR / name
+            if path.is_file():
+                sizes[name] = path.stat().st_size
+        have = set(room.store.store_files())
+        total = sum(room.rounded(n) for n in sizes.values()) + entries * room.cluster
+        new = sum(room.rounded(n) for name, n in sizes.items() if name not in have)
+        if room.free + room.held - total < room.headroom or room.free - new < 0:
+            return False
+    return True
+
+
+def _held_files(esps: list[Esp], names: list[str]) -> dict[str, set[str]]:
+    """Per ESP: the stored files that the entries of BEs ``names`` name now."""
+    out: dict[str, set[str]] = {}
+    for esp in esps:
+        if esp.store is None:
+            continue
+        out[esp.uuid] = {p.rsplit("/", 1)[-1] for e in esp.store.beadm_entries().values()
+                         if e.be in names for p in e.store_paths()}
+    return out
+
+
+def _held_default(esps: list[Esp], name: str) -> str | None:
+    """The entry of BE ``name`` with the newest kernel on the ESPs (a held BE's default)."""
+    found = {fname: e.version or "" for esp in esps if esp.store is not None
+             for fname, e in esp.store.beadm_entries().items() if e.be == name}
+    if not found:
+        return None
+    return max(found, key=lambda f: version_key(found[f]))
 
 
 def _mib(n: int) -> str:
