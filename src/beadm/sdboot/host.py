@@ -81,6 +81,7 @@ class Session(Protocol):
 
 class Host(Protocol):
     efivars: EfiVars
+    etc_kernel: Path  # the running root's /etc/kernel: its ESP list is the reference
     esp_mounts: int
     be_mounts: int
 
