@@ -138,6 +138,12 @@ proxmox-boot-tool init "$p"
 proxmox-boot-tool clean
 test "$(cat /etc/kernel/proxmox-boot-uuids)" = "$(printf 'C0DE-0001\\nC0DE-0003')"
 ESP2=C0DE-0003
+if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
+cat /run/check.out
+grep -qF "BE pve-2: /etc/kernel/proxmox-boot-uuids lists C0DE-0001, C0DE-0002, the running \\
+BE's lists C0DE-0001, C0DE-0003" /run/check.out
+beadm -n activate pve-2 | tee /run/dry.out
+grep -q "would write .*/etc/kernel/proxmox-boot-uuids: ESPs C0DE-0001, C0DE-0003" /run/dry.out
 beadm activate pve-2
 proxmox-boot-tool refresh
 proxmox-boot-tool reinit
