@@ -173,3 +173,21 @@ def test_an_unwritable_list_fails_activate_before_any_default_changes(
     assert w.efi("LoaderEntryDefault") == efi_before
     assert tree_snapshot(w.tmp / "esp") == esps_before
     assert w.booted(UUIDS[0]) == "pve-1"
+
+
+def test_a_list_naming_a_present_esp_the_running_list_lacks_is_left_alone(w: World) -> None:
+    """The running list is the stale one (a sync in a BE not told about a new disk): it
+    must not spread over a BE that knows a present ESP; check and a warning say so."""
+    (w.etc / "proxmox-boot-uuids").write_text(f"{UUIDS[0]}\n")
+    w.add_be("pve-3", clone_of="pve-2")
+    be_list(w, "pve-3").write_text(f"{UUIDS[0]}\nGONE-0009\n")  # a gone one: replaced
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert be_list(w, "pve-2").read_text() == OLD
+    assert any(f"ESP {UUIDS[1]} is present but not in the running BE's list" in n
+               for n in w.backend.warnings)
+    problems = w.backend.check(w.refs())
+    assert any(p.startswith("BE pve-2: ") and f"ESP {UUIDS[1]} is present" in p
+               for p in problems)
+    w.backend.sync(w.refs())
+    assert be_list(w, "pve-2").read_text() == OLD
+    assert be_list(w, "pve-3").read_text() == f"{UUIDS[0]}\n"

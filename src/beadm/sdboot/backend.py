@@ -149,9 +149,20 @@ class SystemdBootBackend:
         want, drift = self._esp_list_drift(s, be)
         if want is None or not drift:
             return
+        todo = []
+        for d in drift:
+            kept = d.would_drop(want, self.host.esp_present)
+            if kept:
+                note = esplist.describe(be.name, d, want, kept)
+                if note not in self.warnings:
+                    self.warnings.append(note)
+            else:
+                todo.append(d)
+        if not todo:
+            return
         try:
-            esplist.carry(s.be_root(be, writable=True), want, dry_run=self._runner.dry_run,
-                          out=self._out)
+            esplist.carry(s.be_root(be, writable=True), todo, want,
+                          dry_run=self._runner.dry_run, out=self._out)
         except OSError as exc:
             raise BootError(f"BE {be.name}: cannot write its ESP list: {exc}") from exc
 
@@ -582,7 +593,9 @@ class SystemdBootBackend:
                     problems.append(exc.message)
                     continue
                 if want is not None:
-                    problems += [esplist.describe(be.name, d, want) for d in drift]
+                    problems += [esplist.describe(be.name, d, want,
+                                                  d.would_drop(want, self.host.esp_present))
+                                 for d in drift]
             esps = s.esps()
             names = [b.name for b in bes]
             record = self._get_record(_container(bes[0])) if bes else None

@@ -9,6 +9,11 @@ and beadm's own sync would skip the new ESP. So the running root's list is the r
 write it into the target BE's ``/etc/kernel/`` when the ESP ids differ, and ``check``
 reports a BE whose list differs.
 
+One exception keeps a stale running list from spreading (``sync`` run in a BE that was not
+told about a new disk, or in a chroot of an old BE): a BE's list that names an ESP whose
+device is present and that the running list lacks is not replaced; ``check`` and a warning
+say so.
+
 Which file in the target: every name of the two that it holds as a regular file (each is
 compared and rewritten on its own); if it holds neither, the running root's name. A write is
 a temporary file in the same directory, fsynced, given the old file's mode (else the running
@@ -22,6 +27,7 @@ import contextlib
 import os
 import stat
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -70,6 +76,11 @@ class Drift:
     path: Path
     have: tuple[str, ...] | None
 
+    def would_drop(self, want: EspList, present: Callable[[str], bool]) -> tuple[str, ...]:
+        """ESPs this file names, the running list lacks, and whose device is there: a sign
+        that the running list is the stale one."""
+        return tuple(u for u in self.have or () if u not in want.ids and present(u))
+
 
 def drift(root: Path, want: EspList) -> list[Drift]:
     """The list files in the BE tree at ``root`` that differ from ``want`` (see module doc)."""
@@ -86,13 +97,18 @@ def drift(root: Path, want: EspList) -> list[Drift]:
     return out
 
 
-def describe(be: str, d: Drift, want: EspList) -> str:
-    """A ``check`` line for one drifting list file."""
+def describe(be: str, d: Drift, want: EspList, kept: tuple[str, ...] = ()) -> str:
+    """A ``check`` line for one drifting list file (``kept``: see :meth:`Drift.would_drop`)."""
     names = ", ".join(want.ids)
     if d.have is None:
         return f"BE {be}: has no ESP list (the running BE's lists {names})"
-    return (f"BE {be}: /{ETC_KERNEL}/{d.path.name} lists {', '.join(d.have) or 'no ESP'}, "
+    line = (f"BE {be}: /{ETC_KERNEL}/{d.path.name} lists {', '.join(d.have) or 'no ESP'}, "
             f"the running BE's lists {names}")
+    if kept:
+        line += (f"; ESP {', '.join(kept)} is present but not in the running BE's list, so "
+                 "beadm leaves this file alone (if it is in use, run 'proxmox-boot-tool "
+                 "init' on it in the running BE)")
+    return line
 
 
 def write(path: Path, want: EspList) -> None:
@@ -122,16 +138,18 @@ def write(path: Path, want: EspList) -> None:
         os.close(dfd)
 
 
-def carry(root: Path, want: EspList, *, dry_run: bool = False,
+def carry(root: Path, drifts: list[Drift], want: EspList, *, dry_run: bool = False,
           out: TextIO | None = None) -> list[Path]:
-    """Write the running root's list into the BE tree at ``root`` where it differs; the
+    """Write the running root's list over each of ``drifts`` in the BE tree at ``root``
+    (the BE's mount may have changed, e.g. to read-write: names are kept, not paths); the
     files written (or, with ``dry_run``, that would be)."""
     done = []
-    for d in drift(root, want):
+    for d in drifts:
+        path = root / ETC_KERNEL / d.path.name
         if dry_run:
-            print(f"would write {d.path}: ESPs {', '.join(want.ids)} (the running BE's list)",
+            print(f"would write {path}: ESPs {', '.join(want.ids)} (the running BE's list)",
                   file=out if out is not None else sys.stdout)
         else:
-            write(d.path, want)
-        done.append(d.path)
+            write(path, want)
+        done.append(path)
     return done
