@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-t", dest="temporary", action="store_true", help="next boot only")
     sp.add_argument("name", metavar="NAME")
 
-    cmd("check", "report drift between ESPs and ZFS (exit 1 if any)", "beadm check")
+    cmd("check", "report drift between ESPs, ZFS and the BEs' cmdline and ESP list "
+        "(exit 1 if any)", "beadm check")
     sp = cmd("sync", "repair what check reports", "beadm sync")
     sp.add_argument("--if-used", dest="only_if_used", action="store_true",
                     help="do nothing until beadm has written boot entries "

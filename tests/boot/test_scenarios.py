@@ -27,11 +27,12 @@ beadm_as_on_a_host() {
     printf '#!/bin/sh\nPYTHONPATH=/usr/local/lib/beadm exec python3 -m beadm "$@"\n' \
         > /usr/local/sbin/beadm
     chmod 755 /usr/local/sbin/beadm; }
-# run a command with both ESPs mounted read-only at /run/t/esp1 /run/t/esp2 (private namespace)
+# run a command with both ESPs mounted read-only at /run/t/esp1 /run/t/esp2 (private namespace;
+# ESP1/ESP2 name other volume ids, e.g. after a replaced disk)
 on_esps() { unshare --mount --propagation private sh -c '
     mkdir -p /run/t/esp1 /run/t/esp2
-    mount -o ro /dev/disk/by-uuid/C0DE-0001 /run/t/esp1
-    mount -o ro /dev/disk/by-uuid/C0DE-0002 /run/t/esp2
+    mount -o ro /dev/disk/by-uuid/'"${ESP1:-C0DE-0001}"' /run/t/esp1
+    mount -o ro /dev/disk/by-uuid/'"${ESP2:-C0DE-0002}"' /run/t/esp2
     '"$1"; }
 """
 
@@ -118,10 +119,31 @@ beadm check
 
 
 def test_c_activate_survives_refresh_reinit_and_initramfs_update() -> None:
+    """c, and issue 11.7: ESP 2's disk is replaced in pve-1 (a new FAT volume id, Proxmox's
+    ``init`` and ``clean`` there) after pve-2 was created, so pve-2's own ESP list still
+    names the gone ESP and lacks the new one. ``activate`` carries pve-1's list into pve-2:
+    booted, pve-2's Proxmox refresh and beadm's sync keep both ESPs current."""
     res = run_steps(*steps(
         """
 beadm init pve-1
 beadm create pve-2
+# issue 11.7: the disk of ESP 2 (C0DE-0002) replaced; its new ESP gets volume id C0DE-0003
+# (what 'proxmox-boot-tool format' does, with a chosen id)
+p=$(readlink -f /dev/disk/by-uuid/C0DE-0002)
+mkfs.vfat -F 32 -i C0DE0003 "$p"
+udevadm trigger --settle "$p"
+test -e /dev/disk/by-uuid/C0DE-0003
+test ! -e /dev/disk/by-uuid/C0DE-0002
+proxmox-boot-tool init "$p"
+proxmox-boot-tool clean
+test "$(cat /etc/kernel/proxmox-boot-uuids)" = "$(printf 'C0DE-0001\\nC0DE-0003')"
+ESP2=C0DE-0003
+if beadm check > /run/check.out 2>&1; then echo "check found nothing"; exit 1; fi
+cat /run/check.out
+grep -qF "BE pve-2: /etc/kernel/proxmox-boot-uuids lists C0DE-0001, C0DE-0002, the running \\
+BE's lists C0DE-0001, C0DE-0003" /run/check.out
+beadm -n activate pve-2 | tee /run/dry.out
+grep -q "would write .*/etc/kernel/proxmox-boot-uuids: ESPs C0DE-0001, C0DE-0003" /run/dry.out
 beadm activate pve-2
 proxmox-boot-tool refresh
 proxmox-boot-tool reinit
@@ -132,6 +154,21 @@ test "$(flags pve-2)" = R
 """,
         """
 root_is rpool/ROOT/pve-2
+ESP2=C0DE-0003
+cat /etc/kernel/proxmox-boot-uuids
+if ! grep -qx C0DE-0003 /etc/kernel/proxmox-boot-uuids || grep -q C0DE-0002 \\
+        /etc/kernel/proxmox-boot-uuids; then echo "pve-2 does not know the new ESP"; exit 1; fi
+proxmox-boot-tool refresh
+beadm sync
+beadm check
+on_esps 'set -e
+    for e in /run/t/esp1 /run/t/esp2; do
+        ls $e/loader/entries/beadm-pve-1-*.conf $e/loader/entries/beadm-pve-2-*.conf
+        grep -q "^default beadm-pve-2-" $e/loader/loader.conf
+        grep -h "^options" $e/loader/entries/proxmox-*.conf > /run/opts
+        test -s /run/opts
+        if grep -v "root=ZFS=rpool/ROOT/pve-2 " /run/opts; then echo "not refreshed: $e"; exit 1; fi
+    done'
 """,
     ))
     ok(res)

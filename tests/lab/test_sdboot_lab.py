@@ -106,6 +106,40 @@ def test_backend_on_real_zfs_and_fat(machine: tuple[SystemdBootBackend, list[str
     efi.delete(DEFAULT)
 
 
+
+def test_activate_carries_the_running_esp_list_on_real_zfs(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str]) -> None:
+    """Issue 11.7: a BE whose ESP list is stale (made before a disk replacement) gets the
+    running root's list at activate, through beadm's read-only mount remounted read-write,
+    its mode kept; check reports the stale list before and nothing after."""
+    backend, uuids = machine
+    a, b = BeRef("a", f"{POOL}/ROOT/a"), BeRef("b", f"{POOL}/ROOT/b")
+    in_b = (f"d=$(mktemp -d); mount -t zfs -o {{}},zfsutil {POOL}/ROOT/b $d; {{}}; "
+            "umount $d; rmdir $d")
+    path = "$d/etc/kernel/proxmox-boot-uuids"
+    try:
+        backend.init(a)
+        backend.post_create(b)  # b had no list: it gets the running one
+        assert sh("sh", "-c", in_b.format("ro", f"cat {path}")) == "\n".join(uuids) + "\n"
+        sh("sh", "-c", in_b.format("rw", f"printf '{uuids[0]}\\nGONE-0002\\n' > {path}; "
+                                         f"chmod 600 {path}"))
+        problems = backend.check([a, b])
+        assert any(p.startswith("BE b: /etc/kernel/proxmox-boot-uuids lists") for p in problems)
+        backend.activate(b, temporary=False)
+        nothing_mounted(sh, uuids)
+        out = sh("sh", "-c", in_b.format("ro", f"cat {path}; stat -c %a {path}; "
+                                               "ls -A $d/etc/kernel"))
+        assert out.startswith("\n".join(uuids) + "\n600\n"), out
+        assert "beadm-tmp" not in out
+        assert backend.check([a, b]) == []
+    finally:
+        backend.post_destroy(b)
+        backend.post_destroy(a)
+        efi = backend.host.efivars
+        if efi.get(DEFAULT) is not None:
+            efi.delete(DEFAULT)
+
+
 def _state(sh: Callable[..., str], uuids: list[str],
            backend: SystemdBootBackend) -> tuple[str, list[str], list[str | None]]:
     """Every byte of every ESP, the pool's datasets and properties, the EFI variables."""

@@ -105,6 +105,8 @@ class World:
             (root / "etc/kernel").mkdir(parents=True)
             (root / "etc/kernel/cmdline").write_text(
                 f"root=ZFS={POOL}/ROOT/pve-1 boot=zfs quiet\n")
+            # each Proxmox root has its own copy of the ESP list (issue 11.7)
+            shutil.copy2(self.etc / "proxmox-boot-uuids", root / "etc/kernel")
         for kver, data in (kernels or {}).items():
             (root / "boot" / f"vmlinuz-{kver}").write_bytes(b"vmlinuz " + data)
             (root / "boot" / f"initrd.img-{kver}").write_bytes(b"initrd " + data * 10)

@@ -39,7 +39,7 @@ from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
-from beadm.sdboot import hooks, kernels, persist, resolve
+from beadm.sdboot import esplist, hooks, kernels, persist, resolve
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
 from beadm.sdboot.kernels import version_key
@@ -145,6 +145,43 @@ class SystemdBootBackend:
                 self.warnings.append(note)
             pin = None
         return Plan(be, options, tuple(found), pin, keep)
+
+    def _esp_list_drift(self, s: Session, be: BeRef) -> tuple[esplist.EspList | None,
+                                                              list[esplist.Drift]]:
+        """The running root's ESP list and where BE ``be``'s own copy differs from it
+        (nothing for the running BE: its list is the reference)."""
+        if be.running:
+            return None, []
+        try:
+            want = esplist.EspList.of(self.host.etc_kernel)
+            if want is None:
+                return None, []
+            return want, esplist.drift(s.be_root(be, writable=False), want)
+        except OSError as exc:
+            raise BootError(f"BE {be.name}: cannot compare its ESP list: {exc}") from exc
+
+    def _carry_esp_list(self, s: Session, be: BeRef) -> None:
+        """Write the running root's ESP list into BE ``be`` where it differs (a BE cloned
+        before a disk replacement lists the gone ESP; see :mod:`beadm.sdboot.esplist`)."""
+        want, drift = self._esp_list_drift(s, be)
+        if want is None or not drift:
+            return
+        todo = []
+        for d in drift:
+            kept = d.would_drop(want, self.host.esp_present)
+            if kept:
+                note = esplist.describe(be.name, d, want, kept)
+                if note not in self.warnings:
+                    self.warnings.append(note)
+            else:
+                todo.append(d)
+        if not todo:
+            return
+        try:
+            esplist.carry(s.be_root(be, writable=True), todo, want,
+                          dry_run=self._runner.dry_run, out=self._out)
+        except OSError as exc:
+            raise BootError(f"BE {be.name}: cannot write its ESP list: {exc}") from exc
 
     def _write_cmdline(self, root: Path, options: str) -> None:
         path = root / cmd.CMDLINE
@@ -354,9 +391,9 @@ class SystemdBootBackend:
         if self._runner.dry_run and not self._exists(be.dataset):
             # A dry run did not create (or rename) the dataset: there is nothing to read
             # or mount, only to say what would be done with it (issue 10.5).
-            print(f"would write {be.dataset}'s /etc/kernel/cmdline (root=ZFS={be.dataset}) "
-                  "and its zzz-beadm hooks, and boot entries for the kernels in its /boot "
-                  "on every ESP", file=self._out)
+            print(f"would write {be.dataset}'s /etc/kernel/cmdline (root=ZFS={be.dataset}), "
+                  "its zzz-beadm hooks and the running BE's ESP list (where it differs), "
+                  "and boot entries for the kernels in its /boot on every ESP", file=self._out)
             if replacing is not None:
                 print(f"would move every default naming BE {replacing.name} to BE {be.name} "
                       f"and remove {replacing.name}'s boot entries", file=self._out)
@@ -367,6 +404,7 @@ class SystemdBootBackend:
             errors: list[str] = []
             old = replacing.name if replacing else None
             plan = self._fit_one(esps, plan)
+            self._carry_esp_list(s, be)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
             if replacing is not None:
                 self._follow_rename(esps, errors, replacing, plan)
@@ -386,6 +424,7 @@ class SystemdBootBackend:
             esps = s.esps()
             errors: list[str] = []
             plan = self._fit_one(esps, plan)
+            self._carry_esp_list(s, be)  # booted, it must sync the ESPs this BE syncs
             self._each(esps, errors, "entries", lambda st: self._install(st, plan))
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
@@ -531,6 +570,7 @@ class SystemdBootBackend:
                             != plan.options:  # the drift check reports: repair it
                         plan = self._plan(s, be, prepare=True)
                     plans[be.name] = plan
+                    self._carry_esp_list(s, be)  # the drift check reports: repair it
                 except BootError as exc:
                     errors.append(exc.message)
                 except OSError as exc:
@@ -631,6 +671,15 @@ class SystemdBootBackend:
                 if current != plan.options:
                     problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
                                     f"should be {plan.options!r}")
+                try:
+                    want, drift = self._esp_list_drift(s, be)
+                except BootError as exc:
+                    problems.append(exc.message)
+                    continue
+                if want is not None:
+                    problems += [esplist.describe(be.name, d, want,
+                                                  d.would_drop(want, self.host.esp_present))
+                                 for d in drift]
             esps = s.esps()
             names = [b.name for b in bes]
             record = self._get_record(_container(bes[0])) if bes else None

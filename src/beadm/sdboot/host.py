@@ -81,6 +81,7 @@ class Session(Protocol):
 
 class Host(Protocol):
     efivars: EfiVars
+    etc_kernel: Path  # the running root's /etc/kernel: its ESP list is the reference
     esp_mounts: int
     be_mounts: int
 
@@ -89,6 +90,10 @@ class Host(Protocol):
     def proc_cmdline(self) -> str | None: ...
 
     def running_kernel(self) -> str: ...
+
+    def esp_present(self, uuid: str) -> bool:
+        """Whether the ESP with this volume id is there (listed or not)."""
+        ...
 
 
 # -- the real machine ---------------------------------------------------------------
@@ -245,6 +250,9 @@ class SystemHost:
     def running_kernel(self) -> str:
         return os.uname().release
 
+    def esp_present(self, uuid: str) -> bool:
+        return (self.dev_by_uuid / uuid).exists()
+
 
 # -- plain directories (tests, benchmarks) ------------------------------------------
 
@@ -301,3 +309,7 @@ class DirHost:
 
     def running_kernel(self) -> str:
         return self._kernel
+
+    def esp_present(self, uuid: str) -> bool:
+        path = self.esp_dirs.get(uuid)
+        return path is not None and path.is_dir()
