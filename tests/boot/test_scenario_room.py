@@ -3,10 +3,10 @@ and initrds of Proxmox's sizes (one machine, three boots).
 
 Sizes are emulated (nothing of Proxmox can be installed here): proxmox-boot-tool's facts say a
 PVE kernel is ~14 MB and that Proxmox keeps 4-5 pairs on a 512 MiB ESP by itself, so a pair is
-~100 MiB. Two older kept kernels are random bytes of those sizes (14 + 86 MiB), installed as
+~100-128 MiB. Two older kept kernels are random bytes of such sizes (14 + 110 MiB), installed as
 ``proxmox-kernel-*`` stand-in packages so that the fixture keeps them (3 newest + running);
-they are never booted. The update's initrd is built through initramfs-tools with a 30 MiB
-incompressible file added by a hook (the real Debian initrd is ~38 MiB, MODULES=most).
+they are never booted. The update's initrd is built through initramfs-tools with a 40 MiB
+incompressible file added by a hook (the machine's own initrd is ~13 MB).
 
 Boot 1 (pve-1 on the machine's older kernel K1): Proxmox alone keeps K1 and both fakes; beadm
 init + two more BEs; the pending kernel K2 installed with dpkg (hooks in the real order:
@@ -45,7 +45,7 @@ esp_room() {
 fake_kernel() {
     local kver=$1 w
     head -c $((14 << 20)) /dev/urandom > "/boot/vmlinuz-$kver"
-    head -c $((86 << 20)) /dev/urandom > "/boot/initrd.img-$kver"
+    head -c $((110 << 20)) /dev/urandom > "/boot/initrd.img-$kver"
     w=$(mktemp -d)
     mkdir "$w/DEBIAN"
     { echo "Package: proxmox-kernel-$kver"; echo "Version: 1"; echo "Architecture: all"
@@ -68,12 +68,20 @@ fake_kernel 6.1.0-1-amd64
 fake_kernel 6.1.0-2-amd64
 proxmox-boot-tool refresh >/dev/null
 esp_room proxmox-alone
-beadm init pve-1
+beadm init pve-1 2>&1 | tee /run/init.out
+grep -F "the ESPs are tight: pve-1 keeps only the kernel" /run/init.out
 beadm create pve-2
 beadm create pve-3
 esp_room beadm-3-bes
-# initrds of the update are Proxmox-sized: 30 MiB that no compressor shrinks
-head -c $((30 << 20)) /dev/urandom > /var/lib/pvelab-pad
+lean_only() {  # lean_only BE KVER: the BE has an entry for KVER and for no other kernel
+    for e in esp1 esp2; do
+        got=$(on_esps "ls /run/t/$e/loader/entries" | grep "^beadm-$1-" | tr '\n' ' ')
+        if [ "$got" != "beadm-$1-$2.conf " ]; then echo "$e: $1 has: $got"; exit 1; fi
+    done
+}
+lean_only pve-2 "$K1"
+# initrds of the update are Proxmox-sized: 40 MiB that no compressor shrinks
+head -c $((40 << 20)) /dev/urandom > /var/lib/pvelab-pad
 cat > /etc/initramfs-tools/hooks/pvelab-pad <<'EOF'
 #!/bin/sh
 [ "$1" = prereqs ] && exit 0
@@ -94,6 +102,7 @@ for be in pve-2 pve-3; do
 done
 on_esps "test -f /run/t/esp1/loader/entries/beadm-pve-1-$K2.conf"
 on_esps "test -f /run/t/esp2/loader/entries/beadm-pve-1-$K2.conf"
+lean_only pve-3 "$K1"   # not the big 6.1.0-2 the full set would add
 """.replace("PENDING", PENDING),
         """
 root_is rpool/ROOT/pve-1
