@@ -7,15 +7,23 @@ New kinds of failure get a new class here, never an ad-hoc ``sys.exit``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BeadmError(Exception):
-    """Base of every error beadm reports. ``exit_code`` is what the process exits with."""
+    """Base of every error beadm reports. ``exit_code`` is what the process exits with.
+    ``lines``: what the CLI prints, one ``beadm: <line>`` each (the message, unless an
+    error has several reasons)."""
 
     exit_code: int = 1
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return (self.message,)
 
     def __str__(self) -> str:
         return self.message
@@ -49,6 +57,21 @@ class RefusedError(BeadmError):
     """The request is valid but unsafe (destroy the running BE, a snapshot with clones, ...)."""
 
     exit_code = 5
+
+
+class ClusterGuardError(RefusedError):
+    """activate: booting the BE can break the Proxmox cluster (``beadm.rollback_guard``);
+    one line per reason, then what to do."""
+
+    exit_code = 5
+
+    def __init__(self, reasons: Sequence[str], then: str) -> None:
+        super().__init__("; ".join([*reasons, then]))
+        self._lines = (*reasons, then)
+
+    @property
+    def lines(self) -> tuple[str, ...]:
+        return self._lines
 
 
 class LockedError(BeadmError):
