@@ -351,7 +351,8 @@ def _print_report(report: Report, *, force: bool, err: TextIO) -> None:
     if not report.drift:
         return
     files = ", ".join(shown(d.path) for d in report.drift)
-    print(f"beadm: warning: {files} of BE {report.be} differ from the running BE "
+    verb = "differs" if len(report.drift) == 1 else "differ"
+    print(f"beadm: warning: {files} of BE {report.be} {verb} from the running BE "
           f"{report.running}; check them, or the host may boot unreachable:", file=err)
     for d in report.drift:
         for line in d.diff:

@@ -101,7 +101,7 @@ class World:
     def cli(self, *argv: str) -> tuple[int, str, str]:
         out, err = io.StringIO(), io.StringIO()
         deps = Deps(
-            make_runner=lambda dry, o: self.runner(dry),  # type: ignore[arg-type,return-value]
+            make_runner=lambda dry, o: self.runner(dry),
             make_backend=lambda name, runner: self.backend,  # type: ignore[arg-type,return-value]
             mountinfo=self.mountinfo, running_root=self.cur, lock_path=self.tmp / "lock",
             lock_wait=0.2, euid=lambda: 0, stdin=io.StringIO(), stdout=out, stderr=err)
@@ -269,7 +269,7 @@ def test_library_raises_the_closed_error_with_one_line_per_reason(w: World) -> N
     from beadm.lock import Lock
 
     write(w.cur, {"/etc/corosync/corosync.conf": conf("prod")})
-    mgr = BeManager(w.runner(), w.backend, mountinfo=w.mountinfo,
+    mgr = BeManager(w.runner(), w.backend, mountinfo=w.mountinfo,  # type: ignore[arg-type]
                     lock=Lock(w.tmp / "lock", 0.2), running_root=w.cur)
     seen: list[rg.Report] = []
     with pytest.raises(ClusterGuardError) as exc:
