@@ -134,6 +134,7 @@ def lab(pool_disks: list[Path], esps: list[tuple[Path, str]],
         backend.init(BeRef("a", f"{ROOT}/a", running=True))
         backend.post_create(BeRef("b", f"{ROOT}/b"))
         backend.activate(BeRef("a", f"{ROOT}/a", running=True), temporary=False)
+        sh("zpool", "set", f"bootfs={ROOT}/a", POOL)  # (what beadm's activate also sets)
         yield lab
     finally:
         try:  # the ESPs are shared by the VM's lab tests: take beadm's files away
