@@ -12,16 +12,17 @@ import datetime as dt
 import functools
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from beadm import mounts as mnt
-from beadm import pvestate, vzguard
+from beadm import pvestate, rollback_guard, vzguard
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
+    ClusterGuardError,
     ExistsError,
     InvalidNameError,
     NotFoundError,
@@ -114,8 +115,10 @@ class BeManager:
         mountinfo: Path = mnt.MOUNTINFO,
         lock: Lock | None = None,
         clock: Callable[[], dt.datetime] = dt.datetime.now,
+        running_root: Path = Path("/"),
     ) -> None:
         self.runner = runner
+        self._running_root = running_root  # where the running BE's files are (tests: a dir)
         self.zfs = Zfs(runner)
         self.backend = backend
         self._root_override = root
@@ -244,6 +247,25 @@ class BeManager:
             for b in bes
         )
         return Listing(self.root, self.pool, bootfs, state, infos)
+
+    def rollback_reports(
+        self, bes: Sequence[BootEnv]
+    ) -> dict[str, rollback_guard.Report | None]:
+        """What booting each of ``bes`` instead of the running BE would change (cluster,
+        network; beadm.rollback_guard): each BE is mounted read-only for it. None for
+        every BE when no BE runs (nothing to compare with)."""
+        running = self.running_name()
+        return {b.name: self._rollback_report(b, running) for b in bes}
+
+    def _rollback_report(self, be: BootEnv, running: str | None) -> rollback_guard.Report | None:
+        if running is None:
+            return None
+        if be.name == running:
+            return rollback_guard.Report(be.name, running)
+        plan = [(d.name, rel) for d, rel in _mount_plan(be)]
+        return rollback_guard.inspect(
+            self.runner, plan, self.mounts(), be=be.name, running=running,
+            running_root=self._running_root, be_root=self.root)
 
     def check(self) -> list[str]:
         tree = self._tree()
@@ -612,12 +634,32 @@ class BeManager:
 
     # -- activate / init / sync -------------------------------------------------------------
 
-    def activate(self, name: str, *, temporary: bool = False) -> BeRef:
-        """Make ``name`` boot next (once with ``temporary``): bootfs, canmount, backend."""
+    def activate(
+        self,
+        name: str,
+        *,
+        temporary: bool = False,
+        force: bool = False,
+        on_report: Callable[[rollback_guard.Report], None] | None = None,
+    ) -> BeRef:
+        """Make ``name`` boot next (once with ``temporary``): bootfs, canmount, backend.
+
+        First the BE is compared with the running one (beadm.rollback_guard): the report
+        goes to ``on_report`` (the CLI prints it); a BE that can break the cluster is
+        refused, before anything changes, unless ``force``."""
         check_be_name(name)
         with self._changing(boot=True) as tree:
             be = self._need(tree, name)
             running = self.running_name()
+            report = self._rollback_report(be, running)
+            if report is not None:
+                if on_report is not None:
+                    on_report(report)
+                if report.cluster and not force:
+                    raise ClusterGuardError(
+                        report.cluster,
+                        f"not activating {name}: booting it can break the Proxmox cluster; "
+                        "activate --force does it anyway")
             ref = self._ref(be, running)
             undo = UndoLog()
             try:

@@ -31,6 +31,7 @@ from beadm.errors import (
 from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
+from beadm.rollback_guard import Report
 from beadm.runner import UNDER_BEADM, Runner, SubprocessRunner
 from beadm.zfs import Dataset
 
@@ -55,7 +56,12 @@ LIST_JSON_SCHEMA = """\
                                             # proxmox-boot-tool kernel pin (running BE only)
             "datasets": [{"name", "mountpoint", "canmount", "used", "created",
                           "origin"}, ...],  # the BE root first
-            "snapshots": [{"name", "used", "created"}, ...]}, ...]}"""
+            "snapshots": [{"name", "used", "created"}, ...],
+            # what booting the BE instead of the running one changes (each BE is
+            # mounted read-only for it; null when no BE runs, [] for the running BE):
+            "cluster_guard": [str, ...] | null, # why activate refuses it without --force
+            "network_drift": [str, ...] | null  # network/identity files that differ
+           }, ...]}"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = cmd("activate", "make a BE boot next", "beadm activate -t pve-2")
     sp.add_argument("-t", dest="temporary", action="store_true", help="next boot only")
+    sp.add_argument("--force", action="store_true",
+                    help="activate a BE that can break the Proxmox cluster (older than the "
+                         "cluster join or the node's removal, other corosync config)")
     sp.add_argument("name", metavar="NAME")
 
     cmd("check", "report drift between ESPs, ZFS and the BEs' cmdline and ESP list "
@@ -179,6 +188,7 @@ class Deps:
     )
     make_backend: Callable[[str, Runner], BootBackend] = field(default=make_backend)
     mountinfo: Path = MOUNTINFO
+    running_root: Path = Path("/")
     lock_path: Path = LOCK_PATH
     lock_wait: float = 5.0
     hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks)
@@ -238,6 +248,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         root=args.root,
         mountinfo=deps.mountinfo,
         lock=_lock(args, deps, err),
+        running_root=deps.running_root,
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
@@ -284,7 +295,8 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.init(args.name)
         _shared_state(mgr, args, out, err)
     elif cmd == "activate":
-        mgr.activate(args.name, temporary=args.temporary)
+        mgr.activate(args.name, temporary=args.temporary, force=args.force,
+                     on_report=lambda r: _print_report(r, force=args.force, err=err))
     elif cmd == "check":
         problems = mgr.check()
         for line in problems:
@@ -334,17 +346,35 @@ def _shared_state(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: Te
             print(f"{f.path}: now on {f.dataset}", file=out)
 
 
+def _print_report(report: Report, *, force: bool, err: TextIO) -> None:
+    """activate: the network drift (always), and the cluster reasons when --force makes
+    them warnings (else they are the error)."""
+    if force:
+        for reason in report.cluster:
+            print(f"beadm: warning: {shown(reason)}", file=err)
+    if not report.drift:
+        return
+    files = ", ".join(shown(d.path) for d in report.drift)
+    verb = "differs" if len(report.drift) == 1 else "differ"
+    print(f"beadm: warning: {files} of BE {report.be} {verb} from the running BE "
+          f"{report.running}; check them, or the host may boot unreachable:", file=err)
+    for d in report.drift:
+        for line in d.diff:
+            print(shown(line, keep_tabs=True), file=err)
+
+
 # -- list output ----------------------------------------------------------------------
 
 
-def shown(text: str) -> str:
+def shown(text: str, *, keep_tabs: bool = False) -> str:
     """``text`` safe to print on one line: every unprintable character (control
-    characters, line separators, undecodable bytes kept as lone surrogates) escaped."""
+    characters, line separators, undecodable bytes kept as lone surrogates) escaped;
+    tabs too unless ``keep_tabs``."""
     if text.isprintable():
         return text
     out = []
     for c in text:
-        if c.isprintable():
+        if c.isprintable() or (keep_tabs and c == "\t"):
             out.append(c)
         elif 0xDC80 <= ord(c) <= 0xDCFF:  # a byte that was not UTF-8
             out.append(f"\\x{ord(c) - 0xDC00:02x}")
@@ -405,7 +435,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     for pin in listing.state.pins:
         print(f"beadm: note: {pin.describe()}", file=err)
     if args.json:
-        json.dump(_json(listing, infos), out, indent=2)
+        reports = mgr.rollback_reports([i.be for i in infos])
+        json.dump(_json(listing, infos, reports), out, indent=2)
         out.write("\n")
         return
     rows: list[list[str]] = []
@@ -450,9 +481,20 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]], *, script: boo
         print("  ".join(cells).rstrip(), file=out)
 
 
-def _json(listing: Listing, infos: list[BeInfo]) -> dict[str, Any]:
+def _json(
+    listing: Listing, infos: list[BeInfo], reports: Mapping[str, Report | None]
+) -> dict[str, Any]:
     pins = {p.be: {"kver": p.kver, "next_boot_only": p.once, "present": p.present}
             for p in listing.state.pins}
+
+    def guard(name: str) -> list[str] | None:
+        r = reports.get(name)
+        return None if r is None else list(r.cluster)
+
+    def drift(name: str) -> list[str] | None:
+        r = reports.get(name)
+        return None if r is None else [d.path for d in r.drift]
+
     return {
         "root": listing.root,
         "pool": listing.pool,
@@ -487,6 +529,8 @@ def _json(listing: Listing, infos: list[BeInfo]) -> dict[str, Any]:
                 "snapshots": [
                     {"name": s.name, "used": s.used, "created": s.creation} for s in i.be.snapshots
                 ],
+                "cluster_guard": guard(i.be.name),
+                "network_drift": drift(i.be.name),
             }
             for i in infos
         ],

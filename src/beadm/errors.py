@@ -7,6 +7,8 @@ New kinds of failure get a new class here, never an ad-hoc ``sys.exit``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 
 class BeadmError(Exception):
     """Base of every error beadm reports. ``exit_code`` is what the process exits with."""
@@ -49,6 +51,17 @@ class RefusedError(BeadmError):
     """The request is valid but unsafe (destroy the running BE, a snapshot with clones, ...)."""
 
     exit_code = 5
+
+
+class ClusterGuardError(RefusedError):
+    """activate: booting the BE can break the Proxmox cluster (``beadm.rollback_guard``):
+    what to do, then the reasons, on one line."""
+
+    exit_code = 5
+
+    def __init__(self, reasons: Sequence[str], then: str) -> None:
+        super().__init__("; ".join([then, *reasons]))  # one line, as every error
+        self.reasons = tuple(reasons)
 
 
 class LockedError(BeadmError):

@@ -4,28 +4,24 @@ On installs older than 8.1.5 ``/var/lib/vz`` (local storage: vzdump backups, ISO
 container templates) is a directory of the BE. Destroying a BE destroys the backups taken
 while it ran unless the same files (same name and size) are under the running system's
 ``/var/lib/vz`` or in another BE. :func:`unique_files` finds those files; the BEs are
-looked at through temporary read-only mounts.
+looked at through temporary read-only mounts (:mod:`beadm.peek`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from beadm import mounts as mnt
 from beadm.errors import RefusedError
+from beadm.peek import Plan, look_into
 from beadm.runner import Runner
 
 VZ = "/var/lib/vz"
 #: Where Proxmox's local storage keeps what cannot be downloaded again.
 CONTENT_DIRS = ("dump", "template/iso", "template/cache")
 SHOWN = 3
-
-#: A BE's mount plan: (dataset, path relative to the BE's top), parents first.
-Plan = Sequence[tuple[str, str]]
 
 
 def content(vz: Path) -> dict[str, int]:
@@ -57,43 +53,6 @@ def message(be: str, files: Sequence[str]) -> str:
     )
 
 
-def _relevant(plan: Plan) -> list[tuple[str, str]]:
-    """The part of a mount plan that ``/var/lib/vz`` can be on: the BE's top and the
-    datasets at or above ``/var/lib/vz`` or below it."""
-    out = []
-    for ds, rel in plan:
-        if not rel or VZ.startswith(rel.rstrip("/") + "/") or rel == VZ or \
-                rel.startswith(VZ + "/"):
-            out.append((ds, rel))
-    return out
-
-
-@contextmanager
-def look_into(runner: Runner, plan: Plan, mounts: Sequence[mnt.Mount]) -> Iterator[Path]:
-    """The BE of ``plan`` as a directory: where it is mounted already, or a temporary
-    read-only mount (a query: it runs in dry-run mode too, and is gone afterwards)."""
-    where = mnt.zfs_mounts(list(mounts))
-    top = plan[0][0]
-    if top in where:
-        yield Path(where[top][-1])
-        return
-    tmp = tempfile.mkdtemp(prefix="beadm-")
-    done: list[str] = []
-    try:
-        for ds, rel in _relevant(plan):
-            target = tmp + rel
-            if rel and not Path(target).is_dir():
-                continue  # no directory to mount it on in the read-only parent
-            runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", ds, target], readonly=True)
-            done.append(target)
-        yield Path(tmp)
-    finally:
-        for target in reversed(done):
-            runner.run(["umount", target], readonly=True, check=False)
-        with suppress(OSError):
-            Path(tmp).rmdir()
-
-
 def unique_files(
     runner: Runner,
     be: Plan,
@@ -104,13 +63,13 @@ def unique_files(
 ) -> list[str]:
     """Files in the content dirs of the BE ``be``'s ``/var/lib/vz`` that are neither under
     ``live`` nor in one of the ``others`` BEs (same name and size)."""
-    with look_into(runner, be, mounts) as top:
+    with look_into(runner, be, mounts, (VZ,)) as top:
         files = content(top / VZ.lstrip("/"))
     files = minus(files, content(live))
     for plan in others:
         if not files:
             break
-        with look_into(runner, plan, mounts) as top:
+        with look_into(runner, plan, mounts, (VZ,)) as top:
             files = minus(files, content(top / VZ.lstrip("/")))
     return sorted(files)
 

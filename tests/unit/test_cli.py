@@ -40,6 +40,7 @@ def run(
         make_runner=make_runner,
         make_backend=lambda name, runner: RecordingBackend(state),  # type: ignore[arg-type,return-value]
         mountinfo=mi,
+        running_root=tmp_path / "running",  # not this machine's /etc (activate's guard)
         lock_path=tmp_path / "lock",
         lock_wait=0.2,
         euid=lambda: euid,

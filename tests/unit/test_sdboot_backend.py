@@ -498,7 +498,8 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
     mi = w.tmp / "mountinfo"
     mi.write_text(MOUNTINFO)
     deps = Deps(make_runner=make_runner, make_backend=make_backend,  # type: ignore[arg-type]
-                mountinfo=mi, lock_path=w.tmp / "lock", lock_wait=0.2, euid=lambda: 0,
+                mountinfo=mi, running_root=w.tmp / "running",  # not this machine's /etc
+                lock_path=w.tmp / "lock", lock_wait=0.2, euid=lambda: 0,
                 stdin=io.StringIO(), stdout=out, stderr=err)
     rc = main(["-n", *argv], deps=deps)
     return rc, out.getvalue(), err.getvalue()
