@@ -258,9 +258,10 @@ class SystemdBootBackend:
                         + " (destroy an unused BE, or remove old kernels, then retry)")
 
     def _note_lean(self, names: list[str]) -> None:
-        note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if len(names) == 1 else ''} "
-                "only the kernel they boot (and the running one), to leave room for "
-                "Proxmox's next kernel")
+        one = len(names) == 1
+        note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if one else ''} only the "
+                f"kernel {'it boots' if one else 'they boot'} (and the running one), to leave "
+                "room for Proxmox's next kernel")
         if note not in self.warnings:
             self.warnings.append(note)
 
