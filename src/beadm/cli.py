@@ -235,6 +235,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         root=args.root,
         mountinfo=deps.mountinfo,
         lock=_lock(args, deps, err),
+        out=out,
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).

@@ -204,6 +204,109 @@ def dropins(moved: Container[str], shared: Sequence[SharedPath] = SHARED) -> dic
     return {u: dropin_text(ps) for u, ps in sorted(need.items())}
 
 
+def in_use(datasets: Sequence[Dataset], pool: str, *, altroot: str = "",
+           shared: Sequence[SharedPath] = SHARED) -> list[str]:
+    """The shared paths whose dataset is in service: it exists with ``canmount=on`` and the
+    path as its mountpoint, and no move of it is under way (no ``org.beadm:state``)."""
+    by_name = {d.name: d for d in datasets}
+    root = altroot.rstrip("/")
+    out: list[str] = []
+    for sp in shared:
+        d = by_name.get(dataset_for(pool, sp.path))
+        if d is not None and d.canmount == "on" and not d.state \
+                and d.mountpoint in (sp.path, root + sp.path):
+            out.append(sp.path)
+    return out
+
+
+def write_units(root: Path, units: dict[str, str], *, dry_run: bool, out: TextIO) -> list[Path]:
+    """Write each unit's drop-in under the BE mounted at ``root`` where it is missing or
+    differs; each file appears whole or not at all (a temporary file renamed over it).
+    Returns the drop-ins written (with ``dry_run``: that would be)."""
+    written: list[Path] = []
+    for unit, text in units.items():
+        path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
+        with suppress(OSError):
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        written.append(path)
+        if dry_run:
+            print(f"would write {path}", file=out)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{DROPIN_NAME}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return written
+
+
+def own_copies(root: Path, paths: Sequence[str]) -> list[str]:
+    """The shared ``paths`` of which the BE root mounted (alone) at ``root`` keeps files of its
+    own: hidden under the shared dataset at boot, never used (a BE cloned from a snapshot
+    taken before the move)."""
+    found: list[str] = []
+    for path in paths:
+        p = root / path.lstrip("/")
+        with suppress(OSError):
+            if p.is_dir() and not p.is_symlink() and any(p.iterdir()):
+                found.append(path)
+    return found
+
+
+@dataclass(frozen=True)
+class BeState:
+    """What :func:`prepare_be` did to one BE."""
+
+    written: tuple[Path, ...]  # drop-ins written (in a dry run: that would be)
+    hidden: tuple[str, ...]  # shared paths of which the BE keeps an unused copy of its own
+
+
+def prepare_be(
+    runner: Runner,
+    be_dataset: str,
+    paths: Sequence[str],
+    *,
+    mountinfo: Path = mnt.MOUNTINFO,
+    root_dir: str | None = None,
+    tmpdir: str | None = None,
+    out: TextIO | None = None,
+    shared: Sequence[SharedPath] = SHARED,
+) -> BeState:
+    """Give the BE ``be_dataset`` the drop-ins that the shared ``paths`` (see :func:`in_use`)
+    need, where it lacks them, and find its own copies of those paths.
+
+    A BE cloned from a snapshot taken before ``init --shared-state`` has neither the
+    drop-ins nor an empty directory under the shared mounts. The BE is looked at where it
+    is mounted (the running one at ``root_dir``), else through a temporary mount of its
+    root dataset alone (read-only in a dry run, which writes nothing)."""
+    units = dropins(paths, shared)
+    if not units:
+        return BeState((), ())
+    dry = runner.dry_run
+    say = out if out is not None else sys.stdout
+    where = mnt.zfs_mounts(mnt.read_mounts(mountinfo)).get(be_dataset)
+    if where:
+        top = where[-1]
+        if top == "/":
+            root = Path(root_dir if root_dir is not None else ROOT_DIR)
+            return BeState(tuple(write_units(root, units, dry_run=dry, out=say)), ())
+        written = write_units(Path(top), units, dry_run=dry, out=say)
+        return BeState(tuple(written), tuple(own_copies(Path(top), paths)))
+    tmp = tempfile.mkdtemp(prefix="beadm-", dir=tmpdir)
+    try:
+        runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil" if dry else "zfsutil",
+                    be_dataset, tmp], readonly=dry)
+        try:
+            written = write_units(Path(tmp), units, dry_run=dry, out=say)
+            hidden = own_copies(Path(tmp), paths)
+        finally:
+            runner.run(["umount", tmp], readonly=dry)
+    finally:
+        with suppress(OSError):
+            Path(tmp).rmdir()
+    return BeState(tuple(written), tuple(hidden))
+
+
 def parse_show(text: str) -> dict[str, str]:
     """``systemctl show -p A -p B UNIT`` output (``Key=Value`` lines) as a dict."""
     out: dict[str, str] = {}
@@ -458,18 +561,7 @@ class Mover:
                 self._rmtmp(tmp)
 
     def _write_units(self, root: Path, units: dict[str, str]) -> None:
-        for unit, text in units.items():
-            path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
-            with suppress(OSError):
-                if path.read_text(encoding="utf-8") == text:
-                    continue
-            if self.dry_run:
-                self._say(f"write {path}")
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{DROPIN_NAME}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+        write_units(root, units, dry_run=self.dry_run, out=self.out)
 
     # mounts -----------------------------------------------------------------------------
 
