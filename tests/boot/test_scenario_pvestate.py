@@ -19,12 +19,15 @@ from test_scenarios import ok, steps
 
 pytestmark = pytest.mark.boot
 
-# the drop-in beadm writes, as $DI in every step
-DI = "DI=/etc/systemd/system/pve-cluster.service.d/beadm-shared-state.conf\n"
+# in every step: the drop-in beadm writes as $DI, and the command that failed, if one did
+DI = """
+DI=/etc/systemd/system/pve-cluster.service.d/beadm-shared-state.conf
+trap 'echo "FAILED line $LINENO: $BASH_COMMAND"' ERR
+"""
 
 # pve-cluster runs on the shared dataset, and was started after it was mounted
 ORDERED = r"""
-test "$(findmnt -no SOURCE /var/lib/pve-cluster)" = rpool/var-lib-pve-cluster
+test "$(findmnt -no SOURCE -T /var/lib/pve-cluster)" = rpool/var-lib-pve-cluster
 test -f "$DI"
 systemctl show -p After -p RequiresMountsFor pve-cluster.service
 systemctl show -p After --value pve-cluster.service | tr ' ' '\n' | grep -qx zfs-mount.service
@@ -60,9 +63,9 @@ grep -q '^would run: zfs create .* rpool/var-lib-pve-cluster$' /tmp/dry.out
 grep -qx "would write $DI" /tmp/dry.out
 if zfs list rpool/var-lib-pve-cluster 2>/dev/null; then echo "the dry run made it"; exit 1; fi
 if [ -e "$DI" ]; then echo "the dry run wrote the drop-in"; exit 1; fi
-test "$(findmnt -no SOURCE /var/lib/pve-cluster)" = rpool/ROOT/pve-1
+test "$(findmnt -no SOURCE -T /var/lib/pve-cluster)" = rpool/ROOT/pve-1
 beadm init --shared-state
-test "$(findmnt -no SOURCE /var/lib/pve-cluster)" = rpool/var-lib-pve-cluster
+test "$(findmnt -no SOURCE -T /var/lib/pve-cluster)" = rpool/var-lib-pve-cluster
 test -f "$DI"
 systemctl is-active pve-cluster.service
 test "$(cat /etc/pve/qemu-server/101.conf)" = 'name: vm101'
