@@ -14,6 +14,10 @@ new dataset that no boot mounts yet (``canmount=noauto``, ``org.beadm:state=movi
 then the new dataset is switched on (``canmount=on``), mounted over the path, and only
 then is the old copy removed from the BE. A re-run after a kill destroys a dataset that
 was never switched on (the source is intact) and redoes it, or finishes one that was.
+
+:func:`prepare_be` gives one BE the drop-ins of the shared datasets in service
+(:func:`in_use`): ``create`` and ``activate`` call it for a BE cloned from a snapshot taken
+before the move. Copying and verifying live state is :mod:`beadm.statecopy`.
 """
 
 from __future__ import annotations
