@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,9 +117,11 @@ class BeManager:
         lock: Lock | None = None,
         clock: Callable[[], dt.datetime] = dt.datetime.now,
         running_root: Path = Path("/"),
+        out: TextIO | None = None,
     ) -> None:
         self.runner = runner
         self._running_root = running_root  # where the running BE's files are (tests: a dir)
+        self._out = out  # a dry run's "would ..." lines (default: standard output)
         self.zfs = Zfs(runner)
         self.backend = backend
         self._root_override = root
@@ -392,6 +395,8 @@ class BeManager:
                 self.zfs.clone(f"{d.name}@{snap}", clone, opts)
                 clones.append(clone)
                 undo.done(f"clone {clone}", functools.partial(self.zfs.destroy, clone))
+            # Still marked: a kill from here on leaves a BE the next command removes.
+            self._shared_state_into(name, target, new=True)
             ref = BeRef(name, target, description, False)
             undo.done(f"boot entries of {name}", lambda: self.backend.post_destroy(ref))
             self.backend.post_create(ref)
@@ -481,6 +486,30 @@ class BeManager:
                                    be_dataset=f"{self.root}/{running}",
                                    mountinfo=self._mountinfo, out=out)
             return mover.move_all() if move else mover.findings()
+
+    def _shared_state_into(self, name: str, dataset: str, *, new: bool) -> None:
+        """Give BE ``name`` the drop-ins of the shared state in service (beadm.pvestate), if
+        it lacks them: a BE cloned from a snapshot taken before ``init --shared-state``.
+        Warns once (when they are written) that its own copy of that state is not used."""
+        altroot = self.zfs.pool_get(self.pool, "altroot")
+        paths = pvestate.in_use(self.zfs.list_tree(self.pool, snapshots=False, depth=1),
+                                self.pool, altroot=altroot)
+        if not paths:
+            return
+        out = self._out if self._out is not None else sys.stdout
+        if new and self.runner.dry_run:  # the clone does not exist: nothing to look at
+            print(f"would write the shared-state drop-ins into {dataset} where missing "
+                  f"({', '.join(paths)} are shared datasets)", file=out)
+            return
+        done = pvestate.prepare_be(self.runner, dataset, paths, mountinfo=self._mountinfo,
+                                   out=out)
+        if done.written:
+            log.info("BE %s: wrote %s", name, ", ".join(str(p) for p in done.written))
+        if done.written and done.hidden:
+            log.warning(
+                "warning: BE %s keeps its own %s from before the shared-state move: not used "
+                "(the shared datasets are mounted over it at boot)",
+                name, ", ".join(done.hidden))
 
     def _destroy_be(
         self, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool
@@ -661,6 +690,9 @@ class BeManager:
                         f"not activating {name}: booting it can break the Proxmox cluster; "
                         "activate --force does it anyway")
             ref = self._ref(be, running)
+            # Before it can boot: each drop-in appears whole, and is right for the BE
+            # whether the activation then completes or not (nothing to undo).
+            self._shared_state_into(name, be.dataset, new=False)
             undo = UndoLog()
             try:
                 bootfs = self._bootfs()

@@ -249,6 +249,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         mountinfo=deps.mountinfo,
         lock=_lock(args, deps, err),
         running_root=deps.running_root,
+        out=out,
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).

@@ -14,18 +14,19 @@ new dataset that no boot mounts yet (``canmount=noauto``, ``org.beadm:state=movi
 then the new dataset is switched on (``canmount=on``), mounted over the path, and only
 then is the old copy removed from the BE. A re-run after a kill destroys a dataset that
 was never switched on (the source is intact) and redoes it, or finishes one that was.
+
+:func:`prepare_be` gives one BE the drop-ins of the shared datasets in service
+(:func:`in_use`): ``create`` and ``activate`` call it for a BE cloned from a snapshot taken
+before the move. Copying and verifying live state is :mod:`beadm.statecopy`.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Container, Iterator, Sequence
-from contextlib import closing, contextmanager, suppress
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -33,6 +34,7 @@ from typing import TextIO
 from beadm import mounts as mnt
 from beadm.errors import BeadmError, RefusedError
 from beadm.runner import Runner
+from beadm.statecopy import allocated, empty_dir, sqlite_copy, sqlite_files, verify_copy
 from beadm.zfs import PROP_STATE, Dataset, Zfs
 
 log = logging.getLogger(__name__)
@@ -42,7 +44,6 @@ STATE_REMOVING = "removing"  # mounted at its path, the BE's copy may be partly 
 #: Units stopped for the move and started again afterwards (on the new dataset).
 PROP_RESTART = "org.beadm:restart"
 DROPIN_NAME = "beadm-shared-state.conf"
-SQLITE_MAGIC = b"SQLite format 3\x00"
 #: Where the running BE is mounted (tests point it elsewhere).
 ROOT_DIR = "/"
 
@@ -207,6 +208,109 @@ def dropins(moved: Container[str], shared: Sequence[SharedPath] = SHARED) -> dic
     return {u: dropin_text(ps) for u, ps in sorted(need.items())}
 
 
+def in_use(datasets: Sequence[Dataset], pool: str, *, altroot: str = "",
+           shared: Sequence[SharedPath] = SHARED) -> list[str]:
+    """The shared paths whose dataset is in service: it exists with ``canmount=on`` and the
+    path as its mountpoint, and no move of it is under way (no ``org.beadm:state``)."""
+    by_name = {d.name: d for d in datasets}
+    root = altroot.rstrip("/")
+    out: list[str] = []
+    for sp in shared:
+        d = by_name.get(dataset_for(pool, sp.path))
+        if d is not None and d.canmount == "on" and not d.state \
+                and d.mountpoint in (sp.path, root + sp.path):
+            out.append(sp.path)
+    return out
+
+
+def write_units(root: Path, units: dict[str, str], *, dry_run: bool, out: TextIO) -> list[Path]:
+    """Write each unit's drop-in under the BE mounted at ``root`` where it is missing or
+    differs; each file appears whole or not at all (a temporary file renamed over it).
+    Returns the drop-ins written (with ``dry_run``: that would be)."""
+    written: list[Path] = []
+    for unit, text in units.items():
+        path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
+        with suppress(OSError):
+            if path.read_text(encoding="utf-8") == text:
+                continue
+        written.append(path)
+        if dry_run:
+            print(f"would write {path}", file=out)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{DROPIN_NAME}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(path)
+    return written
+
+
+def own_copies(root: Path, paths: Sequence[str]) -> list[str]:
+    """The shared ``paths`` of which the BE root mounted (alone) at ``root`` keeps files of its
+    own: hidden under the shared dataset at boot, never used (a BE cloned from a snapshot
+    taken before the move)."""
+    found: list[str] = []
+    for path in paths:
+        p = root / path.lstrip("/")
+        with suppress(OSError):
+            if p.is_dir() and not p.is_symlink() and any(p.iterdir()):
+                found.append(path)
+    return found
+
+
+@dataclass(frozen=True)
+class BeState:
+    """What :func:`prepare_be` did to one BE."""
+
+    written: tuple[Path, ...]  # drop-ins written (in a dry run: that would be)
+    hidden: tuple[str, ...]  # shared paths of which the BE keeps an unused copy of its own
+
+
+def prepare_be(
+    runner: Runner,
+    be_dataset: str,
+    paths: Sequence[str],
+    *,
+    mountinfo: Path = mnt.MOUNTINFO,
+    root_dir: str | None = None,
+    tmpdir: str | None = None,
+    out: TextIO | None = None,
+    shared: Sequence[SharedPath] = SHARED,
+) -> BeState:
+    """Give the BE ``be_dataset`` the drop-ins that the shared ``paths`` (see :func:`in_use`)
+    need, where it lacks them, and find its own copies of those paths.
+
+    A BE cloned from a snapshot taken before ``init --shared-state`` has neither the
+    drop-ins nor an empty directory under the shared mounts. The BE is looked at where it
+    is mounted (the running one at ``root_dir``), else through a temporary mount of its
+    root dataset alone (read-only in a dry run, which writes nothing)."""
+    units = dropins(paths, shared)
+    if not units:
+        return BeState((), ())
+    dry = runner.dry_run
+    say = out if out is not None else sys.stdout
+    where = mnt.zfs_mounts(mnt.read_mounts(mountinfo)).get(be_dataset)
+    if where:
+        top = where[-1]
+        if top == "/":
+            root = Path(root_dir if root_dir is not None else ROOT_DIR)
+            return BeState(tuple(write_units(root, units, dry_run=dry, out=say)), ())
+        written = write_units(Path(top), units, dry_run=dry, out=say)
+        return BeState(tuple(written), tuple(own_copies(Path(top), paths)))
+    tmp = tempfile.mkdtemp(prefix="beadm-", dir=tmpdir)
+    try:
+        runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil" if dry else "zfsutil",
+                    be_dataset, tmp], readonly=dry)
+        try:
+            written = write_units(Path(tmp), units, dry_run=dry, out=say)
+            hidden = own_copies(Path(tmp), paths)
+        finally:
+            runner.run(["umount", tmp], readonly=dry)
+    finally:
+        with suppress(OSError):
+            Path(tmp).rmdir()
+    return BeState(tuple(written), tuple(hidden))
+
+
 def parse_show(text: str) -> dict[str, str]:
     """``systemctl show -p A -p B UNIT`` output (``Key=Value`` lines) as a dict."""
     out: dict[str, str] = {}
@@ -215,110 +319,6 @@ def parse_show(text: str) -> dict[str, str]:
         if sep:
             out[key] = value
     return out
-
-
-# -- copying and checking -------------------------------------------------------------------
-
-
-def is_sqlite(path: Path) -> bool:
-    try:
-        with path.open("rb") as f:
-            return f.read(16) == SQLITE_MAGIC
-    except OSError:
-        return False
-
-
-def sqlite_files(top: Path) -> list[Path]:
-    """SQLite databases directly under ``top`` (where pmxcfs keeps ``config.db``)."""
-    if not top.is_dir():
-        return []
-    return sorted(p for p in top.iterdir() if p.is_file() and not p.is_symlink()
-                  and is_sqlite(p))
-
-
-_SQLITE_SIDE = ("-wal", "-shm", "-journal")
-
-
-def sqlite_copy(src: Path, dst: Path) -> None:
-    """A consistent copy of the database ``src`` (its WAL included) as the one file ``dst``."""
-    for suffix in ("", *_SQLITE_SIDE):
-        with suppress(FileNotFoundError):
-            Path(str(dst) + suffix).unlink()
-    with closing(sqlite3.connect(f"file:{src}?mode=ro", uri=True)) as s, \
-            closing(sqlite3.connect(dst)) as d:
-        s.backup(d)
-    st = src.stat()
-    os.chown(dst, st.st_uid, st.st_gid)
-    dst.chmod(st.st_mode & 0o7777)
-    fd = os.open(dst, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _dump(db: Path) -> list[str]:
-    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as c:
-        check = c.execute("PRAGMA integrity_check").fetchone()
-        if check is None or check[0] != "ok":
-            raise RefusedError(f"{db}: SQLite integrity check failed: {check}")
-        return list(c.iterdump())
-
-
-def _entries(top: Path, skip: Container[str]) -> dict[str, tuple[str, int | str]]:
-    """relative path -> (type, size or link target), without following symlinks."""
-    out: dict[str, tuple[str, int | str]] = {}
-    for dirpath, dirnames, filenames in os.walk(top):
-        base = Path(dirpath)
-        for name in dirnames + filenames:
-            p = base / name
-            rel = str(p.relative_to(top))
-            if rel in skip:
-                continue
-            if p.is_symlink():
-                out[rel] = ("link", str(p.readlink()))
-            elif p.is_dir():
-                out[rel] = ("dir", 0)
-            elif p.is_file():
-                out[rel] = ("file", p.stat().st_size)
-            else:
-                out[rel] = ("other", 0)
-    return out
-
-
-def verify_copy(src: Path, dst: Path, dbs: Sequence[str]) -> None:
-    """Raise unless ``dst`` has every entry of ``src`` (same type and size; the same SQLite
-    content for the databases ``dbs``, names relative to ``src``)."""
-    skip = {d + s for d in dbs for s in _SQLITE_SIDE}
-    a = _entries(src, skip | set(dbs))
-    b = _entries(dst, skip | set(dbs))
-    missing = sorted(k for k in a if b.get(k) != a[k])
-    extra = sorted(k for k in b if k not in a)
-    if missing or extra:
-        raise RefusedError(f"copy of {src} differs from the original: "
-                           f"{', '.join((missing + extra)[:5])}")
-    for db in dbs:
-        if _dump(src / db) != _dump(dst / db):
-            raise RefusedError(f"copy of {src / db} differs from the original")
-
-
-def allocated(top: Path) -> int:
-    """Bytes the files under ``top`` occupy (their blocks: what a copy will need, roughly)."""
-    total = 0
-    for dirpath, _, filenames in os.walk(top):
-        for name in filenames:
-            with suppress(OSError):
-                total += (Path(dirpath) / name).lstat().st_blocks * 512
-    return total
-
-
-def empty_dir(top: Path) -> None:
-    """Remove everything inside ``top`` (not ``top`` itself), never following symlinks."""
-    for p in sorted(top.iterdir()):
-        if p.is_dir() and not p.is_symlink():
-            shutil.rmtree(p)
-        else:
-            p.unlink()
 
 
 # -- the move --------------------------------------------------------------------------------
@@ -565,18 +565,7 @@ class Mover:
                 self._rmtmp(tmp)
 
     def _write_units(self, root: Path, units: dict[str, str]) -> None:
-        for unit, text in units.items():
-            path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
-            with suppress(OSError):
-                if path.read_text(encoding="utf-8") == text:
-                    continue
-            if self.dry_run:
-                self._say(f"write {path}")
-                continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{DROPIN_NAME}.tmp")
-            tmp.write_text(text, encoding="utf-8")
-            tmp.replace(path)
+        write_units(root, units, dry_run=self.dry_run, out=self.out)
 
     # mounts -----------------------------------------------------------------------------
 

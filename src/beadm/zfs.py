@@ -151,11 +151,14 @@ class Zfs:
 
     # -- queries (readonly) ------------------------------------------------------------
 
-    def list_tree(self, root: str, *, snapshots: bool = True) -> list[Dataset]:
-        """Every filesystem (and snapshot) at or below ``root``: one ``zfs list`` call."""
+    def list_tree(self, root: str, *, snapshots: bool = True,
+                  depth: int | None = None) -> list[Dataset]:
+        """Every filesystem (and snapshot) at or below ``root`` (at most ``depth`` levels
+        below it): one ``zfs list`` call."""
         types = "filesystem,snapshot" if snapshots else "filesystem"
         argv = ["zfs", "list", "-H", "-p", "-t", types]
-        argv += ["-o", ",".join(LIST_COLUMNS), "-r", root]
+        argv += ["-o", ",".join(LIST_COLUMNS)]
+        argv += ["-r", root] if depth is None else ["-d", str(depth), root]
         return parse_list(self.runner.run(argv, readonly=True).stdout)
 
     def exists(self, name: str) -> bool:

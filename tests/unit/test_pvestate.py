@@ -14,7 +14,7 @@ import pytest
 from pve_world import BE, POOL, Killed, PveWorld
 from world import row
 
-from beadm import pvestate
+from beadm import pvestate, statecopy
 from beadm.errors import RefusedError
 from beadm.mounts import Mount, parse_mountinfo
 from beadm.zfs import parse_list
@@ -300,9 +300,9 @@ def test_verify_refuses_a_copy_that_differs(tmp_path: Path) -> None:
     (src / "x").write_text("12")
     (dst / "x").write_text("1")
     with pytest.raises(RefusedError, match="differs"):
-        pvestate.verify_copy(src, dst, [])
+        statecopy.verify_copy(src, dst, [])
     (dst / "x").write_text("12")
-    pvestate.verify_copy(src, dst, [])
+    statecopy.verify_copy(src, dst, [])
 
 
 def test_refuses_child_dataset_before_changing_anything(tmp_path: Path) -> None:
