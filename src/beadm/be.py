@@ -94,6 +94,17 @@ class BeInfo:
 
 
 @dataclass(frozen=True)
+class TrialOutcome:
+    """What ``trial_boot`` did: ``none`` (no trial pending), ``confirmed`` (the BE on trial
+    is the default now), ``failed`` (a check failed: the previous default is back),
+    ``given-up`` (another BE is running: the previous default stays)."""
+
+    kind: str
+    be: str | None = None
+    why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Listing:
     root: str
     pool: str
@@ -642,6 +653,74 @@ class BeManager:
                 undo.rollback()
                 raise
             return ref
+
+    def activate_trial(self, name: str, *, tries: int) -> BeRef:
+        """Boot ``name`` next with ``tries`` counted tries; the running BE is the default
+        that boots once they are spent (or a health check fails): see beadm(8), TRIAL BOOTS.
+        Like ``activate`` for the running BE (bootfs, canmount), then the backend's trial."""
+        check_be_name(name)
+        if not 1 <= tries <= 9:
+            raise UsageError(f"--tries must be 1 to 9, not {tries}")
+        hook = getattr(self.backend, "activate_trial", None)
+        if hook is None or not callable(hook):
+            raise UnsupportedError(f"backend {self.backend.name} has no trial boots")
+        with self._changing(boot=True) as tree:
+            be = self._need(tree, name)
+            running = self.running_name()
+            if running is None or not tree.has_be(running):
+                raise RefusedError(f"activate --trial needs a running BE under {self.root} "
+                                   "to fall back to")
+            if running == name:
+                raise UsageError(f"BE {name} is running: a trial is for another BE")
+            back = self._ref(tree.be(running), running)
+            undo = UndoLog()
+            try:
+                bootfs = self._bootfs()
+                if bootfs != back.dataset:
+                    self.zfs.pool_set(self.pool, "bootfs", back.dataset)
+                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+                for other in tree.bes():
+                    for d in other.datasets:
+                        if d.canmount == "on":
+                            self.zfs.set(d.name, "canmount", "noauto")
+                            undo.done(
+                                f"canmount of {d.name}",
+                                functools.partial(self.zfs.set, d.name, "canmount", "on"),
+                            )
+                hook(self._ref(be, running), back, tries)
+            except BaseException:
+                undo.rollback()
+                raise
+            return self._ref(be, running)
+
+    def trial_boot(self, checks: Callable[[], list[str]], *,
+                   reboot: bool = True) -> TrialOutcome:
+        """At boot (``beadm-trial.service``): settle a pending trial. Running the BE on trial:
+        ``checks()`` pass -> it is activated (the trial ends); they fail -> the previous
+        default is restored and (``reboot``) the machine reboots into it. Running another
+        BE: the trial did not boot (or was left from the menu) and is given up."""
+        state = getattr(self.backend, "trial_state", None)
+        end = getattr(self.backend, "end_trial", None)
+        if state is None or end is None:
+            return TrialOutcome("none")
+        with self._changing(boot=True) as tree:
+            running = self.running_name()
+            refs = [self._ref(b, running) for b in tree.bes()]
+            trial = state(refs)
+            if trial is None:
+                return TrialOutcome("none")
+            if trial.be != running:
+                end(refs)
+                return TrialOutcome("given-up", trial.be, (f"{running} is running",))
+            problems = tuple(checks())
+            if problems:
+                end(refs)
+        if problems:
+            if reboot:
+                self.runner.run(["systemctl", "reboot", "--no-block"])
+            return TrialOutcome("failed", trial.be, problems)
+        self.activate(trial.be)
+        return TrialOutcome("confirmed", trial.be)
 
     def init(self, name: str | None = None) -> BeRef:
         """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""
