@@ -53,6 +53,8 @@ class BootState:
     # not even the pool's bootfs (which GRUB and systemd-boot ignore)
     decides: bool = True
     pins: tuple[KernelPin, ...] = ()  # the running BE's kernel pin, if any
+    trial: str | None = None  # a trial boot (activate --trial) is pending for this BE
+    trial_tries: int | None = None  # its tries left (the most any ESP holds)
 
 
 class BootBackend(Protocol):

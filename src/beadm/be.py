@@ -96,6 +96,17 @@ class BeInfo:
 
 
 @dataclass(frozen=True)
+class TrialOutcome:
+    """What ``trial_boot`` did: ``none`` (no trial pending), ``confirmed`` (the BE on trial
+    is the default now), ``failed`` (a check failed: the previous default is back),
+    ``given-up`` (another BE is running: the previous default stays)."""
+
+    kind: str
+    be: str | None = None
+    why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Listing:
     root: str
     pool: str
@@ -680,19 +691,8 @@ class BeManager:
         with self._changing(boot=True) as tree:
             be = self._need(tree, name)
             running = self.running_name()
-            report = self._rollback_report(be, running)
-            if report is not None:
-                if on_report is not None:
-                    on_report(report)
-                if report.cluster and not force:
-                    raise ClusterGuardError(
-                        report.cluster,
-                        f"not activating {name}: booting it can break the Proxmox cluster; "
-                        "activate --force does it anyway")
+            self._before_it_boots(be, running, force=force, on_report=on_report)
             ref = self._ref(be, running)
-            # Before it can boot: each drop-in appears whole, and is right for the BE
-            # whether the activation then completes or not (nothing to undo).
-            self._shared_state_into(name, be.dataset, new=False)
             undo = UndoLog()
             try:
                 bootfs = self._bootfs()
@@ -716,6 +716,100 @@ class BeManager:
                 undo.rollback()
                 raise
             return ref
+
+    def _before_it_boots(self, be: BootEnv, running: str | None, *, force: bool,
+                         on_report: Callable[[rollback_guard.Report], None] | None) -> None:
+        """activate (also --trial), before anything changes: the BE compared with the
+        running one (beadm.rollback_guard; the report goes to ``on_report``, a BE that can
+        break the cluster is refused unless ``force``), then the shared-state drop-ins it
+        lacks (each appears whole and is right for the BE whether the activation then
+        completes or not: nothing to undo)."""
+        report = self._rollback_report(be, running)
+        if report is not None:
+            if on_report is not None:
+                on_report(report)
+            if report.cluster and not force:
+                raise ClusterGuardError(
+                    report.cluster,
+                    f"not activating {be.name}: booting it can break the Proxmox cluster; "
+                    "activate --force does it anyway")
+        self._shared_state_into(be.name, be.dataset, new=False)
+
+    def activate_trial(
+        self,
+        name: str,
+        *,
+        tries: int,
+        force: bool = False,
+        on_report: Callable[[rollback_guard.Report], None] | None = None,
+    ) -> BeRef:
+        """Boot ``name`` next with ``tries`` counted tries; the running BE is the default
+        that boots once they are spent (or a health check fails): see beadm(8), TRIAL BOOTS.
+        Like ``activate`` for the running BE (bootfs, canmount), then the backend's trial."""
+        check_be_name(name)
+        if not 1 <= tries <= 9:
+            raise UsageError(f"--tries must be 1 to 9, not {tries}")
+        hook = getattr(self.backend, "activate_trial", None)
+        if hook is None or not callable(hook):
+            raise UnsupportedError(f"backend {self.backend.name} has no trial boots")
+        with self._changing(boot=True) as tree:
+            be = self._need(tree, name)
+            running = self.running_name()
+            if running is None or not tree.has_be(running):
+                raise RefusedError(f"activate --trial needs a running BE under {self.root} "
+                                   "to fall back to")
+            if running == name:
+                raise UsageError(f"BE {name} is running: a trial is for another BE")
+            self._before_it_boots(be, running, force=force, on_report=on_report)
+            back = self._ref(tree.be(running), running)
+            undo = UndoLog()
+            try:
+                bootfs = self._bootfs()
+                if bootfs != back.dataset:
+                    self.zfs.pool_set(self.pool, "bootfs", back.dataset)
+                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+                for other in tree.bes():
+                    for d in other.datasets:
+                        if d.canmount == "on":
+                            self.zfs.set(d.name, "canmount", "noauto")
+                            undo.done(
+                                f"canmount of {d.name}",
+                                functools.partial(self.zfs.set, d.name, "canmount", "on"),
+                            )
+                hook(self._ref(be, running), back, tries)
+            except BaseException:
+                undo.rollback()
+                raise
+            return self._ref(be, running)
+
+    def trial_boot(self, checks: Callable[[], list[str]], *,
+                   reboot: bool = True) -> TrialOutcome:
+        """At boot (``beadm-trial.service``): settle a pending trial. Running the BE on trial:
+        ``checks()`` pass -> it is activated (the trial ends); they fail -> the previous
+        default is restored and (``reboot``) the machine reboots into it. Running another
+        BE: the trial did not boot (or was left from the menu) and is given up."""
+        state = getattr(self.backend, "trial_state", None)
+        end = getattr(self.backend, "end_trial", None)
+        if state is None or end is None:
+            return TrialOutcome("none")
+        with self._changing(boot=True) as tree:
+            running = self.running_name()
+            refs = [self._ref(b, running) for b in tree.bes()]
+            trial = state(refs)
+            if trial is None:
+                return TrialOutcome("none")
+            if trial.be != running:
+                end(refs)
+                return TrialOutcome("given-up", trial.be, (f"{running} is running",))
+            problems = tuple(checks())
+            if problems:
+                end(refs)
+        if problems:
+            if reboot:
+                self.runner.run(["systemctl", "reboot", "--no-block"])
+            return TrialOutcome("failed", trial.be, problems)
+        self.activate(trial.be)
+        return TrialOutcome("confirmed", trial.be)
 
     def init(self, name: str | None = None) -> BeRef:
         """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""

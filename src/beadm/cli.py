@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -17,11 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from beadm import __version__
+from beadm import __version__, health
 from beadm.backend import BootBackend
 from beadm.be import BeInfo, BeManager, Listing
 from beadm.errors import (
     BeadmError,
+    BootError,
     InterruptedByUser,
     NotFoundError,
     RefusedError,
@@ -46,6 +48,7 @@ LIST_JSON_SCHEMA = """\
    "bes": [{"name": str, "dataset": str,
             "active": str,                  # "N", "R", "T" combined, or "-"
             "running": bool, "next_boot": bool, "once": bool,
+            "trial_tries": int | null,      # a trial boot (activate --trial): tries left
             "mountpoint": str | null,       # where the BE is mounted now
             "space": int,                   # bytes, snapshots included
             "space_without_snapshots": int, # bytes
@@ -160,8 +163,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "shares (see beadm(8), SHARED STATE)")
     sp.add_argument("name", nargs="?", metavar="NAME")
 
-    sp = cmd("activate", "make a BE boot next", "beadm activate -t pve-2")
-    sp.add_argument("-t", dest="temporary", action="store_true", help="next boot only")
+    sp = cmd("activate", "make a BE boot next", "beadm activate --trial pve-2")
+    how = sp.add_mutually_exclusive_group()
+    how.add_argument("-t", dest="temporary", action="store_true", help="next boot only")
+    how.add_argument("--trial", action="store_true",
+                     help="boot it next with counted tries; it becomes the default only "
+                          "after a boot that passes the health checks, else the running BE "
+                          "boots again by itself (beadm(8), TRIAL BOOTS)")
+    sp.add_argument("--tries", type=int, default=3, metavar="N",
+                    help="with --trial: boots to try, 1 to 9 (3)")
     sp.add_argument("--force", action="store_true",
                     help="activate a BE that can break the Proxmox cluster (older than the "
                          "cluster join or the node's removal, other corosync config)")
@@ -174,6 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="do nothing until beadm has written boot entries "
                          "(what the kernel and initramfs hooks run)")
     cmd("migrate", "convert boot files of older beadm versions", "beadm migrate")
+    sp = cmd("trial-boot", "settle a pending trial boot (run by beadm-trial.service at boot)",
+             "beadm trial-boot --no-reboot")
+    sp.add_argument("--no-reboot", dest="reboot", action="store_false",
+                    help="when a check fails, restore the previous default but do not reboot")
     cmd("version", "print the version", "beadm version")
     return p
 
@@ -296,8 +310,17 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.init(args.name)
         _shared_state(mgr, args, out, err)
     elif cmd == "activate":
-        mgr.activate(args.name, temporary=args.temporary, force=args.force,
-                     on_report=lambda r: _print_report(r, force=args.force, err=err))
+        report = functools.partial(_print_report, force=args.force, err=err)
+        if args.trial:
+            mgr.activate_trial(args.name, tries=args.tries, force=args.force,
+                               on_report=report)
+        elif args.tries != 3:
+            raise UsageError("--tries goes with --trial")
+        else:
+            mgr.activate(args.name, temporary=args.temporary, force=args.force,
+                         on_report=report)
+    elif cmd == "trial-boot":
+        _trial_boot(mgr, args, out)
     elif cmd == "check":
         problems = mgr.check()
         for line in problems:
@@ -316,6 +339,18 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
     elif cmd == "migrate":
         mgr.migrate()
     return 0
+
+
+def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
+    res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot)
+    if res.kind == "confirmed":
+        print(f"trial boot of {res.be} passed its checks: {res.be} is the default now", file=out)
+    elif res.kind == "given-up":
+        print(f"trial boot of {res.be} given up: {'; '.join(res.why)}", file=out)
+    elif res.kind == "failed":
+        then = "rebooting into it" if args.reboot else "not rebooting (--no-reboot)"
+        raise BootError(f"trial boot of {res.be} failed: {'; '.join(res.why)}; the previous "
+                        f"default is restored, {then}")
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
@@ -509,6 +544,8 @@ def _json(
                 "running": i.running,
                 "next_boot": i.next_boot,
                 "once": i.once,
+                "trial_tries": listing.state.trial_tries if i.be.name == listing.state.trial
+                else None,
                 "mountpoint": i.mounted_at,
                 "space": i.be.space,
                 "space_without_snapshots": i.be.space_without_snapshots,

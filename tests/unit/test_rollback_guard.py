@@ -185,6 +185,16 @@ def test_refuses_a_be_older_than_the_cluster_join(w: World) -> None:
                       "would boot standalone, out of cluster prod")
 
 
+def test_a_trial_boot_is_guarded_the_same(w: World) -> None:
+    write(w.cur, {"/etc/corosync/corosync.conf": conf("prod")})
+    rc, _out, err = w.cli("activate", "--trial", "old")
+    assert rc == 5 and "booting it can break the Proxmox cluster" in err, err
+    assert w.changes == [] and w.backend.calls == []
+    rc, _out, err = w.cli("activate", "--trial", "--force", "old")
+    assert rc == 0, err
+    assert [c[0] for c in w.backend.calls] == ["activate_trial"]
+
+
 def test_refuses_a_be_older_than_the_nodes_removal(w: World) -> None:
     write(w.old, {"/etc/corosync/corosync.conf": conf("prod")})
     refused(w, reason="BE old predates the node's removal from cluster prod: booting it "

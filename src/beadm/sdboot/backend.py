@@ -39,7 +39,7 @@ from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist, hooks, kernels, persist, resolve
+from beadm.sdboot import esplist, hooks, kernels, persist, resolve, trial
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
 from beadm.sdboot.kernels import version_key
@@ -304,7 +304,7 @@ class SystemdBootBackend:
     def _prune(self, esp: EspStore, name: str, keep: list[str]) -> None:
         """Remove BE ``name``'s entries (by their BE tag, never by name patterns) not in keep."""
         for fname, e in esp.beadm_entries().items():
-            if fname not in keep and e.be == name:
+            if fname not in keep and ent.strip_counter(fname) not in keep and e.be == name:
                 esp.remove_entry(fname)
 
     def _each(self, esps: list[Esp], errors: list[str], step: str,
@@ -444,6 +444,7 @@ class SystemdBootBackend:
                     self._set_efi(ONESHOT, None)  # a pending once-boot is overridden
                 self._assert_default(esps, errors, plan.default_id)
                 self._set_record(_container(be), be.name)
+                self._each(esps, errors, "trial", _drop_counted)  # any trial ends here
             self._gc(esps, errors)
             self._raise(esps, errors)
 
@@ -585,14 +586,18 @@ class SystemdBootBackend:
             for plan in plans.values():
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
             record = self._get_record(_container(bes[0])) if bes else None
-            if record in plans:
-                self._assert_default(esps, errors, plans[record].default_id)
-            elif record in held:
-                kept = _held_default(esps, record)
-                if kept is not None:
-                    self._assert_default(esps, errors, kept)
+            base = self._pending_trial(esps)
+            target = plans[record].default_id if record in plans else \
+                _held_default(esps, record) if record in held else None
+            if target is not None and base is not None:
+                # a trial is pending: keep LoaderEntryDefault (its glob), re-assert the
+                # fallback in loader.conf only
+                self._each(esps, errors, "loader.conf",
+                           lambda st: st.set_loader_default(target))
+            elif target is not None:
+                self._assert_default(esps, errors, target)
             self._each(esps, errors, "prune", functools.partial(_prune_all, plans=plans,
-                                                                  names=names))
+                                                                  names=names, trial=base))
             self._gc(esps, errors)
             self._raise(esps, errors)
 
@@ -686,19 +691,23 @@ class SystemdBootBackend:
             record = self._get_record(_container(bes[0])) if bes else None
             plans, held = self._fit_all(esps, plans, bes)
             problems += held.values()
+            base = self._pending_trial(esps)
             for esp in esps:
                 if esp.store is None:
                     problems.append(esp.error or f"ESP {esp.uuid} is missing")
                     continue
-                problems += self._check_esp(esp.store, plans, names, record)
-            if record in plans and self.host.efivars.available():
+                problems += self._check_esp(esp.store, plans, names, record, trial=base)
+            if base is not None:
+                self.notes.append(f"a trial boot of {self._be_of_id(base, names)} is pending "
+                                  f"(LoaderEntryDefault={self.host.efivars.get(DEFAULT)})")
+            if record in plans and self.host.efivars.available() and base is None:
                 cur = self.host.efivars.get(DEFAULT)
                 if cur is not None and cur != plans[record].default_id:
                     problems.append(f"EFI {DEFAULT} is {cur}, beadm activated {record}")
         return problems
 
     def _check_esp(self, st: EspStore, plans: dict[str, Plan], names: list[str],
-                   record: str | None) -> list[str]:
+                   record: str | None, *, trial: str | None = None) -> list[str]:
         where = f"ESP {st.uuid}"
         out: list[str] = []
         have = st.beadm_entries()
@@ -718,9 +727,13 @@ class SystemdBootBackend:
                     out.append(f"{where}: entry {fname} is out of date")
         for fname, e in have.items():
             owner = e.be or ent.be_of_id(fname, names)
-            if owner not in names:
+            counted = ent.tries_left(fname) is not None
+            if counted and ent.strip_counter(fname) != trial:
+                out.append(f"{where}: entry {fname} is left from a trial that ended "
+                           "(run 'beadm sync')")
+            elif owner not in names:
                 out.append(f"{where}: entry {fname} belongs to no BE")
-            elif owner in plans and fname not in plans[owner].fnames():
+            elif owner in plans and not counted and fname not in plans[owner].fnames():
                 out.append(f"{where}: entry {fname} names a kernel BE {owner} no longer has")
             for rel in e.store_paths():
                 if not st.has(rel):
@@ -739,6 +752,105 @@ class SystemdBootBackend:
                 out.append(f"{where}: loader.conf default is {d!r}, beadm activated "
                            f"{record} ({target})")
         return out
+
+    # -- trial boots (see beadm.sdboot.trial) ------------------------------------------
+    def _pending_trial(self, esps: list[Esp]) -> str | None:
+        """The plain entry name of the pending trial: LoaderEntryDefault is a trial glob
+        and some ESP at hand still holds its counted entry (any tries left)."""
+        efi = self.host.efivars
+        base = trial.base_of_pattern(efi.get(DEFAULT)) if efi.available() else None
+        if base is None:
+            return None
+        for esp in esps:
+            if esp.store is not None and any(
+                    ent.strip_counter(f) == base and ent.tries_left(f) is not None
+                    for f in esp.store.beadm_entries()):
+                return base
+        return None
+
+    def trial_state(self, bes: list[BeRef]) -> trial.Trial | None:
+        """The pending trial (its BE, tries left on each ESP), None when there is none."""
+        efi = self.host.efivars
+        base = trial.base_of_pattern(efi.get(DEFAULT)) if efi.available() else None
+        if base is None:
+            return None
+        names = [b.name for b in bes]
+        tries: dict[str, int] = {}
+        with self.host.session() as s:
+            for esp in s.esps():
+                if esp.store is None:
+                    continue
+                for f in esp.store.beadm_entries():
+                    n = ent.tries_left(f)
+                    if n is not None and ent.strip_counter(f) == base:
+                        tries[esp.uuid] = n
+        be = self._be_of_id(base, names)
+        if be is None or not tries:
+            return None
+        return trial.Trial(be=be, base=base, tries_left=tries)
+
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int) -> None:
+        """Boot ``be`` next with ``tries`` counted tries; ``fallback`` (the running BE)
+        becomes the default that boots once they are spent. Order (a kill at any point
+        leaves ``fallback`` or the trial booting next): entries, the counted entry,
+        the fallback as default everywhere (EFI variable, loader.conf, record), then the
+        trial glob in LoaderEntryDefault (the commit)."""
+        self.warnings = []
+        efi = self.host.efivars
+        if not efi.available():
+            raise BootError("activate --trial needs the EFI variable LoaderEntryDefault: "
+                            "this system did not boot in UEFI mode")
+        with self.host.session() as s:
+            plan = self._plan(s, be, prepare=False)
+            back = self._plan(s, fallback, prepare=False)
+            esps = s.esps()
+            errors: list[str] = []
+            plan = self._fit_one(esps, plan)
+            for p in (plan, back):
+                self._each(esps, errors, "entries", functools.partial(self._install, plan=p))
+            broken = [e for e in esps if e.store is None and not e.missing]
+            if errors or broken or not any(e.store for e in esps):
+                self._raise(esps, errors)
+            kernel = next(k for k in plan.kernels if k.kver == plan.default_kver)
+            counted = trial.counted_fname(plan.default_id, tries)
+
+            def put(st: EspStore) -> None:
+                _drop_counted(st)
+                e = self._entry(st, plan, kernel)
+                st.write_entry(counted, replace(e, options=trial.trial_options(e.options)))
+
+            self._each(esps, errors, "trial entry", put)
+            if efi.get(ONESHOT) is not None:
+                self._set_efi(ONESHOT, None)
+            self._assert_default(esps, errors, back.default_id)
+            self._set_record(_container(fallback), fallback.name)
+            self._raise(esps, errors)
+            try:
+                efi.set(DEFAULT, trial.pattern_for(plan.default_id))
+            except EfiRefused as exc:
+                self._each(esps, errors, "trial", _drop_counted)
+                raise BootError(
+                    f"activate --trial needs the EFI variable {DEFAULT}, and it could not be "
+                    f"written ({exc.strerror}): {fallback.name} stays the default") from exc
+            self._gc(esps, errors)
+            self._raise(esps, errors)
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        """Give up the pending trial: the recorded BE's entry is the default again (EFI
+        variable and loader.conf), every counted entry goes, on every ESP."""
+        self.warnings = []
+        with self.host.session() as s:
+            esps = s.esps()
+            errors: list[str] = []
+            record = self._get_record(_container(bes[0])) if bes else None
+            rec = next((b for b in bes if b.name == record), None)
+            if rec is not None:
+                self._assert_default(esps, errors, self._plan(s, rec, prepare=False).default_id)
+            elif trial.base_of_pattern(self.host.efivars.get(DEFAULT)) is not None:
+                self._set_efi(DEFAULT, None)  # loader.conf decides, as before the trial
+            self._each(esps, errors, "trial", _drop_counted)
+            self._gc(esps, errors)
+            self._raise(esps, errors)
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         state = self._boot_state(bes)
@@ -764,6 +876,11 @@ class SystemdBootBackend:
         oneshot = efi.get(ONESHOT) if efi.available() else None
         default = efi.get(DEFAULT) if efi.available() else None
         once = self._be_of_id(oneshot, names) if oneshot else None
+        base = trial.base_of_pattern(default)
+        trial_be = self._be_of_id(base, names) if base else None
+        tries: list[int] = []
+        if base is not None:
+            default = None  # a trial: T; loader.conf (the fallback) decides R
         if default and default != "@saved":
             nxt = self._be_of_id(default, names)
             if nxt is not None:
@@ -781,6 +898,8 @@ class SystemdBootBackend:
                         warnings.append(esp.error or f"ESP {esp.uuid} is missing")
                         continue
                     found = st.entry_files()
+                    tries += [n for f in found if ent.strip_counter(f.lower()) == base
+                              and (n := ent.tries_left(f)) is not None]
                     eid = resolve.pick(st.root, found, oneshot=None, efi_default=default,
                                        conf_default=st.loader_default())
                     picks[st.uuid] = self._owner(eid, found, by_ds, names)
@@ -801,7 +920,11 @@ class SystemdBootBackend:
                 f"beadm activated {record}, but loader.conf now boots {nxt or 'no BE'} "
                 "(overwritten by proxmox-boot-tool?): run 'beadm activate "
                 f"{record}' or 'beadm sync'")
-        return BootState(next_boot=nxt, once=once or once_pick, warnings=tuple(warnings))
+        if trial_be is not None and not any(tries):
+            trial_be = None  # no try left anywhere: the loader boots the fallback
+        return BootState(next_boot=nxt, once=once or once_pick or trial_be,
+                         warnings=tuple(warnings), trial=trial_be,
+                         trial_tries=max(tries) if trial_be is not None else None)
 
     def _be_of_id(self, eid: str, names: list[str]) -> str | None:
         """The BE whose entry id ``eid`` is (an EFI variable's value). From the id alone
@@ -952,11 +1075,25 @@ def _fallback_roots(st: EspStore) -> set[str]:
     return roots
 
 
-def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str]) -> None:
-    """Remove entries of BEs that no longer exist and of kernels their BE no longer has."""
+def _prune_all(st: EspStore, *, plans: dict[str, Plan], names: list[str],
+               trial: str | None = None) -> None:
+    """Remove entries of BEs that no longer exist and of kernels their BE no longer has,
+    and counted entries of trials that ended; the pending trial's counted entry stays as
+    the loader left it (its counter changes only on the ESP that booted)."""
     for fname, e in st.beadm_entries().items():
         owner = e.be or ent.be_of_id(fname, names)
-        if owner not in names or (owner in plans and fname not in plans[owner].fnames()):
+        counted = ent.tries_left(fname) is not None
+        if counted:
+            if ent.strip_counter(fname) != trial or owner not in names:
+                st.remove_entry(fname)
+        elif owner not in names or (owner in plans and fname not in plans[owner].fnames()):
+            st.remove_entry(fname)
+
+
+def _drop_counted(st: EspStore) -> None:
+    """Remove every counted beadm entry (a trial's) from one ESP."""
+    for fname in st.beadm_entries():
+        if ent.tries_left(fname) is not None:
             st.remove_entry(fname)
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from beadm.backend import BeRef, BootState
 from beadm.errors import UnsupportedError
 from beadm.sdboot.backend import SystemdBootBackend
+from beadm.sdboot.trial import Trial
 
 EFI_DIR = Path("/sys/firmware/efi")
 GRUB_MARK = "EFI/proxmox/grubx64.efi"
@@ -138,3 +139,17 @@ class GuardedBackend:
     def migrate(self, bes: list[BeRef]) -> None:
         self.preflight()
         self.inner.migrate(bes)
+
+    # -- trial boots (optional hooks, looked up by the BE library) -----------------------
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int) -> None:
+        self.preflight()
+        self.inner.activate_trial(be, fallback, tries)
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        self.preflight()
+        self.inner.end_trial(bes)
+
+    def trial_state(self, bes: list[BeRef]) -> Trial | None:
+        if self.reason() is not None:
+            return None
+        return self.inner.trial_state(bes)

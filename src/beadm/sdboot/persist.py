@@ -68,7 +68,42 @@ TimeoutStopSec=300
 WantedBy=multi-user.target
 """  # noqa: E501
 
-FILES = ((APT_CONF, APT_TEXT, 0o644), (UNIT, UNIT_TEXT, 0o644))
+TRIAL_UNIT_NAME = "beadm-trial.service"
+TRIAL_UNIT = f"etc/systemd/system/{TRIAL_UNIT_NAME}"
+TRIAL_UNIT_TEXT = """\
+# beadm (boot environments): ends a trial boot ('beadm activate --trial NAME') at every boot.
+# In the BE on trial, once the Proxmox services have started: the health checks pass -> NAME
+# becomes the default; one fails -> the previous default is restored and the machine reboots
+# into it. In another BE: a pending trial is given up. No trial pending: one EFI variable read.
+# Installed by 'beadm init' and by the beadm package.
+[Unit]
+Description=beadm: confirm or give up a trial boot
+Documentation=man:beadm(8)
+After=local-fs.target zfs-mount.service zfs-import.target sys-firmware-efi-efivars.mount
+After=pve-cluster.service pveproxy.service pvedaemon.service pvestatd.service
+After=pve-storage.target systemd-udev-settle.service
+Before=boot-complete.target
+ConditionPathExists=|/etc/kernel/proxmox-boot-uuids
+ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then exec beadm trial-boot; fi'
+TimeoutStartSec=15min
+
+[Install]
+WantedBy=multi-user.target
+RequiredBy=boot-complete.target
+"""
+
+FILES = ((APT_CONF, APT_TEXT, 0o644), (UNIT, UNIT_TEXT, 0o644),
+         (TRIAL_UNIT, TRIAL_UNIT_TEXT, 0o644))
+# enabled units: (symlink in the BE, unit name)
+LINKS = ((WANTS, UNIT_NAME),
+         (f"etc/systemd/system/multi-user.target.wants/{TRIAL_UNIT_NAME}", TRIAL_UNIT_NAME),
+         (f"etc/systemd/system/boot-complete.target.requires/{TRIAL_UNIT_NAME}",
+          TRIAL_UNIT_NAME))
 
 
 def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> bool:
@@ -92,16 +127,17 @@ def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> 
         tmp.write_text(text, encoding="utf-8")
         tmp.chmod(mode)
         tmp.replace(path)
-    link = root / WANTS
-    target = f"../{UNIT_NAME}"  # relative: right in the BE's tree wherever it is mounted
-    if not (link.is_symlink() and str(link.readlink()) == target):
-        wrote = True
-        if dry_run:
-            print(f"would enable {UNIT_NAME} in {root}", file=say)
-        else:
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.unlink(missing_ok=True)
-            link.symlink_to(target)
+    for rel, name in LINKS:
+        link = root / rel
+        target = f"../{name}"  # relative: right in the BE's tree wherever it is mounted
+        if not (link.is_symlink() and str(link.readlink()) == target):
+            wrote = True
+            if dry_run:
+                print(f"would enable {name} in {root}", file=say)
+            else:
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.unlink(missing_ok=True)
+                link.symlink_to(target)
     return wrote
 
 
