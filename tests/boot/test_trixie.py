@@ -1,9 +1,11 @@
 """Debian 13 / Proxmox VE 9 (issue 11 item 8): the .deb on trixie, against real OpenZFS.
 
 Host side: the cached trixie tree (lab/trixie/trixie.py: debootstrap minbase, main+contrib, from
-the host's apt mirror) is copied, and the .deb that packaging/build-deb makes is installed into
-the copy with apt from the trixie archive, so that its Depends really resolve there (python3 =
-3.13, zfsutils-linux 2.3 from contrib, dosfstools, util-linux). The copy becomes an ext4 disk.
+the host's apt mirror) is copied twice. In the first copy packaging/build-deb builds the .deb on
+Debian 13 (its build deps from the archive, lintian 2.12x clean). That .deb is installed into the
+second, fresh copy with apt from the trixie archive, so that its Depends really resolve there
+(python3 = 3.13, zfsutils-linux 2.3 from contrib, dosfstools, util-linux). The second copy
+becomes an ext4 disk.
 
 VM side (a ``lab run --uefi`` VM: Debian 12 kernel with its OpenZFS 2.1 module, two ESPs): the
 ESPs are laid out as PVE 9's ``proxmox-boot-tool init`` leaves them (systemd-boot, ``default
@@ -134,23 +136,40 @@ def _run(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[s
     return res
 
 
-def test_deb_installs_with_its_depends_and_runs_on_debian_13_against_real_zfs(
+def _enter(tree: Path, *binds: tuple[Path, str], script: str,
+           timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """``script`` (sh) as root in ``tree`` (lab/trixie/enter), with the apt download cache."""
+    argv = [str(trixie.ENTER), str(tree), "--bind",
+            f"{trixie.apt_archives()}:/var/cache/apt/archives"]
+    for src, dest in binds:
+        argv += ["--bind", f"{src}:{dest}"]
+    return _run([*argv, "--", "sh", "-c",
+                 "export DEBIAN_FRONTEND=noninteractive; set -e; " + script], timeout)
+
+
+def test_deb_builds_installs_with_its_depends_and_runs_on_debian_13_against_real_zfs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     t0 = time.monotonic()
     cached = trixie.build_tree()
-    deb_dir = tmp_path / "deb"
-    out = _run([str(REPO / "packaging" / "build-deb"), str(deb_dir)], timeout=900)
+    apt = "apt-get -q -y -o Dpkg::Use-Pty=0"
+    # 1. build on Debian 13: packaging/build-deb installs its build deps, lintian must pass
+    build_tree, deb_dir = tmp_path / "build", tmp_path / "deb"
+    deb_dir.mkdir()
+    _run(["cp", "-a", "--reflink=auto", str(cached), str(build_tree)])
+    out = _enter(build_tree, (REPO, "/src"), (deb_dir, "/mnt/deb"),
+                 script=f"{apt} update >/dev/null; /src/packaging/build-deb /mnt/deb")
     deb = Path(out.stdout.strip().splitlines()[-1])
+    assert deb.parent == Path("/mnt/deb"), out.stdout[-2000:]
+    assert "lintian reports errors" not in out.stderr
+    shutil.rmtree(build_tree)
+    t1 = time.monotonic()
+    # 2. install that .deb with apt into a fresh tree: its Depends come from the archive
     tree = tmp_path / "tree"
     _run(["cp", "-a", "--reflink=auto", str(cached), str(tree)])
-    t1 = time.monotonic()
-    inst = _run([str(trixie.ENTER), str(tree), "--bind", f"{trixie.apt_archives()}:"
-                 "/var/cache/apt/archives", "--bind", f"{deb_dir}:/mnt/deb", "--",
-                 "sh", "-c", "export DEBIAN_FRONTEND=noninteractive; "
-                 "apt-get -q -o Dpkg::Use-Pty=0 update && "
-                 f"apt-get -q -y -o Dpkg::Use-Pty=0 install /mnt/deb/{deb.name} && "
-                 "dpkg-query -W python3 zfsutils-linux dosfstools util-linux beadm"],
-                timeout=900)
+    inst = _enter(tree, (deb_dir, "/mnt/deb"),
+                  script=f"{apt} update >/dev/null; {apt} install /mnt/deb/{deb.name}; "
+                         "dpkg -L beadm | grep -x /usr/lib/systemd/system/beadm-reassert.service;"
+                         " dpkg-query -W python3 zfsutils-linux dosfstools util-linux beadm")
     versions = dict(line.split("\t") for line in inst.stdout.strip().splitlines()[-5:])
     assert versions["python3"].startswith("3.13"), versions
     assert versions["zfsutils-linux"].startswith("2.3"), versions
@@ -162,12 +181,13 @@ def test_deb_installs_with_its_depends_and_runs_on_debian_13_against_real_zfs(
           str(img)])
     shutil.rmtree(tree)
     t2 = time.monotonic()
+    # 3. in a lab VM, against real OpenZFS and FAT32 ESPs
     rc = labkit.LabRun(command=["sh", "-c", IN_VM], disks=1, esps=2, uefi=True, timeout=900,
                        extra_disks=[labkit.Disk(img, "trixie", snapshot=True)]).run()
     t3 = time.monotonic()
     text = capsys.readouterr().out
     with capsys.disabled():
-        print(f"\ntrixie: tree+deb {t1 - t0:.0f} s, apt install + image {t2 - t1:.0f} s, "
-              f"VM {t3 - t2:.0f} s")
+        print(f"\ntrixie: tree + build on 13 {t1 - t0:.0f} s, apt install + image "
+              f"{t2 - t1:.0f} s, VM (slot wait included) {t3 - t2:.0f} s")
     assert rc == 0, text[-8000:]
     assert "TRIXIE-OK" in text, text[-8000:]
