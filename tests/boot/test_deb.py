@@ -80,7 +80,11 @@ def test_deb_contents(deb: Path) -> None:
         assert files[hook].startswith("-rwxr-xr-x"), hook
     # the re-asserts where no kernel hook runs: apt's DPkg::Post-Invoke and the shutdown unit
     assert files["etc/apt/apt.conf.d/99beadm"].startswith("-rw-r--r--")
-    assert files["lib/systemd/system/beadm-reassert.service"].startswith("-rw-r--r--")
+    # dh_installsystemd's unit dir: /lib on a Debian 12 build, /usr/lib (merged /usr) on 13
+    for unit in ("beadm-reassert.service", "beadm-trial.service"):
+        units = [f"{d}/systemd/system/{unit}" for d in ("lib", "usr/lib")]
+        assert [u for u in units if u in files] and all(
+            files[u].startswith("-rw-r--r--") for u in units if u in files), unit
     # hooks sort after Proxmox's (run-parts, C collation)
     assert "zzz-beadm" > "zz-proxmox-boot" and "zzz-beadm" > "proxmox-boot-sync"
     # nothing from the build or the test suite
@@ -170,6 +174,7 @@ done
 apt-config dump | grep -q 'DPkg::Post-Invoke::.*beadm sync --if-used' || fail "apt hook not read"
 systemctl is-enabled beadm-reassert.service || fail "beadm-reassert.service not enabled"
 systemctl is-active beadm-reassert.service || fail "beadm-reassert.service not started"
+systemctl is-enabled beadm-trial.service || fail "beadm-trial.service not enabled"
 
 step "the packaged hooks change no ESP before beadm init"
 /etc/kernel/postinst.d/zzz-beadm "$(uname -r)" "/boot/vmlinuz-$(uname -r)" || fail "postinst hook"
@@ -217,7 +222,9 @@ done < /tmp/beadm-files
 for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lock \
          /etc/kernel/postinst.d/zzz-beadm /etc/initramfs/post-update.d/zzz-beadm \
          /etc/apt/apt.conf.d/99beadm /lib/systemd/system/beadm-reassert.service \
-         /etc/systemd/system/multi-user.target.wants/beadm-reassert.service; do
+         /etc/systemd/system/multi-user.target.wants/beadm-reassert.service \
+         /lib/systemd/system/beadm-trial.service \
+         /etc/systemd/system/multi-user.target.wants/beadm-trial.service; do
     [ ! -e "$f" ] || left="$left $f"
 done
 if compgen -G '/var/lib/dpkg/info/beadm.*' >/dev/null; then

@@ -20,7 +20,12 @@ def test_repo_copies_match_installed_text() -> None:
     assert (REPO / "hooks" / persist.UNIT_NAME).read_text() == persist.UNIT_TEXT
     install = (REPO / "debian" / "beadm.install").read_text().splitlines()
     assert "hooks/99beadm etc/apt/apt.conf.d/" in install
-    assert f"hooks/{persist.UNIT_NAME} lib/systemd/system/" in install
+    # the unit goes through dh_installsystemd (its release's unit dir): a link to hooks/
+    link = REPO / "debian" / f"beadm.{persist.UNIT_NAME}"
+    assert link.is_symlink() and link.resolve() == (REPO / "hooks" / persist.UNIT_NAME)
+    assert not any(persist.UNIT_NAME in line for line in install)
+    assert f"dh_installsystemd --name={persist.UNIT_NAME.removesuffix('.service')}" in (
+        REPO / "debian" / "rules").read_text()
 
 
 def test_unit_runs_sync_at_stop_after_cleanup() -> None:

@@ -78,6 +78,7 @@ class Entry:
     version: str = ""
     options: str = ""
     linux: str = ""
+    efi: str = ""  # an EFI program instead of a kernel (PVE 9's memtest86+ entry); never beadm's
     initrd: tuple[str, ...] = ()
     sort_key: str = ""
     be: str = ""  # from the ``# beadm-be`` comment; empty for foreign entries
@@ -93,7 +94,10 @@ class Entry:
         if self.sort_key:
             lines.append(f"sort-key {self.sort_key}")
         lines.append(f"options {self.options}")
-        lines.append(f"linux {self.linux}")
+        if self.linux:
+            lines.append(f"linux {self.linux}")
+        if self.efi:
+            lines.append(f"efi {self.efi}")
         lines.extend(f"initrd {i}" for i in self.initrd)
         lines.extend(f"{k} {v}" for k, v in self.other)
         return "\n".join(lines) + "\n"
@@ -107,8 +111,9 @@ class Entry:
         return found
 
     def store_paths(self) -> list[str]:
-        """ESP-relative paths of the files this entry needs (``linux`` and ``initrd``s)."""
-        return [p.lstrip("/") for p in (self.linux, *self.initrd) if p]
+        """ESP-relative paths of the files this entry needs (``linux`` or ``efi``, and
+        ``initrd``s)."""
+        return [p.lstrip("/") for p in (self.linux, self.efi, *self.initrd) if p]
 
 
 def parse(text: str) -> Entry:
@@ -128,7 +133,7 @@ def parse(text: str) -> Entry:
         value = value.strip()
         if key == "initrd":
             initrd.append(value)
-        elif key in ("title", "version", "options", "linux", "sort-key"):
+        elif key in ("title", "version", "options", "linux", "efi", "sort-key"):
             if key == "options" and "options" in vals:
                 vals[key] += " " + value  # several options lines are concatenated
             else:
@@ -140,6 +145,7 @@ def parse(text: str) -> Entry:
         version=vals.get("version", ""),
         options=vals.get("options", ""),
         linux=vals.get("linux", ""),
+        efi=vals.get("efi", ""),
         initrd=tuple(initrd),
         sort_key=vals.get("sort-key", ""),
         be=be,

@@ -3,9 +3,11 @@
 Order: ``LoaderEntryOneShot`` → ``LoaderEntryDefault`` → ``loader.conf`` ``default`` →
 first entry in sort order. Patterns are globs matched against ids (file names,
 lowercased, counter included: what the lab saw on v252). Entries named ``auto-*`` and
-entries whose ``linux`` file is missing are dropped. Sort: entries with no tries left
-last; entries with a ``sort-key`` first (by sort-key, then version descending); then by
-id, descending (natural order).
+entries whose program (``linux``, or ``efi`` for an EFI program such as the
+``memtest86+x64.efi.conf`` entry that PVE 9's ``proxmox-boot-tool init`` writes) is missing
+are dropped; an ``efi`` entry whose file is there is listed, and booted, like any other.
+Sort: entries with no tries left last; entries with a ``sort-key`` first (by sort-key, then
+version descending); then by id, descending (natural order).
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ def usable(root: Path, entries: dict[str, ent.Entry]) -> dict[str, ent.Entry]:
     out: dict[str, ent.Entry] = {}
     for fname, e in entries.items():
         eid = fname.lower()
-        if eid.startswith("auto-") or not e.linux:
+        program = e.linux or e.efi
+        if eid.startswith("auto-") or not program:
             continue
-        if not (root / e.linux.lstrip("/")).is_file():
+        if not (root / program.lstrip("/")).is_file():
             continue
         if any(not (root / i.lstrip("/")).is_file() for i in e.initrd):
             continue  # the loader would fail on it: count it as unusable
