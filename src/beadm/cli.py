@@ -175,10 +175,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--if-used", dest="only_if_used", action="store_true",
                     help="do nothing until beadm has written boot entries "
                          "(what the kernel and initramfs hooks run)")
-    sp = cmd("prune", "destroy the automatic snapshots the retention policy lets go "
-             "(beadm -n prune: show them)", "beadm -n prune -v")
+    sp = cmd("prune", "destroy the automatic snapshots the retention policy lets go",
+             "beadm prune -n -v")
     sp.epilog = f"{sp.epilog}\n\n{PRUNE_JSON_SCHEMA}"
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
+    # also after the command (beadm prune -n -v), as the issue and users write it
+    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
+                    help="show what would go, change nothing (same as beadm -n prune)")
+    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="also list what is kept, and why")
     cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "
         "snapshot the running BE (apt's action list on stdin), then prune",
         "beadm -n apt-hook </dev/null")

@@ -295,8 +295,10 @@ def test_cli_prune_dry_run_verbose_and_json(tmp_path: Path) -> None:
     assert lines[0].split() == ["Snapshot", "Created", "Used", "Action", "Reason"]
     assert SNAPS[0] in lines[1] and "would destroy" in lines[1] and len(lines) == 3
     assert lines[2] == f"would run: zfs destroy -r rpool/ROOT/pve-1@{SNAPS[0]}"
-    rc, out, _, _ = cli(tmp_path, "-n", "-v", "prune", conf="keep = 3")
-    assert sum("keep" in line for line in out.splitlines()) == 3
+    for argv in (["-n", "-v", "prune"], ["prune", "-n", "-v"], ["-v", "prune", "--dry-run"]):
+        rc, out, _, runners = cli(tmp_path, *argv, conf="keep = 3")
+        assert rc == 0 and runners[0].changes == [], argv
+        assert sum("keep" in line for line in out.splitlines()) == 3, argv
     rc, out, _, runners = cli(tmp_path, "prune", "--json", conf="keep = 3")
     data = json.loads(out)
     assert data["floor"] == 200000 and data["dry_run"] is False
