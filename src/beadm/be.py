@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from beadm import mounts as mnt
-from beadm import pvestate, rollback_guard, vzguard
+from beadm import pvestate, retention, rollback_guard, vzguard
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ClusterGuardError,
@@ -41,9 +41,20 @@ from beadm.names import (
     split_be_snapshot,
 )
 from beadm.runner import Runner
-from beadm.tree import SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
+from beadm.tree import AUTO_PREFIX, SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
-from beadm.zfs import PROP_DESCRIPTION, PROP_STATE, Dataset, PropValue, Zfs
+from beadm.zfs import (
+    PROP_APT_RUN,
+    PROP_AUTO,
+    PROP_DESCRIPTION,
+    PROP_IMPORTANT,
+    PROP_KEEP,
+    PROP_STATE,
+    SNAPSHOT_PROPS,
+    Dataset,
+    PropValue,
+    Zfs,
+)
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +115,26 @@ class TrialOutcome:
     kind: str
     be: str | None = None
     why: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """What ``prune`` decided (and, unless a dry run, did), with the pool's space before."""
+
+    decisions: tuple[retention.Decision, ...]
+    space: retention.Space
+    policy: retention.Policy
+    pool: str
+
+
+@dataclass(frozen=True)
+class AutoSnapshot:
+    """What the apt hook did: ``snapshot`` taken now, or ``same_run`` (an earlier dpkg
+    session of this apt run took it), and the prune after it."""
+
+    snapshot: str
+    same_run: bool
+    pruned: Pruned
 
 
 @dataclass(frozen=True)
@@ -444,14 +475,18 @@ class BeManager:
         with self._changing() as tree:
             be = self._need(tree, be_name)
             if snap is not None:
-                full = self._snapshot_to_destroy(tree, be, snap)
-                self.zfs.destroy(full, recursive=True)
+                self._destroy_snapshot(tree, be, snap)
                 return
             self._refuse_destroy(tree, be)
             if not force:
                 self._refuse_unique_vz(tree, be)
             self._unmount_be(be, force=False)
             self._destroy_be(tree, be, remove_origin=origin, beadm_only=False)
+
+    def _destroy_snapshot(self, tree: Tree, be: BootEnv, snap: str) -> None:
+        """``destroy BE@snap`` (also ``prune``'s): refused while it has clones."""
+        full = self._snapshot_to_destroy(tree, be, snap)
+        self.zfs.destroy(full, recursive=True)
 
     def _snapshot_to_destroy(self, tree: Tree, be: BootEnv, snap: str) -> str:
         full = f"{be.dataset}@{snap}"
@@ -558,6 +593,8 @@ class BeManager:
             if remove_origin or is_beadm_snapshot(snapname):
                 self.zfs.destroy(snap)
                 gone.add(snap)
+            elif snapname.startswith(AUTO_PREFIX):
+                log.info("kept automatic snapshot %s ('beadm prune' decides)", snap)
             elif not beadm_only:
                 log.warning("kept origin snapshot %s (not made by beadm; -o removes it)", snap)
         self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
@@ -566,6 +603,93 @@ class BeManager:
     def _clones(self, snapshot: str) -> set[str]:
         value = self.zfs.get(snapshot, "clones")
         return {c for c in value.split(",") if c}
+
+    # -- automatic snapshots (the apt hook) and their retention ---------------------------
+
+    def auto_snapshot(
+        self, *, description: str, important: str, run: str, policy: retention.Policy
+    ) -> AutoSnapshot:
+        """Snapshot the running BE (or, with ``--root``, the one that boots next) as
+        ``beadm-auto-YYYYmmdd-HHMMSS`` marked ``org.beadm:auto=apt``, unless the same apt
+        ``run`` took one already (then only its importance is added); prune before and
+        after. Refused, with nothing taken, when the pool stays below the floor."""
+        _check_description(description)
+        with self._changing() as tree:
+            be, _ = self._source(tree, None)
+            props = self.zfs.snapshot_props(self.root, SNAPSHOT_PROPS)
+            for s in reversed(tree.snaps.get(be.dataset, []) if run else []):
+                mine = props.get(s.name, {})
+                if mine.get(PROP_APT_RUN) == run and PROP_AUTO in mine:
+                    if important and not mine.get(PROP_IMPORTANT):
+                        self.zfs.set(s.name, PROP_IMPORTANT, important)
+                    return AutoSnapshot(s.name, True, self._prune(tree, policy))
+            self._prune(tree, policy)
+            tree = self._tree()
+            space = self._space()
+            floor = policy.pool_min_free.of(space.size)
+            if space.free < floor:
+                raise RefusedError(
+                    f"no automatic snapshot: pool {self.pool} has {space.free} bytes free, "
+                    f"below pool_min_free ({policy.pool_min_free}, {floor} bytes), even "
+                    "after pruning"
+                )
+            base = AUTO_PREFIX + self._clock().strftime("%Y%m%d-%H%M%S")
+            snap, n = base, 0
+            while any(tree.snapshot(f"{d.name}@{snap}") for d in be.datasets):
+                n += 1
+                snap = f"{base}-{n}"
+            _check_len(max((f"{d.name}@{snap}" for d in be.datasets), key=len))
+            marks = {PROP_AUTO: "apt", PROP_DESCRIPTION: description or "apt"}
+            if important:
+                marks[PROP_IMPORTANT] = important
+            if run:
+                marks[PROP_APT_RUN] = run
+            full = f"{be.dataset}@{snap}"
+            self.zfs.snapshot(full, recursive=True, props=marks)  # one atomic step
+            return AutoSnapshot(full, False, self._prune(self._tree(), policy))
+
+    def prune(self, policy: retention.Policy) -> Pruned:
+        """Destroy the automatic snapshots the policy lets go (``beadm.retention``)."""
+        with self._changing() as tree:
+            return self._prune(tree, policy)
+
+    def _prune(self, tree: Tree, policy: retention.Policy) -> Pruned:
+        space = self._space()
+        decisions = retention.decide(self._auto_snaps(tree), space, policy)
+        for d in reversed(decisions):  # oldest first: a killed prune left the newest
+            if d.destroy:
+                log.info("destroying %s: %s", d.snap.name, d.reason)
+                self._destroy_snapshot(tree, tree.be(d.snap.be), d.snap.name.partition("@")[2])
+        return Pruned(decisions, space, policy, self.pool)
+
+    def _space(self) -> retention.Space:
+        used, avail = self.zfs.space(self.pool)
+        return retention.Space(free=avail, size=used + avail)
+
+    def _auto_snaps(self, tree: Tree) -> list[retention.Snap]:
+        """Every snapshot of every BE root, with its marks. Automatic: named
+        ``beadm-auto-...`` *and* ``org.beadm:auto`` set on it locally."""
+        props = self.zfs.snapshot_props(self.root, SNAPSHOT_PROPS)
+        out: list[retention.Snap] = []
+        for be in tree.bes():
+            if be.root.state == STATE_CREATING:
+                continue
+            for s in tree.snaps.get(be.dataset, []):
+                mine = props.get(s.name, {})
+                same = [x for d in be.datasets
+                        if (x := tree.snapshot(f"{d.name}@{s.snapname}")) is not None]
+                out.append(retention.Snap(
+                    name=s.name,
+                    be=be.name,
+                    created=s.creation,
+                    createtxg=s.createtxg,
+                    used=sum(x.used for x in same),
+                    auto=s.snapname.startswith(AUTO_PREFIX) and bool(mine.get(PROP_AUTO)),
+                    important=mine.get(PROP_IMPORTANT, ""),
+                    pinned=mine.get(PROP_KEEP, "").lower() in ("yes", "on", "true", "1"),
+                    clones=tuple(sorted({c for x in same for c in x.clones})),
+                ))
+        return out
 
     # -- stale half-created BEs ----------------------------------------------------------
 
@@ -1024,4 +1148,4 @@ def _check_len(name: str) -> None:
         )
 
 
-__all__ = ["BeInfo", "BeManager", "Listing", "check_component"]
+__all__ = ["AutoSnapshot", "BeInfo", "BeManager", "Listing", "Pruned", "check_component"]

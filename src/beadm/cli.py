@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from beadm import __version__, health
+from beadm import __version__, aptinfo, health
+from beadm import config as conf
 from beadm.backend import BootBackend
-from beadm.be import BeInfo, BeManager, Listing
+from beadm.be import BeInfo, BeManager, Listing, Pruned
 from beadm.errors import (
     BeadmError,
     BootError,
@@ -65,6 +66,17 @@ LIST_JSON_SCHEMA = """\
             "cluster_guard": [str, ...] | null, # why activate refuses it without --force
             "network_drift": [str, ...] | null  # network/identity files that differ
            }, ...]}"""
+
+
+PRUNE_JSON_SCHEMA = """\
+--json prints one object:
+  {"pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
+   "policy": {"keep": int, "keep_important": int, "pool_min_free": str},
+   "floor": int,                                         # bytes
+   "dry_run": bool,
+   "snapshots": [{"name": str, "be": str, "created": int, "used": int,
+                  "important": str, "pinned": bool, "clones": [str, ...],
+                  "destroy": bool, "reason": str}, ...]}   # automatic ones, newest first"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -183,6 +195,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--if-used", dest="only_if_used", action="store_true",
                     help="do nothing until beadm has written boot entries "
                          "(what the kernel and initramfs hooks run)")
+    sp = cmd("prune", "destroy the automatic snapshots the retention policy lets go",
+             "beadm prune -n -v")
+    sp.epilog = f"{sp.epilog}\n\n{PRUNE_JSON_SCHEMA}"
+    sp.add_argument("--json", action="store_true", help="JSON (schema below)")
+    # also after the command (beadm prune -n -v), as the issue and users write it
+    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
+                    help="show what would go, change nothing (same as beadm -n prune)")
+    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="also list what is kept, and why")
+    cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "
+        "snapshot the running BE (apt's action list on stdin), then prune",
+        "beadm -n apt-hook </dev/null")
     cmd("migrate", "convert boot files of older beadm versions", "beadm migrate")
     sp = cmd("trial-boot", "settle a pending trial boot (run by beadm-trial.service at boot)",
              "beadm trial-boot --no-reboot")
@@ -206,6 +230,8 @@ class Deps:
     lock_path: Path = LOCK_PATH
     lock_wait: float = 5.0
     hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks)
+    config_path: Path = conf.CONFIG_PATH
+    proc: Path = Path("/proc")
     euid: Callable[[], int] = os.geteuid
     stdin: TextIO | None = None
     stdout: TextIO | None = None
@@ -252,6 +278,8 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
     if args.command == "version":
         print(f"beadm {__version__}", file=out)
         return 0
+    if args.command == "apt-hook":
+        return _apt_hook(args, deps, out, err)
     if deps.euid() != 0:
         raise UnsupportedError("must be run as root")
     runner = deps.make_runner(args.dry_run, out)
@@ -338,6 +366,8 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.sync(only_if_used=args.only_if_used)
     elif cmd == "migrate":
         mgr.migrate()
+    elif cmd == "prune":
+        _print_pruned(mgr.prune(conf.load(deps.config_path).policy), args, out)
     return 0
 
 
@@ -351,6 +381,81 @@ def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
         then = "rebooting into it" if args.reboot else "not rebooting (--no-reboot)"
         raise BootError(f"trial boot of {res.be} failed: {'; '.join(res.why)}; the previous "
                         f"default is restored, {then}")
+
+
+def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
+    """apt's DPkg::Pre-Install-Pkgs: read its whole action list first (apt writes it to a
+    pipe), then nothing unless auto_snapshot = yes; never waits long for the lock."""
+    stdin = deps.stdin if deps.stdin is not None else sys.stdin
+    try:
+        text = stdin.read()
+    except (OSError, UnicodeDecodeError):
+        text = ""
+    config = conf.load(deps.config_path)
+    if not config.auto_snapshot:
+        log.debug("auto_snapshot is off in %s", deps.config_path)
+        return 0
+    if deps.environ.get(UNDER_BEADM):
+        log.debug("apt run by beadm (pid %s): no snapshot", deps.environ[UNDER_BEADM])
+        return 0
+    changes = aptinfo.parse(text)
+    if text.strip() and not aptinfo.changes_packages(changes):
+        log.debug("this dpkg session only configures packages: no snapshot")
+        return 0
+    if deps.euid() != 0:
+        raise UnsupportedError("must be run as root")
+    runner = deps.make_runner(args.dry_run, out)
+    mgr = BeManager(runner, deps.make_backend("none", runner), root=args.root,
+                    mountinfo=deps.mountinfo, lock=Lock(deps.lock_path, deps.lock_wait))
+    done = mgr.auto_snapshot(
+        description=aptinfo.describe(changes) if changes else "apt",
+        important=aptinfo.importance(changes),
+        run=aptinfo.run_key(deps.proc),
+        policy=config.policy,
+    )
+    if not runner.dry_run:
+        what = "already taken in this apt run" if done.same_run else "taken"
+        print(f"beadm: automatic snapshot {done.snapshot} {what}", file=out)
+    for d in done.pruned.decisions:
+        if d.destroy:
+            print(f"beadm: {'would destroy' if runner.dry_run else 'destroyed'} "
+                  f"{d.snap.name} ({d.reason})", file=out)
+    return 0
+
+
+def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None:
+    dry = bool(args.dry_run)
+    if args.json:
+        policy = pruned.policy
+        json.dump({
+            "pool": pruned.pool,
+            "pool_free": pruned.space.free,
+            "pool_size": pruned.space.size,
+            "policy": {"keep": policy.keep, "keep_important": policy.keep_important,
+                       "pool_min_free": str(policy.pool_min_free)},
+            "floor": policy.pool_min_free.of(pruned.space.size),
+            "dry_run": dry,
+            "snapshots": [
+                {"name": d.snap.name, "be": d.snap.be, "created": d.snap.created,
+                 "used": d.snap.used, "important": d.snap.important,
+                 "pinned": d.snap.pinned, "clones": list(d.snap.clones),
+                 "destroy": d.destroy, "reason": d.reason}
+                for d in pruned.decisions
+            ],
+        }, out, indent=2)
+        out.write("\n")
+        return
+    rows = []
+    for d in pruned.decisions:
+        if not d.destroy and not args.verbose:
+            continue
+        action = ("would destroy" if dry else "destroyed") if d.destroy else "keep"
+        rows.append([shown(d.snap.name), _when(d.snap.created), human(d.snap.used), action,
+                     d.reason])
+    if rows:
+        _table(out, ["Snapshot", "Created", "Used", "Action", "Reason"], rows, script=False)
+    elif args.verbose:
+        print("no automatic snapshots", file=out)
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
@@ -493,17 +598,20 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
                 rows.append(_sub_row(d, args.nosnap))
         if args.all or args.snapshots:
             for s in i.be.snapshots:
-                rows.append(_sub_row(s, args.nosnap))
+                rows.append(_sub_row(s, args.nosnap, i.be.description))
     header = ["BE", "Active", "Mountpoint", "Space", "Created", "Description"]
     if args.all or args.snapshots:
         header[0] = "BE/Dataset/Snapshot"
     _table(out, header, rows, script=args.script)
 
 
-def _sub_row(d: Dataset, nosnap: bool) -> list[str]:
+def _sub_row(d: Dataset, nosnap: bool, inherited: str | None = None) -> list[str]:
+    """A dataset or snapshot row. A snapshot shows its description only where it is its
+    own (the apt hook's "apt: upgrade ..."), not the BE's, which it inherits."""
     space = d.used - d.usedbysnapshots if nosnap else d.used
     where = shown(d.mountpoint) if (d.mounted and d.mountpoint) else "-"
-    return ["  " + d.name, "-", where, human(space), _when(d.creation), "-"]
+    own = d.description if inherited is not None and d.description != inherited else ""
+    return ["  " + d.name, "-", where, human(space), _when(d.creation), shown(own) or "-"]
 
 
 def _table(out: TextIO, header: list[str], rows: list[list[str]], *, script: bool) -> None:

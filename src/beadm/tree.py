@@ -8,6 +8,9 @@ from beadm.zfs import Dataset
 
 #: Snapshots beadm makes are named ``beadm-YYYYmmdd-HHMMSS`` with an optional ``-N``.
 SNAP_PREFIX = "beadm-"
+#: Snapshots the apt hook makes: ``beadm-auto-YYYYmmdd-HHMMSS`` (``-N``), which
+#: :func:`is_beadm_snapshot` does not match (``destroy`` keeps them; ``prune`` decides).
+AUTO_PREFIX = "beadm-auto-"
 
 
 def is_beadm_snapshot(snapname: str) -> bool:

@@ -14,6 +14,13 @@ from beadm.runner import Runner
 #: User-property namespace of beadm.
 PROP_DESCRIPTION = "org.beadm:description"
 PROP_STATE = "org.beadm:state"
+#: On snapshots the apt hook makes: what made it ("apt"), why it is important (kernel, a
+#: pve-manager major upgrade), which apt run made it; set by hand: keep it (``yes``).
+PROP_AUTO = "org.beadm:auto"
+PROP_IMPORTANT = "org.beadm:important"
+PROP_APT_RUN = "org.beadm:apt-run"
+PROP_KEEP = "org.beadm:keep"
+SNAPSHOT_PROPS = (PROP_AUTO, PROP_IMPORTANT, PROP_APT_RUN, PROP_KEEP)
 
 #: Columns of :meth:`Zfs.list_tree`, in order. The description is last so that a tab
 #: inside it cannot shift the other columns.
@@ -170,6 +177,23 @@ class Zfs:
         argv = ["zfs", "get", "-H", "-p", "-o", "name,property,value,source"]
         argv += ["-s", "local,received", "-t", "filesystem", "-r", "all", root]
         return parse_get(self.runner.run(argv, readonly=True).stdout)
+
+    def snapshot_props(self, root: str, props: Sequence[str]) -> dict[str, dict[str, str]]:
+        """``props`` set *locally* on snapshots at or below ``root``: {snapshot: {prop:
+        value}}. Inherited values (a property set on the dataset) do not count."""
+        argv = ["zfs", "get", "-H", "-p", "-t", "snapshot", "-s", "local"]
+        argv += ["-o", "name,property,value,source", "-r", ",".join(props), root]
+        out: dict[str, dict[str, str]] = {}
+        for pv in parse_get(self.runner.run(argv, readonly=True).stdout):
+            if pv.source == "local":
+                out.setdefault(pv.dataset, {})[pv.prop] = pv.value
+        return out
+
+    def space(self, dataset: str) -> tuple[int, int]:
+        """(used, available) bytes of ``dataset``."""
+        argv = ["zfs", "get", "-H", "-p", "-o", "value", "used,available", dataset]
+        used, avail = (_int(v) for v in self.runner.run(argv, readonly=True).stdout.split())
+        return used, avail
 
     def get(self, name: str, prop: str) -> str:
         argv = ["zfs", "get", "-H", "-p", "-o", "value", prop, name]

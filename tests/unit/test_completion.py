@@ -105,7 +105,7 @@ MODES = [pytest.param(False, id="plain-bash"), pytest.param(True, id="bash-compl
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("beadm a", ["activate"]),
+        ("beadm a", ["activate", "apt-hook"]),
         ("beadm u", ["umount", "unmount"]),
         ("beadm --backend ", ["auto", "none", "systemd-boot"]),
         ("beadm -n --root rpool/ROOT cr", ["create"]),

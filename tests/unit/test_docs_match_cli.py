@@ -103,7 +103,7 @@ def _command_entries(commands_section: str) -> dict[str, str]:
     entries: dict[str, list[str]] = {}
     current: str | None = None
     for i, line in enumerate(lines):
-        head = re.match(r"^\.B\s+([a-z](?:[a-z0-9-]|\\-)*)", line)
+        head = re.match(r"^\.B\s+([a-z][a-z0-9-]*)\b", line.replace("\\-", "-"))
         if head and i > 0 and lines[i - 1].strip() == ".TP":
             current = head.group(1).replace("\\-", "-")
             entries.setdefault(current, [])

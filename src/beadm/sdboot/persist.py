@@ -11,6 +11,10 @@ carries beadm's choice this does not matter; on firmware that refuses EFI writes
 * ``/etc/apt/apt.conf.d/99beadm``: ``DPkg::Post-Invoke`` runs ``beadm sync --if-used`` after
   every dpkg run apt makes (package configures and triggers included). Quiet; it never fails
   apt (one warning line when the sync fails).
+* The same file's ``DPkg::Pre-Install-Pkgs`` runs ``beadm apt-hook`` (the automatic
+  snapshot before an apt run, off unless ``beadm.conf`` turns it on). Its first word is
+  the assignment ``BEADM_HOOK=apt``: apt keys the hook's protocol version on the first
+  word, and this one is ours alone (a first word ``if`` or ``sh`` would be shared).
 * ``beadm-reassert.service``: a oneshot unit that stays active (``RemainAfterExit``) and runs
   ``beadm sync --if-used`` as its ``ExecStop``, i.e. at every shutdown and reboot, after
   everything that ran since boot (``proxmox-boot-cleanup.service`` included: it is ordered
@@ -42,6 +46,13 @@ APT_TEXT = """\
 // rewritten loader.conf on the ESPs with no kernel hook running afterwards.
 // Quiet; never fails apt. Installed by 'beadm init' and by the beadm package.
 DPkg::Post-Invoke { "if command -v beadm >/dev/null 2>&1 && test -s /etc/kernel/proxmox-boot-uuids -o -s /etc/kernel/pve-efiboot-uuids; then beadm sync --if-used >/dev/null 2>&1 || echo 'beadm: sync after dpkg failed: boot entries may be stale; run beadm sync' >&2; fi; true"; };
+// Before dpkg runs (once per dpkg session, only when packages are installed, upgraded or
+// removed): an automatic snapshot of the running BE, only if /etc/beadm/beadm.conf says
+// auto_snapshot = yes (default no). apt passes its action list (protocol version 3, keyed
+// on the command's first word) on stdin. Waits at most 5 s for another beadm command;
+// never fails apt.
+DPkg::Pre-Install-Pkgs { "BEADM_HOOK=apt command -v beadm >/dev/null 2>&1 && beadm apt-hook || true"; };
+DPkg::Tools::Options::BEADM_HOOK=apt::Version "3";
 """  # noqa: E501
 
 UNIT_TEXT = """\
