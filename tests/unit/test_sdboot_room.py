@@ -167,3 +167,21 @@ def test_create_on_tight_esps_stores_the_lean_set_instead_of_refusing(
     w.backend.post_create(w.ref("old"))
     assert _ids(w, u, "old") == _ids(w, UUIDS[1], "old") == {ent.entry_filename("old", OLD2)}
     assert any("tight" in n for n in w.backend.warnings)
+
+
+def test_a_new_running_kernel_on_tight_esps_is_no_drift_and_sync_lets_the_old_go(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Booted into the new kernel: the lean set of the running BE shrinks to it; the entry
+    of the kernel that ran before is not drift for check (the BE still has that kernel),
+    and the next sync removes it."""
+    old = _old_be(w)
+    u = UUIDS[1]
+    free = _pair_of(old, OLD2) + 512 + _pair(w, u) + 10
+    _capacity(monkeypatch, w, u, free)
+    w.backend.sync(w.refs())
+    assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", k) for k in (K1, K2)}
+    w.host._kernel = K2  # the reboot into the newest kernel
+    assert w.backend.check(w.refs()) == []
+    w.backend.sync(w.refs())
+    assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", K2)}
+    assert w.backend.check(w.refs()) == []

@@ -689,6 +689,7 @@ class SystemdBootBackend:
             esps = s.esps()
             names = [b.name for b in bes]
             record = self._get_record(_container(bes[0])) if bes else None
+            full = dict(plans)
             plans, held = self._fit_all(esps, plans, bes)
             problems += held.values()
             base = self._pending_trial(esps)
@@ -696,7 +697,8 @@ class SystemdBootBackend:
                 if esp.store is None:
                     problems.append(esp.error or f"ESP {esp.uuid} is missing")
                     continue
-                problems += self._check_esp(esp.store, plans, names, record, trial=base)
+                problems += self._check_esp(esp.store, plans, names, record, full,
+                                            trial=base)
             if base is not None:
                 self.notes.append(f"a trial boot of {self._be_of_id(base, names)} is pending "
                                   f"(LoaderEntryDefault={self.host.efivars.get(DEFAULT)})")
@@ -707,7 +709,11 @@ class SystemdBootBackend:
         return problems
 
     def _check_esp(self, st: EspStore, plans: dict[str, Plan], names: list[str],
-                   record: str | None, *, trial: str | None = None) -> list[str]:
+                   record: str | None, full: dict[str, Plan], *,
+                   trial: str | None = None) -> list[str]:
+        """Drift on one ESP: ``plans`` is what must be there (the fit), ``full`` what each
+        BE could have: an entry for a kernel the BE has but the fit left out (tight ESPs,
+        or the running kernel changed) is not drift; sync removes it when it needs room."""
         where = f"ESP {st.uuid}"
         out: list[str] = []
         have = st.beadm_entries()
@@ -733,7 +739,7 @@ class SystemdBootBackend:
                            "(run 'beadm sync')")
             elif owner not in names:
                 out.append(f"{where}: entry {fname} belongs to no BE")
-            elif owner in plans and not counted and fname not in plans[owner].fnames():
+            elif owner in full and not counted and fname not in full[owner].fnames():
                 out.append(f"{where}: entry {fname} names a kernel BE {owner} no longer has")
             for rel in e.store_paths():
                 if not st.has(rel):
