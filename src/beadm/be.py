@@ -819,27 +819,28 @@ class BeManager:
             ref = self._ref(be, running)
             undo = UndoLog()
             try:
-                bootfs = self._bootfs()
-                if not temporary and bootfs != be.dataset:
-                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
-                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
-                # No BE may mount itself over another at boot: the initramfs mounts the
-                # booted BE (and its children) explicitly, and `zfs mount -a` must skip
-                # every other BE, including the one running now (the installer's pve-1 has
-                # canmount=on).
-                for other in tree.bes():
-                    for d in other.datasets:
-                        if d.canmount == "on":
-                            self.zfs.set(d.name, "canmount", "noauto")
-                            undo.done(
-                                f"canmount of {d.name}",
-                                functools.partial(self.zfs.set, d.name, "canmount", "on"),
-                            )
+                self._point_pool_at(tree, None if temporary else be.dataset, undo)
                 self.backend.activate(ref, temporary=temporary)
             except BaseException:
                 undo.rollback()
                 raise
             return ref
+
+    def _point_pool_at(self, tree: Tree, dataset: str | None, undo: UndoLog) -> None:
+        """The pool's ``bootfs`` to ``dataset`` (None: left alone), and no BE dataset with
+        ``canmount=on``: the initramfs mounts the booted BE (and its children) explicitly,
+        and `zfs mount -a` must skip every other BE, including the one running now (the
+        installer's pve-1 has canmount=on). Each change is logged in ``undo``."""
+        bootfs = self._bootfs()
+        if dataset is not None and bootfs != dataset:
+            self.zfs.pool_set(self.pool, "bootfs", dataset)
+            undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+        for other in tree.bes():
+            for d in other.datasets:
+                if d.canmount == "on":
+                    self.zfs.set(d.name, "canmount", "noauto")
+                    undo.done(f"canmount of {d.name}",
+                              functools.partial(self.zfs.set, d.name, "canmount", "on"))
 
     def _before_it_boots(self, be: BootEnv, running: str | None, *, force: bool,
                          on_report: Callable[[rollback_guard.Report], None] | None) -> None:
@@ -888,18 +889,7 @@ class BeManager:
             back = self._ref(tree.be(running), running)
             undo = UndoLog()
             try:
-                bootfs = self._bootfs()
-                if bootfs != back.dataset:
-                    self.zfs.pool_set(self.pool, "bootfs", back.dataset)
-                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
-                for other in tree.bes():
-                    for d in other.datasets:
-                        if d.canmount == "on":
-                            self.zfs.set(d.name, "canmount", "noauto")
-                            undo.done(
-                                f"canmount of {d.name}",
-                                functools.partial(self.zfs.set, d.name, "canmount", "on"),
-                            )
+                self._point_pool_at(tree, back.dataset, undo)
                 hook(self._ref(be, running), back, tries)
             except BaseException:
                 undo.rollback()

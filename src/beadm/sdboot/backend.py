@@ -976,7 +976,12 @@ class _Room:
     headroom: int  # Proxmox's largest kernel + initrd pair: what its next kernel needs
 
     def rounded(self, size: int) -> int:
-        return -(-size // self.cluster) * self.cluster
+        return _clusters(size, self.cluster)
+
+
+def _clusters(size: int, cluster: int) -> int:
+    """``size`` bytes rounded up to whole clusters (what a file takes on FAT)."""
+    return -(-size // cluster) * cluster
 
 
 def _rooms(esps: list[Esp]) -> list[_Room]:
@@ -987,7 +992,7 @@ def _rooms(esps: list[Esp]) -> list[_Room]:
             continue
         try:
             free, cluster = _free_space(st.root)
-            held = sum(-(-(st.root / ent.STORE_DIR / n).stat().st_size // cluster) * cluster
+            held = sum(_clusters((st.root / ent.STORE_DIR / n).stat().st_size, cluster)
                        for n in st.store_files())
             held += len(st.beadm_entries()) * cluster  # each entry file takes a cluster
             rooms.append(_Room(st, free, cluster, held, st.proxmox_pair_bytes()))
