@@ -49,9 +49,10 @@ DPkg::Post-Invoke { "if command -v beadm >/dev/null 2>&1 && test -s /etc/kernel/
 // Before dpkg runs (once per dpkg session, only when packages are installed, upgraded or
 // removed): an automatic snapshot of the running BE, only if /etc/beadm/beadm.conf says
 // auto_snapshot = yes (default no). apt passes its action list (protocol version 3, keyed
-// on the command's first word) on stdin. Waits at most 5 s for another beadm command;
+// on the command's first word) on stdin, read to its end even without beadm (a hook that
+// leaves it unread can fail apt's write). Waits at most 5 s for another beadm command;
 // never fails apt.
-DPkg::Pre-Install-Pkgs { "BEADM_HOOK=apt command -v beadm >/dev/null 2>&1 && beadm apt-hook || true"; };
+DPkg::Pre-Install-Pkgs { "BEADM_HOOK=apt command -v beadm >/dev/null 2>&1 && beadm apt-hook || { cat >/dev/null; true; }"; };
 DPkg::Tools::Options::BEADM_HOOK=apt::Version "3";
 """  # noqa: E501
 
