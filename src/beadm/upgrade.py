@@ -176,11 +176,8 @@ class Chroot:
                 with contextlib.suppress(OSError):
                     written.unlink()
             for target in reversed(mounted):
-                if dry:
-                    self._runner.run(["umount", str(target)])
-                    continue
                 r = self._runner.run(["umount", "-R", str(target)], check=False)
-                if r.returncode != 0:
+                if r.returncode != 0 and not dry:
                     self._runner.run(["umount", "-R", "-l", str(target)], check=False)
             if base is not None:
                 for d in [base / "empty", base / "policy-rc.d"]:
