@@ -531,11 +531,15 @@ class BeManager:
                         f"upgrade in BE {name} failed: {exc}; BE {name} is marked failed "
                         f"(beadm destroy {name} removes it); the running BE {running} and "
                         "what boots next are unchanged") from exc
+                log.warning("warning: upgrade in BE %s interrupted: it is marked failed "
+                            "(beadm destroy %s removes it)", name, name)
                 raise
             try:
                 self.backend.post_create(ref)
             except BaseException:
                 self._mark_failed(ref)
+                log.warning("warning: the boot entries of BE %s could not be written: it is "
+                            "marked failed (beadm destroy %s removes it)", name, name)
                 with _suppressed("removing the boot entries of the failed upgrade"):
                     self.backend.post_destroy(ref)
                 raise
