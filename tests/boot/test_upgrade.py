@@ -19,7 +19,7 @@ import pytest
 from pvelab import run_steps
 from test_scenarios import ok, steps
 
-pytestmark = [pytest.mark.boot, pytest.mark.unproven]
+pytestmark = [pytest.mark.boot]
 
 REPO = r"""
 S=/var/cache/pvelab/kernel-update
