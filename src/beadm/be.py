@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -21,6 +22,7 @@ from typing import TextIO
 
 from beadm import mounts as mnt
 from beadm import pvestate, retention, rollback_guard, vzguard
+from beadm import upgrade as upg
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ClusterGuardError,
@@ -29,6 +31,7 @@ from beadm.errors import (
     NotFoundError,
     RefusedError,
     UnsupportedError,
+    UpgradeError,
     UsageError,
 )
 from beadm.lock import Lock
@@ -63,6 +66,14 @@ STATE_CREATING = "creating"
 #: leaves it; the next changing command finishes the rename (bootfs, backend) or, if the
 #: datasets still carry the old name, only clears it.
 STATE_RENAMING = "renaming:"
+#: ``org.beadm:state`` of a BE root while ``upgrade`` runs apt in it; a killed upgrade leaves
+#: it, and the next changing command turns it into ``failed``.
+STATE_UPGRADING = "upgrading"
+#: ``org.beadm:state`` of a BE whose upgrade failed: listed, not activated without
+#: ``--force``, left out of ``sync`` (no boot entries); ``destroy`` removes it.
+STATE_FAILED = "failed"
+#: States of a BE that boots nothing (no entries written for it).
+NOT_BOOTABLE = frozenset({STATE_CREATING, STATE_UPGRADING, STATE_FAILED})
 MAX_DESCRIPTION_LEN = 1024
 
 #: Properties ``create -o`` may not set: beadm decides them (the clone must not mount
@@ -98,6 +109,12 @@ class BeInfo:
     next_boot: bool
     once: bool
     mounted_at: str | None  # where the BE root is mounted, if anywhere
+
+    @property
+    def state(self) -> str | None:
+        """``failed`` (an upgrade failed in it), ``upgrading`` (upgrade runs), else None."""
+        s = self.be.root.state
+        return s if s in (STATE_FAILED, STATE_UPGRADING) else None
 
     @property
     def active(self) -> str:
@@ -138,6 +155,17 @@ class AutoSnapshot:
 
 
 @dataclass(frozen=True)
+class Upgraded:
+    """What ``upgrade`` did: the new BE (ready to try), cloned from ``source``, and the
+    package changes apt made in it (empty in a dry run)."""
+
+    be: BeRef
+    source: str
+    apt_args: tuple[str, ...]
+    changes: tuple[upg.Change, ...]
+
+
+@dataclass(frozen=True)
 class Listing:
     root: str
     pool: str
@@ -160,8 +188,10 @@ class BeManager:
         clock: Callable[[], dt.datetime] = dt.datetime.now,
         running_root: Path = Path("/"),
         out: TextIO | None = None,
+        chroot: Callable[[Runner, list[tuple[str, str]]], upg.Chroot] | None = None,
     ) -> None:
         self.runner = runner
+        self._chroot = chroot  # upgrade's chroot (tests: fake namespace, temp dirs)
         self._running_root = running_root  # where the running BE's files are (tests: a dir)
         self._out = out  # a dry run's "would ..." lines (default: standard output)
         self.zfs = Zfs(runner)
@@ -315,7 +345,7 @@ class BeManager:
     def check(self) -> list[str]:
         tree = self._tree()
         running = self.running_name()
-        return self.backend.check([self._ref(b, running) for b in tree.bes()])
+        return self.backend.check([self._ref(b, running) for b in _bootable(tree)])
 
     # -- create ----------------------------------------------------------------------------
 
@@ -394,7 +424,11 @@ class BeManager:
         source: str | None,
         description: str,
         user_props: list[tuple[str, str]],
+        *,
+        upgrading: bool = False,
     ) -> BeRef:
+        """The clone. ``upgrading``: no boot entries yet, and the BE root ends up marked
+        ``upgrading`` instead of unmarked (``upgrade`` finishes it)."""
         target = tree.be_dataset(name)
         if target in tree.fs:
             raise ExistsError(f"BE {name} already exists")
@@ -440,19 +474,107 @@ class BeManager:
             # Still marked: a kill from here on leaves a BE the next command removes.
             self._shared_state_into(name, target, new=True)
             ref = BeRef(name, target, description, False)
-            undo.done(f"boot entries of {name}", lambda: self.backend.post_destroy(ref))
-            self.backend.post_create(ref)
+            if not upgrading:
+                undo.done(f"boot entries of {name}", lambda: self.backend.post_destroy(ref))
+                self.backend.post_create(ref)
             # Commit: clear the in-progress marks, the BE root's last.
             if made_snapshot:
                 for d in src.datasets:
                     self.zfs.inherit(f"{d.name}@{snap}", PROP_STATE)
             for clone in reversed(clones):
-                self.zfs.inherit(clone, PROP_STATE)
+                if upgrading and clone == target:
+                    self.zfs.set(clone, PROP_STATE, STATE_UPGRADING)
+                else:
+                    self.zfs.inherit(clone, PROP_STATE)
         except BaseException:
             if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
                 undo.rollback()
             raise
         return ref
+
+    # -- upgrade ---------------------------------------------------------------------------
+
+    def upgrade(self, name: str | None, apt_args: Sequence[str] = (), *,
+                description: str = "") -> Upgraded:
+        """Clone the running BE as ``name``, run ``apt-get APT_ARGS`` (default
+        ``full-upgrade -y``) in it in a chroot (``beadm.upgrade``), then write its boot
+        entries: it is ready to try (``activate --trial``), nothing boots it yet.
+
+        The clone is marked ``upgrading`` while apt runs; if apt (or writing the entries)
+        fails, or beadm is interrupted, it is marked ``failed`` and the error says so; a
+        killed upgrade leaves ``upgrading``, which the next changing command turns into
+        ``failed``. The running BE, the pool's ``bootfs`` and what boots next are never
+        changed."""
+        args = tuple(apt_args) or upg.DEFAULT_APT_ARGS
+        if name is not None:
+            check_new_be_name(name)
+        _check_description(description)
+        with self._changing(boot=True) as tree:
+            running = self.running_name()
+            if running is None or not tree.has_be(running):
+                raise RefusedError(f"upgrade clones the running BE: no BE under {self.root} "
+                                   "is mounted at /")
+            if name is None:
+                name = self._upgrade_name(tree)
+            src = tree.be(running)
+            ref = self._create(tree, name, None, description or upg.describe(running, args),
+                               [], upgrading=True)
+            plan = [(ref.dataset + d.name[len(src.dataset):], rel)
+                    for d, rel in _mount_plan(src)]
+            changes: tuple[upg.Change, ...] = ()
+            try:
+                changes = self._apt_in(plan, args)
+            except BaseException as exc:
+                self._mark_failed(ref)
+                if isinstance(exc, Exception):
+                    raise UpgradeError(
+                        f"upgrade in BE {name} failed: {exc}; BE {name} is marked failed "
+                        f"(beadm destroy {name} removes it); the running BE {running} and "
+                        "what boots next are unchanged") from exc
+                log.warning("warning: upgrade in BE %s interrupted: it is marked failed "
+                            "(beadm destroy %s removes it)", name, name)
+                raise
+            try:
+                self.backend.post_create(ref)
+            except BaseException:
+                self._mark_failed(ref)
+                log.warning("warning: the boot entries of BE %s could not be written: it is "
+                            "marked failed (beadm destroy %s removes it)", name, name)
+                with _suppressed("removing the boot entries of the failed upgrade"):
+                    self.backend.post_destroy(ref)
+                raise
+            self.zfs.inherit(ref.dataset, PROP_STATE)
+            return Upgraded(ref, running, args, changes)
+
+    def _upgrade_name(self, tree: Tree) -> str:
+        base = "upgrade-" + self._clock().strftime("%Y%m%d-%H%M%S")
+        name, n = base, 0
+        while tree.has_be(name) or same_but_case(name, tree.be_names()):
+            n += 1
+            name = f"{base}-{n}"
+        return name
+
+    def _apt_in(self, plan: list[tuple[str, str]], args: tuple[str, ...]) -> tuple[
+            upg.Change, ...]:
+        chroot = (self._chroot(self.runner, plan) if self._chroot is not None
+                  else upg.Chroot(self.runner, plan, out=self._out))
+        with chroot.mounted() as root:
+            before = upg.packages(root)
+            res = root.run(upg.apt_argv(args), check=False)
+            for line in (res.stdout + res.stderr).splitlines():
+                log.info("apt: %s", line)
+            if res.returncode != 0:
+                tail = [ln for ln in res.stderr.splitlines() if ln.strip()]
+                why = tail[-1].strip() if tail else f"exit status {res.returncode}"
+                raise UpgradeError(f"apt-get {shlex.join(args)} exited {res.returncode}: {why}")
+            after = upg.packages(root)
+        return upg.diff(before, after)
+
+    def _mark_failed(self, ref: BeRef) -> None:
+        if self.runner.dry_run:
+            return
+        with _suppressed(f"marking BE {ref.name} failed"):
+            self.zfs.set(ref.dataset, PROP_STATE, STATE_FAILED)
 
     # -- destroy ---------------------------------------------------------------------------
 
@@ -697,6 +819,11 @@ class BeManager:
         """Remove what a killed ``create`` left: BEs and snapshots marked creating; finish
         what a killed ``rename`` left."""
         self._finish_renames(tree)
+        for be in tree.bes():
+            if be.root.state == STATE_UPGRADING:  # its beadm is gone: it held the lock
+                log.warning("warning: the upgrade in BE %s was interrupted: marking it failed "
+                            "(beadm destroy %s removes it)", be.name, be.name)
+                self.zfs.set(be.dataset, PROP_STATE, STATE_FAILED)
         stale = [b for b in tree.bes() if b.root.state == STATE_CREATING]
         stale_ds = {d.name for b in stale for d in b.datasets}
         marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
@@ -745,6 +872,8 @@ class BeManager:
             _refuse_case_clash(new, [n for n in tree.be_names() if n != old])
             if old == self.running_name():
                 raise RefusedError(f"BE {old} is the running BE; renaming it is not supported")
+            if be.root.state == STATE_FAILED:
+                raise RefusedError(f"BE {old} is a failed upgrade: destroy it, do not rename it")
             for d in be.datasets:
                 _check_len(target + d.name[len(be.dataset) :])
             for s in be.snapshots:
@@ -848,7 +977,16 @@ class BeManager:
         running one (beadm.rollback_guard; the report goes to ``on_report``, a BE that can
         break the cluster is refused unless ``force``), then the shared-state drop-ins it
         lacks (each appears whole and is right for the BE whether the activation then
-        completes or not: nothing to undo)."""
+        completes or not: nothing to undo). A BE whose upgrade failed is refused unless
+        ``force``."""
+        if be.root.state in (STATE_FAILED, STATE_UPGRADING):
+            if not force:
+                raise RefusedError(f"not activating {be.name}: its upgrade failed (beadm "
+                                   f"destroy {be.name} removes it; activate --force boots it "
+                                   "anyway)")
+            log.warning("warning: BE %s: its upgrade failed; activated anyway (--force), it is "
+                        "no longer marked failed", be.name)
+            self.zfs.inherit(be.dataset, PROP_STATE)
         report = self._rollback_report(be, running)
         if report is not None:
             if on_report is not None:
@@ -942,7 +1080,7 @@ class BeManager:
     def sync(self, *, only_if_used: bool = False) -> None:
         with self._changing(boot=not only_if_used) as tree:
             running = self.running_name()
-            self.backend.sync([self._ref(b, running) for b in tree.bes()],
+            self.backend.sync([self._ref(b, running) for b in _bootable(tree)],
                               only_if_used=only_if_used)
 
     def migrate(self) -> None:
@@ -1039,6 +1177,20 @@ class BeManager:
             if ours and not self.runner.dry_run:
                 _rmdir(p)
         return True
+
+
+def _bootable(tree: Tree) -> list[BootEnv]:
+    """The BEs that get boot entries: not half-created, not a failed or running upgrade."""
+    return [b for b in tree.bes() if b.root.state not in NOT_BOOTABLE]
+
+
+@contextmanager
+def _suppressed(what: str) -> Iterator[None]:
+    """A clean-up step after a failure: its own error is a warning, never the error."""
+    try:
+        yield
+    except Exception as exc:  # the first error is the one to report
+        log.warning("warning: %s failed: %s", what, exc)
 
 
 def _rmdir(path: str) -> None:

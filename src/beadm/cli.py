@@ -55,6 +55,7 @@ LIST_JSON_SCHEMA = """\
             "space_without_snapshots": int, # bytes
             "created": int,                 # seconds since the epoch
             "description": str,
+            "state": "failed" | "upgrading" | null, # failed: an upgrade failed in it
             "origin": str | null,           # origin snapshot of the BE root
             "kernel_pin": {"kver": str, "next_boot_only": bool, "present": bool} | null,
                                             # proxmox-boot-tool kernel pin (running BE only)
@@ -66,6 +67,15 @@ LIST_JSON_SCHEMA = """\
             "cluster_guard": [str, ...] | null, # why activate refuses it without --force
             "network_drift": [str, ...] | null  # network/identity files that differ
            }, ...]}"""
+
+
+UPGRADE_JSON_SCHEMA = """\
+--json prints one object:
+  {"be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
+   "source": str,                  # the running BE it was cloned from
+   "apt_args": [str, ...], "dry_run": bool,
+   "changes": [{"kind": "upgraded" | "installed" | "removed", "package": str,
+                "old": str | null, "new": str | null}, ...]}"""
 
 
 PRUNE_JSON_SCHEMA = """\
@@ -204,6 +214,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="show what would go, change nothing (same as beadm -n prune)")
     sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                     help="also list what is kept, and why")
+    sp = cmd("upgrade", "clone the running BE and run apt-get in the clone (chroot): "
+             "the new BE is ready to try, nothing boots it yet",
+             "beadm upgrade pve-2 -- install -y proxmox-kernel-6.8")
+    sp.usage = "beadm upgrade [-h] [-n] [-v] [--json] [-d DESCRIPTION] [NAME] [-- APT-ARGS...]"
+    sp.epilog = (f"{sp.epilog}\n\nAPT-ARGS (default: full-upgrade -y) go to apt-get in the new "
+                 "BE, after --;\nrun 'apt update' first (the clone has the running BE's "
+                 f"package lists).\n\n{UPGRADE_JSON_SCHEMA}")
+    sp.add_argument("-d", dest="description", default="", metavar="DESCRIPTION",
+                    help="description of the new BE (default: what apt-get was asked)")
+    sp.add_argument("--json", action="store_true", help="JSON (schema below)")
+    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
+                    help="print what would run, change nothing (same as beadm -n upgrade)")
+    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                    help="log every command and apt's output")
+    sp.add_argument("name", nargs="?", metavar="NAME",
+                    help="the new BE (default: upgrade-YYYYmmdd-HHMMSS)")
     cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "
         "snapshot the running BE (apt's action list on stdin), then prune",
         "beadm -n apt-hook </dev/null")
@@ -237,6 +263,25 @@ class Deps:
     stdout: TextIO | None = None
     stderr: TextIO | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
+    #: True when this beadm runs in a chroot (``/`` is not init's root): see _in_chroot
+    in_chroot: Callable[[], bool] = field(default=lambda: _in_chroot())
+
+
+def _in_chroot() -> bool:
+    """``/`` is not the root of pid 1 (``/proc/1/root``): beadm runs chrooted, e.g. by
+    ``beadm upgrade``'s apt. Its ESP code must not run there: it leaves its private mount
+    namespace with setns(2), which resets the root to the namespace's and so escapes the
+    chroot. Unknown (no /proc): False."""
+    try:
+        init, here = Path("/proc/1/root").stat(), Path("/").stat()
+    except OSError:
+        return False
+    return (init.st_dev, init.st_ino) != (here.st_dev, here.st_ino)
+
+
+#: Commands that change what boots (or write ESPs): refused in a chroot.
+BOOT_CHANGING = frozenset({"create", "destroy", "rename", "init", "activate", "sync",
+                           "migrate", "trial-boot", "upgrade"})
 
 
 def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
@@ -250,10 +295,16 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
     root_log.addHandler(handler)
     root_log.propagate = False
     try:
+        words = list(sys.argv[1:] if argv is None else argv)
+        apt_args: list[str] | None = None
+        if "--" in words and "upgrade" in words[: words.index("--")]:
+            cut = words.index("--")
+            words, apt_args = words[:cut], words[cut + 1 :]
         try:
-            args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+            args = build_parser().parse_args(words)
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else 0
+        args.apt_args = apt_args or []
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         return _dispatch(args, deps, out, err)
     except BeadmError as exc:
@@ -282,6 +333,14 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         return _apt_hook(args, deps, out, err)
     if deps.euid() != 0:
         raise UnsupportedError("must be run as root")
+    if args.command in BOOT_CHANGING and "@" not in str(getattr(args, "name", "") or "") \
+            and deps.in_chroot():
+        if args.command == "sync" and args.only_if_used:
+            print("beadm: in a chroot: boot entries are not touched from here (the beadm "
+                  "outside, e.g. 'beadm upgrade', writes them)", file=err)
+            return 0
+        raise RefusedError(f"{args.command}: refused in a chroot (/ is not init's root): it "
+                           "changes what boots; run it outside the chroot")
     runner = deps.make_runner(args.dry_run, out)
     backend = deps.make_backend(args.backend, runner)
     mgr = BeManager(
@@ -366,9 +425,31 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         mgr.sync(only_if_used=args.only_if_used)
     elif cmd == "migrate":
         mgr.migrate()
+    elif cmd == "upgrade":
+        _upgrade(mgr, args, out, err)
     elif cmd == "prune":
         _print_pruned(mgr.prune(conf.load(deps.config_path).policy), args, out)
     return 0
+
+
+def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) -> None:
+    done = mgr.upgrade(args.name, args.apt_args, description=args.description)
+    dry = bool(args.dry_run)
+    if args.json:
+        json.dump({"be": done.be.name, "dataset": done.be.dataset, "source": done.source,
+                   "apt_args": list(done.apt_args), "dry_run": dry,
+                   "changes": [{"kind": c.kind, "package": c.package, "old": c.old,
+                                "new": c.new} for c in done.changes]}, out, indent=2)
+        out.write("\n")
+        return
+    for c in done.changes:
+        print(shown(c.line()), file=out)
+    if dry:
+        return
+    if not done.changes:
+        print(f"beadm: apt changed no package in BE {done.be.name}", file=err)
+    print(f"BE {done.be.name} is ready (cloned from {done.source}, which keeps running and "
+          f"booting): 'beadm activate --trial {done.be.name}' and reboot to try it", file=out)
 
 
 def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
@@ -397,6 +478,9 @@ def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         return 0
     if deps.environ.get(UNDER_BEADM):
         log.debug("apt run by beadm (pid %s): no snapshot", deps.environ[UNDER_BEADM])
+        return 0
+    if deps.in_chroot():
+        log.debug("apt in a chroot: no snapshot (the running BE is not this root)")
         return 0
     changes = aptinfo.parse(text)
     if text.strip() and not aptinfo.changes_packages(changes):
@@ -590,7 +674,7 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
                 shown(i.mounted_at or "-"),
                 human(space),
                 _when(i.be.root.creation),
-                shown(i.be.description) or "-",
+                (f"[{i.state}] " if i.state else "") + (shown(i.be.description) or "-"),
             ]
         )
         if args.all:
@@ -659,6 +743,7 @@ def _json(
                 "space_without_snapshots": i.be.space_without_snapshots,
                 "created": i.be.root.creation,
                 "description": i.be.description,
+                "state": i.state,
                 "origin": i.be.root.origin or None,
                 "kernel_pin": pins.get(i.be.name),
                 "datasets": [

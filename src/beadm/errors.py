@@ -97,6 +97,12 @@ class CommandError(BeadmError):
         self.stderr = stderr
 
 
+class UpgradeError(BeadmError):
+    """upgrade: apt failed inside the new BE (which is then marked failed)."""
+
+    exit_code = 9
+
+
 class InterruptedByUser(BeadmError):
     """Interrupted (SIGINT / Ctrl-C); what was done so far has been undone where possible."""
 

@@ -106,7 +106,10 @@ MODES = [pytest.param(False, id="plain-bash"), pytest.param(True, id="bash-compl
     ("line", "expected"),
     [
         ("beadm a", ["activate", "apt-hook"]),
-        ("beadm u", ["umount", "unmount"]),
+        ("beadm u", ["umount", "unmount", "upgrade"]),
+        ("beadm upgrade -- ", []),
+        ("beadm upgrade --j", ["--json"]),
+        ("beadm upgrade -n -- --j", []),
         ("beadm --backend ", ["auto", "none", "systemd-boot"]),
         ("beadm -n --root rpool/ROOT cr", ["create"]),
         ("beadm list -k ", ["date", "name", "space"]),
