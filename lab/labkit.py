@@ -86,9 +86,10 @@ def machine_dir() -> Path:
 
 
 @contextlib.contextmanager
-def cache_lock() -> Iterator[None]:
-    """Exclusive lock over cache builds (several engineers may build at once)."""
-    root = cache_root()
+def cache_lock(root: Path | None = None) -> Iterator[None]:
+    """Exclusive lock over cache builds (several engineers may build at once); ``root``:
+    another cache than the lab's (the Debian 13 tree's)."""
+    root = root if root is not None else cache_root()
     root.mkdir(parents=True, exist_ok=True)
     with (root / ".lock").open("w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)

@@ -13,15 +13,12 @@ Python 3.11 standard library only.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 TRIXIE_DIR = Path(__file__).resolve().parent
@@ -48,16 +45,6 @@ def tree_dir() -> Path:
     return cache_root() / labkit.recipe_hash(RECIPE)
 
 
-@contextlib.contextmanager
-def _lock() -> Iterator[None]:
-    root = cache_root()
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / ".lock").open("w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def build_tree(force: bool = False) -> Path:
@@ -66,7 +53,7 @@ def build_tree(force: bool = False) -> Path:
     if (target / "complete").exists() and not force:
         labkit.log(f"trixie tree: cached at {target}")
         return target / "tree"
-    with _lock():
+    with labkit.cache_lock(cache_root()):
         if (target / "complete").exists() and not force:
             return target / "tree"
         root = cache_root()
