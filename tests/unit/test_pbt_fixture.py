@@ -159,3 +159,16 @@ def test_pin_without_a_terminal_does_not_refresh(pbt: Any, monkeypatch: pytest.M
     assert pbt.cmd_kernel(["pin", "6.8.12-1-pve", "--next-boot"]) == 0
     assert pbt.NEXT_PIN.read_text() == "6.8.12-1-pve\n"
     assert "run 'proxmox-boot-tool refresh'" in capsys.readouterr().out
+
+
+def test_esp_sync_of_an_empty_list_checks_the_cmdline_and_touches_nothing(
+        pbt: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """zz-proxmox-boot reads /etc/kernel/cmdline (root= required) before it loops over the
+    list's lines: an empty list syncs nothing, but a cmdline without root= still fails."""
+    monkeypatch.setattr(pbt, "in_private_namespace", lambda: pytest.fail("nothing to mount"))
+    pbt.UUIDS.write_text("")
+    pbt.CMDLINE.write_text("root=ZFS=rpool/ROOT/pve-1 boot=zfs\n")
+    assert pbt.cmd_sync_esps() == 0
+    pbt.CMDLINE.write_text("boot=zfs quiet\n")
+    with pytest.raises(pbt.Fail, match="root="):
+        pbt.cmd_sync_esps()
