@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from beadm import __version__, aptinfo, health
+from beadm import __version__, aptinfo, chroot, health
 from beadm import config as conf
 from beadm import watchdog as wd
 from beadm.backend import BootBackend
@@ -268,20 +268,8 @@ class Deps:
     stdout: TextIO | None = None
     stderr: TextIO | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    #: True when this beadm runs in a chroot (``/`` is not init's root): see _in_chroot
-    in_chroot: Callable[[], bool] = field(default=lambda: _in_chroot())
-
-
-def _in_chroot() -> bool:
-    """``/`` is not the root of pid 1 (``/proc/1/root``): beadm runs chrooted, e.g. by
-    ``beadm upgrade``'s apt. Its ESP code must not run there: it leaves its private mount
-    namespace with setns(2), which resets the root to the namespace's and so escapes the
-    chroot. Unknown (no /proc): False."""
-    try:
-        init, here = Path("/proc/1/root").stat(), Path("/").stat()
-    except OSError:
-        return False
-    return (init.st_dev, init.st_ino) != (here.st_dev, here.st_ino)
+    #: True when this beadm runs in a chroot (see beadm.chroot)
+    in_chroot: Callable[[], bool] = field(default=lambda: chroot.in_chroot())
 
 
 #: Commands that change what boots (or write ESPs): refused in a chroot.
