@@ -19,7 +19,8 @@ Scenarios (each a fresh machine):
   boot, before it was confirmed, costs one try and the trial continues and is confirmed at
   the next boot;
 - ``test_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back``: a BE whose boot hangs in
-  emergency mode (no panic) is reset by the trial's software watchdog and falls back.
+  emergency mode, then one whose health check hangs on a node with Proxmox's HA watchdog-mux
+  (no panic either time), are reset by the trial's software watchdog and fall back.
 MTTR (issue 13 item 5) is read from the timestamps pvelab logs (see the report).
 """
 
@@ -181,16 +182,23 @@ beadm check
 
 
 def test_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back() -> None:
-    """A trial BE whose boot hangs with no panic (a missing /etc/fstab device: emergency mode,
-    waiting for a root password on a console no one watches) is reset by the trial's software
-    watchdog, which spends its try; the loader falls back to the running BE by itself."""
+    """Trial boots that hang with no panic are reset by the trial's software watchdog, each
+    spending its try, and the loader falls back to the running BE by itself:
+    pve-5 hangs in emergency mode (a missing /etc/fstab device: local-fs.target fails, and
+    the console waits for a root password no one types); pve-6 hangs in a health check
+    (``sleep infinity`` in /etc/beadm/checks.d) on a node with Proxmox's HA units, whose
+    watchdog-mux (stand-in with the real unit's name and dependencies, read from
+    pve-ha-manager: pulled in by pve-ha-lrm, feeds /dev/watchdog every second) would keep the
+    hung boot alive if it started: beadm's generator orders it after the trial."""
     res = run_steps(*steps(
         TRIAL + """
 beadm_as_on_a_host
 beadm init pve-1
 beadm create pve-5
+beadm create pve-6
 d=$(beadm mount pve-5)
 test -L "$d/etc/systemd/system/sysinit.target.wants/beadm-trial-watchdog.service"
+test -x "$d/etc/systemd/system-generators/beadm-trial-generator"
 # the hang: a local mount whose device never comes; local-fs.target fails -> emergency mode
 gone=UUID=0bad0bad-dead-4bad-8bad-0bad0bad0bad
 echo "$gone /srv/gone ext4 defaults,x-systemd.device-timeout=5s 0 2" >> "$d/etc/fstab"
@@ -217,6 +225,41 @@ EOF
 chmod 755 "$d/usr/local/sbin/wd-evidence"
 ln -s ../wd-evidence.service "$d/etc/systemd/system/sysinit.target.wants/"
 beadm umount pve-5
+# pve-6: Proxmox's HA units (stand-ins) and a health check that never returns
+d=$(beadm mount pve-6)
+cat > "$d/etc/systemd/system/watchdog-mux.service" <<'EOF'
+[Unit]
+Description=stand-in for Proxmox VE watchdog multiplexer (feeds /dev/watchdog)
+[Service]
+ExecStart=/usr/local/sbin/watchdog-mux
+Restart=no
+EOF
+cat > "$d/usr/local/sbin/watchdog-mux" <<'EOF'
+#!/bin/bash
+touch /var/lib/watchdog-mux-started; sync
+[ -e /dev/watchdog ] || modprobe -q softdog
+exec 3>/dev/watchdog
+while :; do printf x >&3; sleep 1; done
+EOF
+cat > "$d/etc/systemd/system/pve-ha-lrm.service" <<'EOF'
+[Unit]
+Description=stand-in for PVE Local HA Resource Manager Daemon
+Wants=watchdog-mux.service
+After=watchdog-mux.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+[Install]
+WantedBy=multi-user.target
+EOF
+chmod 755 "$d/usr/local/sbin/watchdog-mux"
+ln -s ../pve-ha-lrm.service "$d/etc/systemd/system/multi-user.target.wants/"
+mkdir -p "$d/etc/beadm/checks.d"
+printf '#!/bin/sh\ntouch /var/lib/check-started; sync\nexec sleep infinity\n' \
+    > "$d/etc/beadm/checks.d/50-hangs"
+chmod 755 "$d/etc/beadm/checks.d/50-hangs"
+beadm umount pve-6
 if beadm activate --trial --watchdog 10 pve-5 2>/tmp/err; then echo "10 s accepted"; exit 1; fi
 test "$(wc -l < /tmp/err)" = 1
 beadm activate --trial --tries 1 --watchdog 90 pve-5
@@ -238,12 +281,25 @@ cat "$d/var/lib/wd-evidence"
 grep -qx "Software Watchdog active 90" "$d/var/lib/wd-evidence"
 beadm umount pve-5
 beadm check
+beadm activate --trial --tries 1 --watchdog 90 pve-6
+""",
+        TRIAL + """
+# pve-6's health check hung; watchdog-mux waited for the trial, so the watchdog reset it
+root_is rpool/ROOT/pve-1
+journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
+grep -q "trial boot of pve-6 given up" /tmp/j
+no_counted
+d=$(beadm mount pve-6)
+test -e "$d/var/lib/check-started"              # the trial boot reached its checks
+test ! -e "$d/var/lib/watchdog-mux-started"     # and watchdog-mux never fed the watchdog
+beadm umount pve-6
+beadm check
 """,
     ), timeout=900)
     ok(res)
-    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-1"], res.roots
-    assert res.output.count("PVELAB qemu exited with no step done: power-on again") == 1, \
+    assert res.roots == ["rpool/ROOT/pve-1"] * 3, res.roots
+    assert res.output.count("PVELAB qemu exited with no step done: power-on again") == 2, \
         res.output
-    for line in res.output.splitlines():  # the MTTR: the hung boot's power-on to pve-1's report
-        if "boot-2 reported" in line:
+    for line in res.output.splitlines():  # MTTR: a hung boot's power-on to pve-1's report
+        if "reported" in line and "after the previous" in line:
             print("MTTR (hang):", line)

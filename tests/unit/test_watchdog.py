@@ -146,3 +146,42 @@ def test_trial_boot_disarms_only_a_confirmed_trial(tmp_path: Path, trial_be: str
     assert said == (["disarm"] if disarmed else [])
     if disarmed:
         assert res.why == ("a note",)
+
+
+def run_generator(tmp_path: Path, cmdline: str) -> Path:
+    """The generator with /proc/cmdline pointed at a file; returns its output dir."""
+    import subprocess
+
+    (tmp_path / "cmdline").write_text(cmdline + "\n")
+    script = tmp_path / "gen"
+    script.write_text(persist.GENERATOR_TEXT.replace("/proc/cmdline", str(tmp_path / "cmdline")))
+    out = tmp_path / "normal"
+    out.mkdir()
+    subprocess.run(["sh", str(script), str(out), str(tmp_path / "early"),
+                    str(tmp_path / "late")], check=True)
+    return out
+
+
+def test_generator_orders_watchdog_mux_after_the_trial_only_in_a_trial_boot(
+        tmp_path: Path) -> None:
+    armed = "root=ZFS=rpool/ROOT/pve-2 boot=zfs panic=10 softdog.soft_margin=600 " \
+            "softdog.soft_active_on_boot=1"
+    (tmp_path / "a").mkdir()
+    out = run_generator(tmp_path / "a", armed)
+    drop = out / "watchdog-mux.service.d" / "50-beadm-trial.conf"
+    assert drop.read_text() == "[Unit]\nAfter=beadm-trial.service\n"
+    (tmp_path / "b").mkdir()
+    out = run_generator(tmp_path / "b", "root=ZFS=rpool/ROOT/pve-1 boot=zfs")
+    assert list(out.iterdir()) == []  # no trial: nothing generated
+    (tmp_path / "c").mkdir()
+    out = run_generator(tmp_path / "c", "softdog.soft_active_on_boot=10 x")  # not our option
+    assert list(out.iterdir()) == []
+
+
+def test_generator_is_installed_by_init_and_the_package() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    hook = repo / "hooks" / persist.GENERATOR_NAME
+    assert hook.read_text() == persist.GENERATOR_TEXT and os.access(hook, os.X_OK)
+    install = (repo / "debian" / "beadm.install").read_text().splitlines()
+    assert f"hooks/{persist.GENERATOR_NAME} usr/lib/systemd/system-generators/" in install
+    assert (persist.GENERATOR, persist.GENERATOR_TEXT, 0o755) in persist.FILES

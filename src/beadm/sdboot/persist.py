@@ -136,8 +136,30 @@ ExecStart=/sbin/modprobe softdog
 WantedBy=sysinit.target
 """
 
+GENERATOR_NAME = "beadm-trial-generator"
+GENERATOR = f"etc/systemd/system-generators/{GENERATOR_NAME}"
+GENERATOR_TEXT = """\
+#!/bin/sh
+# beadm (boot environments): a systemd generator for trial boots ('beadm activate --trial').
+# Only when the kernel command line arms the trial's watchdog (softdog.soft_active_on_boot=1):
+# Proxmox's watchdog-mux (pulled in by pve-ha-crm and pve-ha-lrm on every node) opens the
+# watchdog device and feeds it every second, which would keep a hung trial boot alive; it
+# waits for beadm-trial.service here, so it starts only once the trial is settled (confirmed:
+# beadm has stopped the trial's watchdog, and watchdog-mux takes it over as on any boot).
+# Installed by 'beadm init' and by the beadm package.
+set -eu
+case " $(cat /proc/cmdline) " in
+    *" softdog.soft_active_on_boot=1 "*) ;;
+    *) exit 0 ;;
+esac
+dir="${1:-/run/systemd/generator}/watchdog-mux.service.d"
+mkdir -p "$dir"
+printf '[Unit]\\nAfter=beadm-trial.service\\n' > "$dir/50-beadm-trial.conf"
+"""
+
 FILES = ((APT_CONF, APT_TEXT, 0o644), (UNIT, UNIT_TEXT, 0o644),
-         (TRIAL_UNIT, TRIAL_UNIT_TEXT, 0o644), (WATCHDOG_UNIT, WATCHDOG_UNIT_TEXT, 0o644))
+         (TRIAL_UNIT, TRIAL_UNIT_TEXT, 0o644), (WATCHDOG_UNIT, WATCHDOG_UNIT_TEXT, 0o644),
+         (GENERATOR, GENERATOR_TEXT, 0o755))
 # enabled units: (symlink in the BE, unit name)
 LINKS = ((WANTS, UNIT_NAME),
          (f"etc/systemd/system/multi-user.target.wants/{TRIAL_UNIT_NAME}", TRIAL_UNIT_NAME),
