@@ -97,9 +97,9 @@ root_is rpool/ROOT/pve-2
 systemctl is-active beadm-trial.service
 journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
 grep -q "pve-2 is the default now" /tmp/j
-# the trial's watchdog was armed at boot and trial-boot stopped it
-test "$(cat /sys/class/watchdog/watchdog0/identity)" = "Software Watchdog"
-test "$(cat /sys/class/watchdog/watchdog0/state)" = inactive
+# the trial's watchdog was armed at boot and trial-boot stopped it (q35 also has iTCO_wdt)
+sw=$(grep -lx "Software Watchdog" /sys/class/watchdog/*/identity)
+test "$(cat "$(dirname "$sw")/state")" = inactive
 beadm list
 test "$(flags pve-2)" = NR
 test "$(efivar LoaderEntryDefault)" = "beadm-pve-2-$K.conf"
