@@ -84,6 +84,7 @@ class PveRun:
     keep: Path | None = None
     verbose: bool = False
     mem: int = 2048
+    idle_boots: int = 1  # power-ons in a row that may end (qemu exits) with no step done
     consoles: list[Path] = field(default_factory=list)
 
     def say(self, line: str) -> None:
@@ -220,9 +221,9 @@ class PveRun:
                 self.say(f"PVELAB result=ok steps={total} boots={len(seen_reports)}")
                 return 0
             progressed = len(finished_steps) > done_before
-            if status is not None and not progressed and idle_power_ons < 1:
-                # a boot that failed before its step (e.g. panic=5): the firmware gets one more
-                # power-on, as a reset would have given it
+            if status is not None and not progressed and idle_power_ons < self.idle_boots:
+                # a boot that failed before its step (e.g. panic=5, a failed trial boot): the
+                # firmware gets another power-on, as a reset would have given it
                 idle_power_ons += 1
                 self.say("PVELAB qemu exited with no step done: power-on again")
                 continue

@@ -23,6 +23,7 @@ from typing import TextIO
 from beadm import mounts as mnt
 from beadm import pvestate, retention, rollback_guard, vzguard
 from beadm import upgrade as upg
+from beadm import watchdog as wd
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ClusterGuardError,
@@ -1003,15 +1004,19 @@ class BeManager:
         name: str,
         *,
         tries: int,
+        watchdog: int = wd.DEFAULT,
         force: bool = False,
         on_report: Callable[[rollback_guard.Report], None] | None = None,
     ) -> BeRef:
         """Boot ``name`` next with ``tries`` counted tries; the running BE is the default
         that boots once they are spent (or a health check fails): see beadm(8), TRIAL BOOTS.
-        Like ``activate`` for the running BE (bootfs, canmount), then the backend's trial."""
+        A trial boot not confirmed ``watchdog`` seconds after the watchdog's early load is
+        reset (0: no watchdog). Like ``activate`` for the running BE (bootfs, canmount), then
+        the backend's trial."""
         check_be_name(name)
         if not 1 <= tries <= 9:
             raise UsageError(f"--tries must be 1 to 9, not {tries}")
+        wd.check(watchdog)
         hook = getattr(self.backend, "activate_trial", None)
         if hook is None or not callable(hook):
             raise UnsupportedError(f"backend {self.backend.name} has no trial boots")
@@ -1028,18 +1033,21 @@ class BeManager:
             undo = UndoLog()
             try:
                 self._point_pool_at(tree, back.dataset, undo)
-                hook(self._ref(be, running), back, tries)
+                hook(self._ref(be, running), back, tries, watchdog)
             except BaseException:
                 undo.rollback()
                 raise
             return self._ref(be, running)
 
     def trial_boot(self, checks: Callable[[], list[str]], *,
-                   reboot: bool = True) -> TrialOutcome:
+                   reboot: bool = True,
+                   disarm: Callable[[], list[str]] | None = None) -> TrialOutcome:
         """At boot (``beadm-trial.service``): settle a pending trial. Running the BE on trial:
-        ``checks()`` pass -> it is activated (the trial ends); they fail -> the previous
-        default is restored and (``reboot``) the machine reboots into it. Running another
-        BE: the trial did not boot (or was left from the menu) and is given up."""
+        ``checks()`` pass -> it is activated (the trial ends) and ``disarm()`` stops the trial's
+        watchdog (its notes go into the outcome); they fail -> the previous default is
+        restored and (``reboot``) the machine reboots into it (the watchdog stays armed: a
+        reboot that hangs is reset too). Running another BE: the trial did not boot (or was
+        left from the menu) and is given up."""
         state = getattr(self.backend, "trial_state", None)
         end = getattr(self.backend, "end_trial", None)
         if state is None or end is None:
@@ -1061,7 +1069,7 @@ class BeManager:
                 self.runner.run(["systemctl", "reboot", "--no-block"])
             return TrialOutcome("failed", trial.be, problems)
         self.activate(trial.be)
-        return TrialOutcome("confirmed", trial.be)
+        return TrialOutcome("confirmed", trial.be, tuple(disarm() if disarm else ()))
 
     def init(self, name: str | None = None) -> BeRef:
         """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""

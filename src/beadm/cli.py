@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from beadm import __version__, aptinfo, health
+from beadm import __version__, aptinfo, chroot, health
 from beadm import config as conf
+from beadm import watchdog as wd
 from beadm.backend import BootBackend
 from beadm.be import BeInfo, BeManager, Listing, Pruned
 from beadm.errors import (
@@ -194,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
                           "boots again by itself (beadm(8), TRIAL BOOTS)")
     sp.add_argument("--tries", type=int, default=3, metavar="N",
                     help="with --trial: boots to try, 1 to 9 (3)")
+    sp.add_argument("--watchdog", type=int, default=None, metavar="SECONDS",
+                    help=f"with --trial: reset a trial boot that hangs, SECONDS after the "
+                         f"watchdog loads early in the boot, unless it was confirmed; "
+                         f"{wd.MIN} to {wd.MAX}, 0 = off ({wd.DEFAULT})")
     sp.add_argument("--force", action="store_true",
                     help="activate a BE that can break the Proxmox cluster (older than the "
                          "cluster join or the node's removal, other corosync config)")
@@ -263,20 +268,8 @@ class Deps:
     stdout: TextIO | None = None
     stderr: TextIO | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
-    #: True when this beadm runs in a chroot (``/`` is not init's root): see _in_chroot
-    in_chroot: Callable[[], bool] = field(default=lambda: _in_chroot())
-
-
-def _in_chroot() -> bool:
-    """``/`` is not the root of pid 1 (``/proc/1/root``): beadm runs chrooted, e.g. by
-    ``beadm upgrade``'s apt. Its ESP code must not run there: it leaves its private mount
-    namespace with setns(2), which resets the root to the namespace's and so escapes the
-    chroot. Unknown (no /proc): False."""
-    try:
-        init, here = Path("/proc/1/root").stat(), Path("/").stat()
-    except OSError:
-        return False
-    return (init.st_dev, init.st_ino) != (here.st_dev, here.st_ino)
+    #: True when this beadm runs in a chroot (see beadm.chroot)
+    in_chroot: Callable[[], bool] = field(default=lambda: chroot.in_chroot())
 
 
 #: Commands that change what boots (or write ESPs): refused in a chroot.
@@ -400,9 +393,12 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
         report = functools.partial(_print_report, force=args.force, err=err)
         if args.trial:
             mgr.activate_trial(args.name, tries=args.tries, force=args.force,
+                               watchdog=wd.DEFAULT if args.watchdog is None else args.watchdog,
                                on_report=report)
         elif args.tries != 3:
             raise UsageError("--tries goes with --trial")
+        elif args.watchdog is not None:
+            raise UsageError("--watchdog goes with --trial")
         else:
             mgr.activate(args.name, temporary=args.temporary, force=args.force,
                          on_report=report)
@@ -453,9 +449,12 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
 
 
 def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
-    res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot)
+    res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot,
+                         disarm=wd.disarm)
     if res.kind == "confirmed":
         print(f"trial boot of {res.be} passed its checks: {res.be} is the default now", file=out)
+        for note in res.why:
+            print(f"beadm: {note}", file=out)
     elif res.kind == "given-up":
         print(f"trial boot of {res.be} given up: {'; '.join(res.why)}", file=out)
     elif res.kind == "failed":

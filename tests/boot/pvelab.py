@@ -72,9 +72,10 @@ def parse(output: str, returncode: int = 0) -> PvelabResult:
 
 
 def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = None,
-              echo: bool = True) -> PvelabResult:
+              echo: bool = True, idle_boots: int = 1) -> PvelabResult:
     """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
-    echoed (pytest shows it for failing tests) unless ``echo`` is False."""
+    echoed (pytest shows it for failing tests) unless ``echo`` is False. ``idle_boots``:
+    power-ons in a row that may end with no step run (failed boots of a trial)."""
     with tempfile.TemporaryDirectory(prefix="pvelab-steps-") as tmp:
         paths = []
         for k, step in enumerate(steps, 1):
@@ -84,7 +85,7 @@ def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = Non
                 path = Path(tmp) / f"step{k}.sh"
                 path.write_text("set -euo pipefail\n" + step + "\n")
                 paths.append(path)
-        argv = [str(PVELAB), "run", "--timeout", str(timeout)]
+        argv = [str(PVELAB), "run", "--timeout", str(timeout), "--idle-boots", str(idle_boots)]
         if keep is not None:
             argv += ["--keep", str(keep)]
         proc = subprocess.Popen([*argv, *map(str, paths)], stdout=subprocess.PIPE,

@@ -81,7 +81,10 @@ def test_deb_contents(deb: Path) -> None:
     # the re-asserts where no kernel hook runs: apt's DPkg::Post-Invoke and the shutdown unit
     assert files["etc/apt/apt.conf.d/99beadm"].startswith("-rw-r--r--")
     # dh_installsystemd's unit dir: /lib on a Debian 12 build, /usr/lib (merged /usr) on 13
-    for unit in ("beadm-reassert.service", "beadm-trial.service"):
+    assert files["usr/lib/systemd/system-generators/beadm-trial-generator"].startswith(
+        "-rwxr-xr-x")
+    for unit in ("beadm-reassert.service", "beadm-trial.service",
+                 "beadm-trial-watchdog.service"):
         units = [f"{d}/systemd/system/{unit}" for d in ("lib", "usr/lib")]
         assert [u for u in units if u in files] and all(
             files[u].startswith("-rw-r--r--") for u in units if u in files), unit
@@ -175,6 +178,7 @@ apt-config dump | grep -q 'DPkg::Post-Invoke::.*beadm sync --if-used' || fail "a
 systemctl is-enabled beadm-reassert.service || fail "beadm-reassert.service not enabled"
 systemctl is-active beadm-reassert.service || fail "beadm-reassert.service not started"
 systemctl is-enabled beadm-trial.service || fail "beadm-trial.service not enabled"
+systemctl is-enabled beadm-trial-watchdog.service || fail "beadm-trial-watchdog.service not enabled"
 
 step "the packaged hooks change no ESP before beadm init"
 /etc/kernel/postinst.d/zzz-beadm "$(uname -r)" "/boot/vmlinuz-$(uname -r)" || fail "postinst hook"
@@ -224,7 +228,10 @@ for f in /usr/lib/python3/dist-packages/beadm /usr/share/doc/beadm /run/beadm.lo
          /etc/apt/apt.conf.d/99beadm /lib/systemd/system/beadm-reassert.service \
          /etc/systemd/system/multi-user.target.wants/beadm-reassert.service \
          /lib/systemd/system/beadm-trial.service \
-         /etc/systemd/system/multi-user.target.wants/beadm-trial.service; do
+         /etc/systemd/system/multi-user.target.wants/beadm-trial.service \
+         /lib/systemd/system/beadm-trial-watchdog.service \
+         /etc/systemd/system/sysinit.target.wants/beadm-trial-watchdog.service \
+         /usr/lib/systemd/system-generators/beadm-trial-generator; do
     [ ! -e "$f" ] || left="$left $f"
 done
 if compgen -G '/var/lib/dpkg/info/beadm.*' >/dev/null; then

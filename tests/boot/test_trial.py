@@ -6,17 +6,21 @@ allowed once in a row (a second one in a row is "no result"). A trial boot that 
 reaches the step agent (``pvelab-boot.service`` is ordered after ``boot-complete.target``,
 which the failing ``beadm-trial.service`` is required by, and the reboot it asks for cancels
 the agent's start job), so it costs exactly that one idle power-on and the agent's "step
-interrupted" logic never sees it. This is why the broken-root scenario uses ``--tries 1``: with
-N tries the machine falls back after N failed boots in a row, and pvelab tolerates one.
+interrupted" logic never sees it. The broken-root scenario uses ``--tries 2``: with
+N tries the machine falls back after N failed boots in a row: ``run_steps(idle_boots=N)``.
 
 Scenarios (each a fresh machine):
 - ``test_trial_check_fails_falls_back_then_good_trial_becomes_default``: a BE whose health
   check fails falls back to the running BE by itself (one failed boot), then a good trial
   becomes the default (it boots again after a plain reboot);
 - ``test_trial_broken_initrd_falls_back_and_power_loss_consumes_a_try``: a BE whose initrd is
-  broken (the kernel cannot mount its root and panics) falls back without a keyboard; then
-  a power loss during a trial boot, before it was confirmed, costs one try and the trial
-  continues and is confirmed at the next boot.
+  broken (the kernel cannot mount its root and panics) falls back without a keyboard after
+  both its tries (``--tries 2``: two failed boots in a row); then a power loss during a trial
+  boot, before it was confirmed, costs one try and the trial continues and is confirmed at
+  the next boot;
+- ``test_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back``: a BE whose boot hangs in
+  emergency mode, then one whose health check hangs on a node with Proxmox's HA watchdog-mux
+  (no panic either time), are reset by the trial's software watchdog and fall back.
 MTTR (issue 13 item 5) is read from the timestamps pvelab logs (see the report).
 """
 
@@ -93,6 +97,9 @@ root_is rpool/ROOT/pve-2
 systemctl is-active beadm-trial.service
 journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
 grep -q "pve-2 is the default now" /tmp/j
+# the trial's watchdog was armed at boot and trial-boot stopped it (q35 also has iTCO_wdt)
+sw=$(grep -lx "Software Watchdog" /sys/class/watchdog/*/identity)
+test "$(cat "$(dirname "$sw")/state")" = inactive
 beadm list
 test "$(flags pve-2)" = NR
 test "$(efivar LoaderEntryDefault)" = "beadm-pve-2-$K.conf"
@@ -121,8 +128,9 @@ d=$(beadm mount pve-4)
 # a broken initrd: the kernel cannot unpack it, finds no root and panics (panic= reboots)
 head -c 100000 /dev/urandom > "$d/boot/initrd.img-$K"
 beadm umount pve-4
-beadm activate --trial --tries 1 pve-4
+beadm activate --trial --tries 2 pve-4
 test "$(flags pve-4)" = T
+test "$(json_tries pve-4)" = 2
 # pve-2 loses power during its first trial boot, before the trial is confirmed
 d=$(beadm mount pve-2)
 cat > "$d/etc/systemd/system/power-loss-once.service" <<'EOF'
@@ -143,7 +151,8 @@ beadm umount pve-2
 date +%s > /var/tmp/activated
 """,
         TRIAL + """
-# pve-4 panicked (one try) and the loader fell back to pve-1; the trial is given up here
+# pve-4 panicked in both its tries (two power-ons with no step) and the loader fell back to
+# pve-1 by itself; the trial is given up here
 root_is rpool/ROOT/pve-1
 journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
 grep -q "trial boot of pve-4 given up" /tmp/j
@@ -163,7 +172,134 @@ test "$(flags pve-2)" = NR
 no_counted
 beadm check
 """,
-    ), timeout=900)
+    ), timeout=900, idle_boots=2)
     ok(res)
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-1", "rpool/ROOT/pve-2"], res.roots
     assert "+" in res.entries[2], res.entries  # confirmed from the counted entry (+2-1)
+    # both tries of pve-4 were spent: two power-ons in a row ended with no step
+    assert res.output.count("PVELAB qemu exited with no step done: power-on again") >= 2, \
+        res.output
+
+
+def test_trial_that_hangs_is_reset_by_the_watchdog_and_falls_back() -> None:
+    """Trial boots that hang with no panic are reset by the trial's software watchdog, each
+    spending its try, and the loader falls back to the running BE by itself:
+    pve-5 hangs in emergency mode (a missing /etc/fstab device: local-fs.target fails, and
+    the console waits for a root password no one types); pve-6 hangs in a health check
+    (``sleep infinity`` in /etc/beadm/checks.d) on a node with Proxmox's HA units, whose
+    watchdog-mux (stand-in with the real unit's name and dependencies, read from
+    pve-ha-manager: pulled in by pve-ha-lrm, feeds /dev/watchdog every second) would keep the
+    hung boot alive if it started: beadm's generator orders it after the trial."""
+    res = run_steps(*steps(
+        TRIAL + """
+beadm_as_on_a_host
+beadm init pve-1
+beadm create pve-5
+beadm create pve-6
+d=$(beadm mount pve-5)
+test -L "$d/etc/systemd/system/sysinit.target.wants/beadm-trial-watchdog.service"
+test -x "$d/etc/systemd/system-generators/beadm-trial-generator"
+# the hang: a local mount whose device never comes; local-fs.target fails -> emergency mode
+gone=UUID=0bad0bad-dead-4bad-8bad-0bad0bad0bad
+echo "$gone /srv/gone ext4 defaults,x-systemd.device-timeout=5s 0 2" >> "$d/etc/fstab"
+# evidence from inside the hung boot: the watchdog's state once armed (before any mount)
+cat > "$d/etc/systemd/system/wd-evidence.service" <<'EOF'
+[Unit]
+DefaultDependencies=no
+After=beadm-trial-watchdog.service systemd-remount-fs.service
+Before=local-fs-pre.target
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/wd-evidence
+[Install]
+WantedBy=sysinit.target
+EOF
+cat > "$d/usr/local/sbin/wd-evidence" <<'EOF'
+#!/bin/sh
+for w in /sys/class/watchdog/watchdog*; do
+    echo "$(cat $w/identity) $(cat $w/state) $(cat $w/timeout)"
+done > /var/lib/wd-evidence
+cat /proc/cmdline >> /var/lib/wd-evidence
+sync
+EOF
+chmod 755 "$d/usr/local/sbin/wd-evidence"
+ln -s ../wd-evidence.service "$d/etc/systemd/system/sysinit.target.wants/"
+beadm umount pve-5
+# pve-6: Proxmox's HA units (stand-ins) and a health check that never returns
+d=$(beadm mount pve-6)
+cat > "$d/etc/systemd/system/watchdog-mux.service" <<'EOF'
+[Unit]
+Description=stand-in for Proxmox VE watchdog multiplexer (feeds /dev/watchdog)
+[Service]
+ExecStart=/usr/local/sbin/watchdog-mux
+Restart=no
+EOF
+cat > "$d/usr/local/sbin/watchdog-mux" <<'EOF'
+#!/bin/bash
+touch /var/lib/watchdog-mux-started; sync
+[ -e /dev/watchdog ] || modprobe -q softdog
+exec 3>/dev/watchdog
+while :; do printf x >&3; sleep 1; done
+EOF
+cat > "$d/etc/systemd/system/pve-ha-lrm.service" <<'EOF'
+[Unit]
+Description=stand-in for PVE Local HA Resource Manager Daemon
+Wants=watchdog-mux.service
+After=watchdog-mux.service
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/true
+[Install]
+WantedBy=multi-user.target
+EOF
+chmod 755 "$d/usr/local/sbin/watchdog-mux"
+ln -s ../pve-ha-lrm.service "$d/etc/systemd/system/multi-user.target.wants/"
+mkdir -p "$d/etc/beadm/checks.d"
+printf '#!/bin/sh\ntouch /var/lib/check-started; sync\nexec sleep infinity\n' \
+    > "$d/etc/beadm/checks.d/50-hangs"
+chmod 755 "$d/etc/beadm/checks.d/50-hangs"
+beadm umount pve-6
+if beadm activate --trial --watchdog 10 pve-5 2>/tmp/err; then echo "10 s accepted"; exit 1; fi
+test "$(wc -l < /tmp/err)" = 1
+beadm activate --trial --tries 1 --watchdog 90 pve-5
+arm='softdog.soft_margin=90 softdog.soft_active_on_boot=1'
+on_esps "grep -q '$arm' /run/t/esp1/loader/entries/beadm-pve-5-$K+1.conf"
+if lsmod | grep -q '^softdog'; then echo "softdog loaded in a boot that is no trial"; exit 1; fi
+""",
+        TRIAL + """
+# pve-5 hung in emergency mode; the watchdog reset it (its one try); pve-1 again, by itself
+root_is rpool/ROOT/pve-1
+journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
+grep -q "trial boot of pve-5 given up" /tmp/j
+test "$(efivar LoaderEntryDefault)" = "beadm-pve-1-$K.conf"
+no_counted
+test "$(flags pve-1)" = NR
+if lsmod | grep -q '^softdog'; then echo "softdog loaded in the fallback boot"; exit 1; fi
+d=$(beadm mount pve-5)
+cat "$d/var/lib/wd-evidence"
+grep -qx "Software Watchdog active 90" "$d/var/lib/wd-evidence"
+beadm umount pve-5
+beadm check
+beadm activate --trial --tries 1 --watchdog 90 pve-6
+""",
+        TRIAL + """
+# pve-6's health check hung; watchdog-mux waited for the trial, so the watchdog reset it
+root_is rpool/ROOT/pve-1
+journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
+grep -q "trial boot of pve-6 given up" /tmp/j
+no_counted
+d=$(beadm mount pve-6)
+test -e "$d/var/lib/check-started"              # the trial boot reached its checks
+test ! -e "$d/var/lib/watchdog-mux-started"     # and watchdog-mux never fed the watchdog
+beadm umount pve-6
+beadm check
+""",
+    ), timeout=900)
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1"] * 3, res.roots
+    assert res.output.count("PVELAB qemu exited with no step done: power-on again") == 2, \
+        res.output
+    for line in res.output.splitlines():  # MTTR: a hung boot's power-on to pve-1's report
+        if "reported" in line and "after the previous" in line:
+            print("MTTR (hang):", line)

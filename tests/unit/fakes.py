@@ -109,8 +109,9 @@ class RecordingBackend:
     def activate(self, be: object, *, temporary: bool) -> None:
         self._hook("activate", be, temporary)
 
-    def activate_trial(self, be: object, fallback: object, tries: int) -> None:
-        self._hook("activate_trial", be, fallback, tries)
+    def activate_trial(self, be: object, fallback: object, tries: int,
+                       watchdog: int = 600) -> None:
+        self._hook("activate_trial", be, fallback, tries, watchdog)
 
     def post_rename(self, old: object, new: object) -> None:
         self._hook("post_rename", old, new)

@@ -59,6 +59,20 @@ def test_systemd_boot_host_is_passed_through(tmp_path: Path) -> None:
     assert g.boot_state(w.refs()).next_boot == "pve-2"
 
 
+def test_a_trial_through_the_guard_keeps_its_watchdog(tmp_path: Path) -> None:
+    """The CLI's backend on a host is the guarded one: every trial argument reaches the inner
+    backend (a boot test found ``--watchdog`` lost here)."""
+    w = World(tmp_path)
+    g = guarded(w, tmp_path)
+    g.init(w.ref("pve-1"))
+    w.add_be("pve-2", {"6.8.12-1-pve": b"k"}, clone_of="pve-1")
+    g.post_create(w.ref("pve-2"))
+    g.activate_trial(w.ref("pve-2"), w.ref("pve-1"), 2, 90)
+    entries = w.esps[UUIDS[0]] / "loader/entries"
+    (counted,) = [p for p in entries.iterdir() if "+2" in p.name]
+    assert "softdog.soft_margin=90 softdog.soft_active_on_boot=1" in counted.read_text()
+
+
 @pytest.mark.parametrize("hook", ["activate", "init", "post_create", "post_destroy", "sync",
                                   "migrate"])
 def test_one_grub_esp_refuses_every_boot_change(tmp_path: Path, hook: str) -> None:

@@ -106,6 +106,19 @@ def test_reinit_rewrites_loader_conf_and_does_not_refresh(pbt: Any, tmp_path: Pa
     assert inits == ["AAAA-0001", "AAAA-0002"]
 
 
+def test_reinit_of_an_empty_list_does_nothing_and_of_no_list_fails(
+        pbt: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real tool loops over the list file's lines under set -e: an empty file (what
+    ``beadm upgrade`` binds over a clone's list) is a successful no-op, a missing one exit 2."""
+    monkeypatch.setattr(pbt, "in_private_namespace", lambda: None)  # the real one unshares too
+    monkeypatch.setattr(pbt, "init_one", lambda *a: pytest.fail("no ESP to init"))
+    assert pbt.cmd_reinit() == 2
+    pbt.UUIDS.write_text("")
+    assert pbt.cmd_reinit() == 0
+    pbt.UUIDS.write_text("\n\n")
+    assert pbt.cmd_reinit() == 0
+
+
 def test_esp_sync_keeps_beadm_files_and_writes_the_pin_default(pbt: Any, tmp_path: Path) -> None:
     kernels(pbt, "6.8.12-1-pve", "6.8.12-2-pve")
     pbt.CMDLINE.write_text("root=ZFS=rpool/ROOT/pve-1 boot=zfs\n")

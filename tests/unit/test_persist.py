@@ -24,8 +24,16 @@ def test_repo_copies_match_installed_text() -> None:
     link = REPO / "debian" / f"beadm.{persist.UNIT_NAME}"
     assert link.is_symlink() and link.resolve() == (REPO / "hooks" / persist.UNIT_NAME)
     assert not any(persist.UNIT_NAME in line for line in install)
-    assert f"dh_installsystemd --name={persist.UNIT_NAME.removesuffix('.service')}" in (
-        REPO / "debian" / "rules").read_text()
+    rules = (REPO / "debian" / "rules").read_text()
+    for name, text in ((persist.UNIT_NAME, persist.UNIT_TEXT),
+                       (persist.TRIAL_UNIT_NAME, persist.TRIAL_UNIT_TEXT),
+                       (persist.WATCHDOG_UNIT_NAME, persist.WATCHDOG_UNIT_TEXT)):
+        assert (REPO / "hooks" / name).read_text() == text, name
+        link = REPO / "debian" / f"beadm.{name}"
+        assert link.is_symlink() and link.resolve() == (REPO / "hooks" / name)
+        assert f"dh_installsystemd --name={name.removesuffix('.service')}" in rules
+    for _rel, name in persist.LINKS:  # every enabled unit is one of them
+        assert (REPO / "hooks" / name).exists()
 
 
 def test_unit_runs_sync_at_stop_after_cleanup() -> None:

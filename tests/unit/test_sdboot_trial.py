@@ -46,8 +46,15 @@ def test_pattern_names() -> None:
     assert pat == f"beadm-pve-2-{K2}+[123456789]*"
     assert trial.base_of_pattern(pat) == P2
     assert trial.base_of_pattern(P2) is None and trial.base_of_pattern(None) is None
-    assert trial.trial_options("root=ZFS=x boot=zfs") == "root=ZFS=x boot=zfs panic=10"
-    assert trial.trial_options("root=ZFS=x panic=5") == "root=ZFS=x panic=5"
+    arm = "softdog.soft_margin=600 softdog.soft_active_on_boot=1"
+    assert trial.trial_options("root=ZFS=x boot=zfs") == f"root=ZFS=x boot=zfs panic=10 {arm}"
+    assert trial.trial_options("root=ZFS=x panic=5") == f"root=ZFS=x panic=5 {arm}"
+    assert trial.trial_options("root=ZFS=x", 0) == "root=ZFS=x panic=10"
+    assert trial.trial_options("root=ZFS=x", 90).endswith(
+        "softdog.soft_margin=90 softdog.soft_active_on_boot=1")
+    # the admin's own softdog options win (e.g. a HA node's settings)
+    own = "root=ZFS=x panic=5 softdog.soft_margin=60"
+    assert trial.trial_options(own) == own
 
 
 def test_trial_boots_until_spent_then_the_running_be(w: World) -> None:
@@ -59,7 +66,9 @@ def test_trial_boots_until_spent_then_the_running_be(w: World) -> None:
         assert w.booted(u) == "pve-2"
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-1"
     text = (w.esps[UUIDS[0]] / "loader/entries" / trial.counted_fname(P2, 2)).read_text()
-    assert "panic=10" in text
+    assert "panic=10" in text and "softdog.soft_margin=600 softdog.soft_active_on_boot=1" in text
+    plain = (w.esps[UUIDS[0]] / "loader/entries" / P2).read_text()
+    assert "softdog" not in plain and "panic=" not in plain  # only the counted entry arms it
     state = w.backend.boot_state(w.refs())
     assert (state.next_boot, state.once, state.trial, state.trial_tries) == \
         ("pve-1", "pve-2", "pve-2", 2)

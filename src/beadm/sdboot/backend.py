@@ -34,6 +34,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
+from beadm import watchdog as wd
 from beadm.backend import BeRef, BootState, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
@@ -795,7 +796,8 @@ class SystemdBootBackend:
             return None
         return trial.Trial(be=be, base=base, tries_left=tries)
 
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int) -> None:
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
+                       watchdog: int = wd.DEFAULT) -> None:
         """Boot ``be`` next with ``tries`` counted tries; ``fallback`` (the running BE)
         becomes the default that boots once they are spent. Order (a kill at any point
         leaves ``fallback`` or the trial booting next): entries, the counted entry,
@@ -823,7 +825,8 @@ class SystemdBootBackend:
             def put(st: EspStore) -> None:
                 _drop_counted(st)
                 e = self._entry(st, plan, kernel)
-                st.write_entry(counted, replace(e, options=trial.trial_options(e.options)))
+                st.write_entry(counted, replace(e, options=trial.trial_options(e.options,
+                                                                                watchdog)))
 
             self._each(esps, errors, "trial entry", put)
             if efi.get(ONESHOT) is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from beadm import watchdog as wd
 from beadm.backend import BeRef, BootState
 from beadm.errors import UnsupportedError
 from beadm.sdboot.backend import SystemdBootBackend
@@ -141,9 +142,10 @@ class GuardedBackend:
         self.inner.migrate(bes)
 
     # -- trial boots (optional hooks, looked up by the BE library) -----------------------
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int) -> None:
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
+                       watchdog: int = wd.DEFAULT) -> None:
         self.preflight()
-        self.inner.activate_trial(be, fallback, tries)
+        self.inner.activate_trial(be, fallback, tries, watchdog)
 
     def end_trial(self, bes: list[BeRef]) -> None:
         self.preflight()

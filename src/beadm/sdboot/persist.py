@@ -109,13 +109,63 @@ WantedBy=multi-user.target
 RequiredBy=boot-complete.target
 """
 
+WATCHDOG_UNIT_NAME = "beadm-trial-watchdog.service"
+WATCHDOG_UNIT = f"etc/systemd/system/{WATCHDOG_UNIT_NAME}"
+WATCHDOG_UNIT_TEXT = """\
+# beadm (boot environments): the dead man's switch of a trial boot ('beadm activate --trial').
+# Only when the kernel command line arms it (a trial entry: softdog.soft_active_on_boot=1 and
+# softdog.soft_margin=S): loads the software watchdog, early and before any local mount, so a
+# trial boot that hangs is reset after S seconds and its try is spent; beadm-trial.service
+# stops the watchdog once the trial boot passed its checks.
+# Installed by 'beadm init' and by the beadm package.
+[Unit]
+Description=beadm: arm the watchdog of a trial boot
+Documentation=man:beadm(8)
+DefaultDependencies=no
+After=systemd-modules-load.service
+Before=local-fs-pre.target sysinit.target
+Wants=local-fs-pre.target
+ConditionKernelCommandLine=softdog.soft_active_on_boot=1
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/sbin/modprobe softdog
+
+[Install]
+WantedBy=sysinit.target
+"""
+
+GENERATOR_NAME = "beadm-trial-generator"
+GENERATOR = f"etc/systemd/system-generators/{GENERATOR_NAME}"
+GENERATOR_TEXT = """\
+#!/bin/sh
+# beadm (boot environments): a systemd generator for trial boots ('beadm activate --trial').
+# Only when the kernel command line arms the trial's watchdog (softdog.soft_active_on_boot=1):
+# Proxmox's watchdog-mux (pulled in by pve-ha-crm and pve-ha-lrm on every node) opens the
+# watchdog device and feeds it every second, which would keep a hung trial boot alive; it
+# waits for beadm-trial.service here, so it starts only once the trial is settled (confirmed:
+# beadm has stopped the trial's watchdog, and watchdog-mux takes it over as on any boot).
+# Installed by 'beadm init' and by the beadm package.
+set -eu
+case " $(cat /proc/cmdline) " in
+    *" softdog.soft_active_on_boot=1 "*) ;;
+    *) exit 0 ;;
+esac
+dir="${1:-/run/systemd/generator}/watchdog-mux.service.d"
+mkdir -p "$dir"
+printf '[Unit]\\nAfter=beadm-trial.service\\n' > "$dir/50-beadm-trial.conf"
+"""
+
 FILES = ((APT_CONF, APT_TEXT, 0o644), (UNIT, UNIT_TEXT, 0o644),
-         (TRIAL_UNIT, TRIAL_UNIT_TEXT, 0o644))
+         (TRIAL_UNIT, TRIAL_UNIT_TEXT, 0o644), (WATCHDOG_UNIT, WATCHDOG_UNIT_TEXT, 0o644),
+         (GENERATOR, GENERATOR_TEXT, 0o755))
 # enabled units: (symlink in the BE, unit name)
 LINKS = ((WANTS, UNIT_NAME),
          (f"etc/systemd/system/multi-user.target.wants/{TRIAL_UNIT_NAME}", TRIAL_UNIT_NAME),
          (f"etc/systemd/system/boot-complete.target.requires/{TRIAL_UNIT_NAME}",
-          TRIAL_UNIT_NAME))
+          TRIAL_UNIT_NAME),
+         (f"etc/systemd/system/sysinit.target.wants/{WATCHDOG_UNIT_NAME}", WATCHDOG_UNIT_NAME))
 
 
 def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> bool:

@@ -12,7 +12,13 @@ beadm's trial therefore uses a glob that stops matching once the tries are spent
 
 * every ESP gets a copy of NAME's default entry named ``beadm-NAME-KVER+N.conf`` (N tries,
   ``panic=10`` added to its options unless they set ``panic=``, so that a kernel panic or
-  the initramfs's rescue shell reboots instead of waiting for a keyboard);
+  the initramfs's rescue shell reboots instead of waiting for a keyboard; and, unless the
+  watchdog is off, ``softdog.soft_margin=S softdog.soft_active_on_boot=1``: the trial BE's
+  ``beadm-trial-watchdog.service`` loads the kernel's software watchdog early, armed with
+  nobody feeding it, so a boot that hangs (emergency mode waiting for a password, a unit
+  that never finishes, a stuck ``beadm-trial.service``) is reset after S seconds and the
+  try is spent; ``beadm trial-boot`` disarms it once the checks passed; see
+  :mod:`beadm.watchdog`);
 * ``loader.conf`` (every ESP) and the record name the BE running now, as ``activate`` would:
   the fallback;
 * ``LoaderEntryDefault`` = ``beadm-NAME-KVER+[123456789]*``: it matches the counted entry
@@ -30,6 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from beadm import watchdog as wd
 from beadm.sdboot import entries as ent
 
 TRIES_DEFAULT = 3
@@ -61,11 +68,16 @@ def is_counted(fname: str) -> bool:
     return ent.tries_left(fname) is not None
 
 
-def trial_options(options: str) -> str:
-    """The trial entry's kernel options: ``panic=`` added unless the admin set one."""
-    if re.search(r"(^|\s)panic=", options):
-        return options
-    return f"{options} panic={PANIC_SECONDS}".strip()
+def trial_options(options: str, watchdog: int = wd.DEFAULT) -> str:
+    """The trial entry's kernel options: ``panic=`` added unless the admin set one; the
+    software watchdog armed for ``watchdog`` seconds (0: not) unless the options already
+    configure ``softdog``."""
+    out = options
+    if not re.search(r"(^|\s)panic=", out):
+        out = f"{out} panic={PANIC_SECONDS}"
+    if watchdog and not re.search(r"(^|\s)softdog\.", out):
+        out = f"{out} softdog.soft_margin={watchdog} softdog.soft_active_on_boot=1"
+    return out.strip()
 
 
 @dataclass(frozen=True)

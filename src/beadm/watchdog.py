@@ -1,0 +1,77 @@
+"""The trial boot's dead man's switch: the kernel's software watchdog (``softdog``).
+
+A trial entry (``beadm activate --trial``) carries ``softdog.soft_margin=S
+softdog.soft_active_on_boot=1``; ``beadm-trial-watchdog.service`` (installed in every BE,
+enabled in ``sysinit.target``, ordered before ``local-fs-pre.target`` so that a failing mount
+cannot send the boot to emergency mode first) loads the module when those options are on the
+kernel command line. ``soft_active_on_boot`` starts the timer at load with nobody feeding it:
+unless something stops it, the machine is reset S seconds later (the kernel's emergency
+restart: no shutdown runs). So a trial boot that hangs anywhere after the module's load
+(emergency mode waiting for a root password, a unit that never finishes, a stuck health
+check) spends its try like a panic does, and the loader's boot counting takes it from there.
+
+``beadm trial-boot`` stops it once the trial is confirmed (:func:`disarm`): the magic close,
+``V`` written to the device and the device closed (Debian builds the kernel without
+``WATCHDOG_NOWAYOUT``). A device another program holds open (Proxmox's ``watchdog-mux`` uses
+softdog for HA fencing and feeds it every second) is left to that program.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from pathlib import Path
+
+from beadm.errors import UsageError
+
+DEFAULT = 600  # seconds from the module's load (early in the boot) to the reset
+MIN, MAX = 30, 65535  # softdog's soft_margin is an unsigned int of seconds; 65535 is plenty
+IDENTITY = "Software Watchdog"  # softdog's identity in /sys/class/watchdog/*/identity
+SYSFS = Path("/sys/class/watchdog")
+DEV = Path("/dev")
+
+
+def check(seconds: int) -> None:
+    """0 (off) or MIN..MAX, else a usage error."""
+    if seconds != 0 and not MIN <= seconds <= MAX:
+        raise UsageError(f"--watchdog must be 0 (off) or {MIN} to {MAX} seconds, "
+                         f"not {seconds}")
+
+
+def disarm(sysfs: Path = SYSFS, dev: Path = DEV) -> list[str]:
+    """Stop every active software watchdog no other program holds; one note per watchdog
+    left running (empty: none was running, or all were stopped)."""
+    notes: list[str] = []
+    try:
+        wds = sorted(sysfs.iterdir())
+    except FileNotFoundError:
+        return notes
+    for wd in wds:
+        if _read(wd / "identity") != IDENTITY or _read(wd / "state") != "active":
+            continue
+        node = dev / wd.name
+        try:
+            fd = os.open(node, os.O_WRONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.EBUSY:
+                notes.append(f"the software watchdog {node} is held by another program "
+                             "(Proxmox's watchdog-mux feeds it): left to it")
+            else:
+                notes.append(f"the software watchdog {node} could not be stopped "
+                             f"({exc.strerror}): the machine resets when it expires")
+            continue
+        try:
+            os.write(fd, b"V")  # the magic close: closing now stops the timer
+        finally:
+            os.close(fd)
+        if _read(wd / "state") == "active":
+            notes.append(f"the software watchdog {node} is still active after the magic "
+                         "close (nowayout?): the machine resets when it expires")
+    return notes
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return ""
