@@ -156,6 +156,10 @@ class Pruned:
     bes: tuple[retention.BeDecision, ...] = ()
     esps: tuple[EspUsage, ...] | None = None
 
+    def esp_free_after(self, esp: EspUsage) -> int:
+        """The ESP's free bytes once the BEs that go are gone."""
+        return retention.esp_free_after(esp, {b.be.name for b in self.bes if b.destroy})
+
 
 @dataclass(frozen=True)
 class AutoSnapshot:
