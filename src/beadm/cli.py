@@ -570,10 +570,12 @@ def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None
     if args.verbose and pruned.esps is not None:
         for e in pruned.esps:
             after = pruned.esp_free_after(e)
+            floor = policy.esp_min_free
+            shown_floor = str(floor) if floor.percent is None else \
+                f"{floor} = {human(floor.of(e.size))}"
             print(f"ESP {e.uuid}: {human(e.free)} free of {human(e.size)}"
                   + (f", {human(after)} after" if after != e.free else "")
-                  + f" (floor {policy.esp_min_free}: {human(policy.esp_min_free.of(e.size))})",
-                  file=out)
+                  + f" (esp_min_free {shown_floor})", file=out)
     if not (rows or be_rows) and args.verbose:
         print("no automatic snapshots or BEs", file=out)
 
