@@ -73,7 +73,13 @@ STATE_UPGRADING = "upgrading"
 #: ``--force``, left out of ``sync`` (no boot entries); ``destroy`` removes it.
 STATE_FAILED = "failed"
 #: States of a BE that boots nothing (no entries written for it).
-NOT_BOOTABLE = frozenset({STATE_CREATING, STATE_UPGRADING, STATE_FAILED})
+#: ``org.beadm:state`` of an automatic BE that ``prune`` destroys: set before its boot
+#: entries go, so a kill leaves a BE the next changing command finishes destroying (never
+#: entries of a BE whose datasets are gone, nor a half-destroyed BE that looks bootable).
+STATE_DESTROYING = "destroying"
+NOT_BOOTABLE = frozenset({STATE_CREATING, STATE_UPGRADING, STATE_FAILED, STATE_DESTROYING})
+#: States of a BE that is no BE (any more): not listed, removed by the next changing command.
+_STALE = frozenset({STATE_CREATING, STATE_DESTROYING})
 MAX_DESCRIPTION_LEN = 1024
 
 #: Properties ``create -o`` may not set: beadm decides them (the clone must not mount
@@ -321,7 +327,7 @@ class BeManager:
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
         # changing command removes) are not BEs yet.
-        bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
+        bes = [b for b in tree.bes() if b.root.state not in _STALE]
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
         bootfs = self._bootfs()
         next_boot = state.next_boot
@@ -847,6 +853,10 @@ class BeManager:
             log.warning("warning: prune keeps BE %s: %s", be.name, exc)
             return f"kept: {exc}"
         log.info("destroying BE %s: %s", be.name, d.reason)
+        # marked first, its entries next: a kill from here on leaves a BE that boots
+        # nothing and that the next changing command finishes destroying
+        self.zfs.set(be.dataset, PROP_STATE, STATE_DESTROYING)
+        self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
         self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         return ""
 
@@ -948,7 +958,7 @@ class BeManager:
                 log.warning("warning: the upgrade in BE %s was interrupted: marking it failed "
                             "(beadm destroy %s removes it)", be.name, be.name)
                 self.zfs.set(be.dataset, PROP_STATE, STATE_FAILED)
-        stale = [b for b in tree.bes() if b.root.state == STATE_CREATING]
+        stale = [b for b in tree.bes() if b.root.state in _STALE]
         stale_ds = {d.name for b in stale for d in b.datasets}
         marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
         marked_fs = [
@@ -958,7 +968,8 @@ class BeManager:
             return tree
         gone: set[str] = set()
         for be in stale:
-            log.warning("removing half-created BE %s", be.name)
+            log.warning("removing half-%s BE %s", "created" if be.root.state == STATE_CREATING
+                        else "destroyed", be.name)
             self._unmount_be(be, force=True)
             gone |= self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         for s in marked_snaps:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -355,3 +358,63 @@ def test_prune_automatic_bes_and_the_esp_floor(belab: BeLab) -> None:
 
 def everything_in(pool: str) -> set[str]:
     return set(sh("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", pool).split())
+
+
+def test_a_prune_killed_mid_way_leaves_every_remaining_be_bootable(belab: BeLab) -> None:
+    """SIGKILL as soon as prune has marked the first BE it destroys: every other BE keeps
+    its entries on every ESP, ``a`` still boots next, and the next command finishes."""
+    lab = belab
+    lab.ok("init", "a")
+    lab.ok("activate", "a")
+    for n, be in enumerate(["u1", "u2", "u3", "u4"]):
+        lab.ok("create", be)
+        sh("zfs", "set", "org.beadm:auto=upgrade", f"{BROOT}/{be}")
+        in_be(be, f"head -c {1 << 20} /dev/urandom > $d/boot/vmlinuz-6.1.0-{n}-new && "
+                  f"head -c {2 << 20} /dev/urandom > $d/boot/initrd.img-6.1.0-{n}-new")
+    lab.ok("sync")
+    lab.conf.write_text("keep = 1\npool_min_free = 1%\nesp_min_free = 1%\n")
+    pid = os.fork()
+    if pid == 0:  # the child: prune (u1, u2, u3 go), until killed
+        code = 1
+        try:
+            code = lab.cli("prune")[0]
+        finally:
+            os._exit(code)
+    killed_at = ""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        marks = sh("zfs", "get", "-H", "-p", "-o", "name,value", "-d", "1",
+                   "org.beadm:state", BROOT)
+        if "destroying" in marks:
+            os.kill(pid, signal.SIGKILL)
+            killed_at = marks
+            break
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        assert done == 0, "prune finished before it could be killed"
+        time.sleep(0.05)
+    os.waitpid(pid, 0)
+    assert killed_at, "prune never marked a BE"
+    half = [ln.split("\t")[0].rpartition("/")[2] for ln in killed_at.splitlines()
+            if ln.endswith("\tdestroying")]
+    assert len(half) == 1 and half[0] in ("u1", "u2", "u3"), killed_at
+    # right after the kill: every BE not being destroyed has its entries on every ESP,
+    # and a boots next (loader.conf and the EFI variable)
+    standing = {ds.rpartition("/")[2] for ds in everything_in(BPOOL)
+                if "@" not in ds and ds.count("/") == 2}
+    for u in lab.uuids:
+        files = esp_files(u)
+        for be in standing - set(half):
+            assert any(f"beadm-{be}-" in f for f in files), (u, be, files)
+    efi = lab.backend(SubprocessRunner()).host.efivars
+    assert efi.get(DEFAULT) == f"beadm-a-{KVER}.conf"
+    # the next command finishes: the half-destroyed BE is removed, the others pruned
+    out = lab.ok("prune")
+    left = {ds.rpartition("/")[2] for ds in everything_in(BPOOL)
+            if "@" not in ds and ds.count("/") == 2}
+    assert left == {"a", "u4"}, (left, out)
+    rc, out, err = lab.cli("check")
+    assert (rc, out) == (0, ""), err
+    for u in lab.uuids:
+        files = esp_files(u)
+        assert not any(f"beadm-u{i}-" in f for i in (1, 2, 3) for f in files), files
+        assert any("beadm-u4-" in f for f in files) and any("beadm-a-" in f for f in files)

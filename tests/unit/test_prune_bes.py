@@ -13,6 +13,7 @@ from fakes import FakeRunner, RecordingBackend
 from sdboot_world import K1, UUIDS, World
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
+from beadm import be as be_mod
 from beadm.backend import BeRef, BootState, EspUsage
 from beadm.be import BeManager
 from beadm.cli import Deps, main
@@ -58,15 +59,18 @@ LISTING = ube("u1", 1) + ube("u2", 2) + ube("u3", 3)
 def test_prune_destroys_the_oldest_automatic_be_through_the_be_layer(tmp_path: Path) -> None:
     mgr, runner, backend = world(tmp_path, LISTING, marks("u1", "u2", "u3"))
     pruned = mgr.prune(Policy(keep=1, keep_important=0))
-    # oldest first, each as destroy does it: datasets, beadm's origin snapshot, entries
+    # oldest first, each marked, its entries removed, then as destroy does it: datasets,
+    # beadm's origin snapshot, entries (again: nothing left to do)
     assert runner.changes == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u1"),
         ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
         ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261121-120000"),
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u2"),
         ("zfs", "destroy", "-r", "rpool/ROOT/u2"),
         ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261122-120000"),
     ]
-    assert backend.calls == [("post_destroy", BeRef("u1", "rpool/ROOT/u1")),
-                             ("post_destroy", BeRef("u2", "rpool/ROOT/u2"))]
+    assert backend.calls == [("post_destroy", BeRef("u1", "rpool/ROOT/u1"))] * 2 + [
+        ("post_destroy", BeRef("u2", "rpool/ROOT/u2"))] * 2
     assert [(d.be.name, d.destroy, d.reason) for d in pruned.bes] == [
         ("u3", False, "one of the newest 1"),
         ("u2", True, "older than the newest 1"),
@@ -102,7 +106,12 @@ def test_prune_never_destroys_a_protected_be(tmp_path: Path) -> None:
         "u8": "holds rpool/ROOT/u8@mine, which beadm did not make",
         "u9": "one of the newest 1",
     }
-    assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")] == [
+    # (u4's upgrade holds no lock: it was killed; cleanup marks it failed, the next
+    # prune lets it go)
+    assert ("zfs", "set", "org.beadm:state=failed", "rpool/ROOT/u4") in runner.changes
+    assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")
+            or c[2:3] == ("org.beadm:state=destroying",)] == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u7"),
         ("zfs", "destroy", "-r", "rpool/ROOT/u7"),
         ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261127-120000"),
     ]
@@ -116,6 +125,7 @@ def test_the_origin_of_a_kept_clone_goes_by_promoting_the_clone(tmp_path: Path) 
     mgr, runner, _ = world(tmp_path, listing, marks("u1", "u2"))
     pruned = mgr.prune(Policy(keep=1, keep_important=0))
     assert runner.changes == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u1"),
         ("zfs", "promote", "rpool/ROOT/u2"),
         ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
         ("zfs", "destroy", "rpool/ROOT/u2@beadm-20261121-130000"),
@@ -128,8 +138,9 @@ def test_a_failed_upgrade_goes_and_a_dry_run_changes_nothing(tmp_path: Path) -> 
     mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), dry=True)
     pruned = mgr.prune(Policy(keep=5))
     assert runner.changes == []
-    assert backend.calls == [("post_destroy", BeRef("u2", "rpool/ROOT/u2"))]
+    assert backend.calls == [("post_destroy", BeRef("u2", "rpool/ROOT/u2"))] * 2
     assert runner.out.getvalue() == (
+        "would run: zfs set org.beadm:state=destroying rpool/ROOT/u2\n"
         "would run: zfs destroy -r rpool/ROOT/u2\n"
         "would run: zfs destroy rpool/ROOT/pve-1@beadm-20261122-120000\n")
     assert [(d.be.name, d.destroy, d.reason) for d in pruned.bes] == [
@@ -235,3 +246,27 @@ def test_cli_prune_shows_bes_and_esps(tmp_path: Path) -> None:
     assert [(b["name"], b["destroy"]) for b in data["bes"]] == [
         ("u3", False), ("u2", False), ("u1", False)]
     assert data["bes"][0]["held"] == "" and data["dry_run"] is True
+
+
+def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path) -> None:
+    """A BE left marked ``destroying`` (a prune killed after the mark) is no BE: not
+    listed, no entries (sync leaves it out), and the next changing command destroys it."""
+    listing = ube("u1", 1, state="destroying") + ube("u2", 2)
+    synced: list[list[str]] = []
+
+    class Syncing(RecordingBackend):
+        def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:  # type: ignore[override]
+            synced.append([b.name for b in bes])
+
+    mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), backend=Syncing())
+    assert [i.be.name for i in mgr.listing().bes] == ["pve-1", "pve-2", "u2"]
+    with mgr._lock:  # sync's own cleanup would finish u1 first: the hooks' view, mid-kill
+        mgr.backend.sync([mgr._ref(b, "pve-1") for b in be_mod._bootable(mgr._tree())])
+    assert synced == [["pve-1", "pve-2", "u2"]]
+    pruned = mgr.prune(Policy(keep=5))
+    assert runner.changes == [
+        ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261121-120000"),
+    ]
+    assert ("post_destroy", BeRef("u1", "rpool/ROOT/u1")) in backend.calls
+    assert [d.be.name for d in pruned.bes] == ["u2"]
