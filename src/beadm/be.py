@@ -856,7 +856,8 @@ class BeManager:
         # marked first, its entries next: a kill from here on leaves a BE that boots
         # nothing and that the next changing command finishes destroying
         self.zfs.set(be.dataset, PROP_STATE, STATE_DESTROYING)
-        self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
+        if not self.runner.dry_run:  # (a dry run shows it once, below)
+            self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
         self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         return ""
 

@@ -7,6 +7,7 @@ mapped here, in :func:`main`, to one line ``beadm: <message>`` on stderr and its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -312,6 +313,10 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         args.apt_args = apt_args or []
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        if args.dry_run and getattr(args, "json", False):
+            # a dry run's plan ("would ...", also a backend's) on stderr: stdout is the JSON
+            with contextlib.redirect_stdout(err):
+                return _dispatch(args, deps, out, err, plan=err)
         return _dispatch(args, deps, out, err)
     except BeadmError as exc:
         print(f"beadm: {shown(' '.join(exc.message.split()))}", file=err)
@@ -331,7 +336,8 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         root_log.removeHandler(handler)
 
 
-def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
+def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,
+              plan: TextIO | None = None) -> int:
     if args.command == "version":
         print(f"beadm {__version__}", file=out)
         return 0
@@ -347,7 +353,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
             return 0
         raise RefusedError(f"{args.command}: refused in a chroot (/ is not init's root): it "
                            "changes what boots; run it outside the chroot")
-    runner = deps.make_runner(args.dry_run, out)
+    runner = deps.make_runner(args.dry_run, plan or out)
     backend = deps.make_backend(args.backend, runner)
     mgr = BeManager(
         runner,
@@ -356,7 +362,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         mountinfo=deps.mountinfo,
         lock=_lock(args, deps, err),
         running_root=deps.running_root,
-        out=out,
+        out=plan or out,
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).

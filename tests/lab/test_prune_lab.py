@@ -19,6 +19,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from labpool import create_pool
@@ -208,7 +209,7 @@ class BeLab:
         self.alt, self.etc_kernel, self.efivars = alt, etc_kernel, efivars
         self.uuids, self.mountinfo, self.conf = uuids, mountinfo, conf
 
-    def backend(self, runner: Runner, out: io.StringIO | None = None) -> SystemdBootBackend:
+    def backend(self, runner: Runner, out: TextIO | None = None) -> SystemdBootBackend:
         host = SystemHost(runner, etc_kernel=self.etc_kernel, efivars=self.efivars,
                           running_root=self.alt, out=out)
         return SystemdBootBackend(runner, host=host, out=out)
@@ -217,8 +218,14 @@ class BeLab:
         own = Path("/proc/self/mountinfo").read_text()
         self.mountinfo.write_text(own + f"9990 1 0:999 / / rw - zfs {BROOT}/a rw\n")
         out, err = io.StringIO(), io.StringIO()
-        deps = Deps(make_runner=lambda dry, o: SubprocessRunner(dry_run=dry, out=o),
-                    make_backend=lambda name, r: self.backend(r, out),
+        plan: list[TextIO] = []  # where the CLI wants a dry run's plan (stderr with --json)
+
+        def make_runner(dry: bool, o: TextIO) -> SubprocessRunner:
+            plan.append(o)
+            return SubprocessRunner(dry_run=dry, out=o)
+
+        deps = Deps(make_runner=make_runner,  # type: ignore[arg-type]
+                    make_backend=lambda name, r: self.backend(r, plan[-1]),  # type: ignore[arg-type]
                     mountinfo=self.mountinfo, running_root=self.alt,
                     lock_path=Path("/run/prunebe.lock"), stdin=io.StringIO(),
                     stdout=out, stderr=err, config_path=self.conf)

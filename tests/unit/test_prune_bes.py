@@ -138,7 +138,7 @@ def test_a_failed_upgrade_goes_and_a_dry_run_changes_nothing(tmp_path: Path) -> 
     mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), dry=True)
     pruned = mgr.prune(Policy(keep=5))
     assert runner.changes == []
-    assert backend.calls == [("post_destroy", BeRef("u2", "rpool/ROOT/u2"))] * 2
+    assert backend.calls == [("post_destroy", BeRef("u2", "rpool/ROOT/u2"))]
     assert runner.out.getvalue() == (
         "would run: zfs set org.beadm:state=destroying rpool/ROOT/u2\n"
         "would run: zfs destroy -r rpool/ROOT/u2\n"
@@ -206,8 +206,9 @@ def test_systemd_boot_esp_usage_counts_each_file_with_the_bes_needing_it(
 def cli(tmp_path: Path, *argv: str, conf: str = "keep = 1\n") -> tuple[int, str, str]:
     listing = LIST_TEXT + LISTING
 
-    def make_runner(dry: bool, out: object = None) -> FakeRunner:
+    def make_runner(dry: bool, plan: io.StringIO) -> FakeRunner:
         r = FakeRunner(dry_run=dry)
+        r.out = plan  # where the CLI wants a dry run's plan
         r.on(*LIST_ARGV, stdout=listing)
         r.on(*LIST_FS_ARGV, stdout=listing)
         r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
@@ -232,7 +233,9 @@ def cli(tmp_path: Path, *argv: str, conf: str = "keep = 1\n") -> tuple[int, str,
 def test_cli_prune_shows_bes_and_esps(tmp_path: Path) -> None:
     rc, out, err = cli(tmp_path, "prune", "-n", "-v", conf="keep = 1\nesp_min_free = 60\n")
     assert rc == 0, err
-    lines = out.splitlines()
+    plan = [ln for ln in out.splitlines() if ln.startswith("would run: ")]
+    assert ("would run: zfs set org.beadm:state=destroying rpool/ROOT/u1") in plan
+    lines = [ln for ln in out.splitlines() if ln not in plan]
     assert lines[0].split() == ["BE", "Created", "Used", "Action", "Reason"]
     rows = {ln.split()[0]: ln for ln in lines[1:4]}
     assert "keep" in rows["u3"] and "one of the newest 1" in rows["u3"]
@@ -246,6 +249,12 @@ def test_cli_prune_shows_bes_and_esps(tmp_path: Path) -> None:
     assert [(b["name"], b["destroy"]) for b in data["bes"]] == [
         ("u3", False), ("u2", False), ("u1", False)]
     assert data["bes"][0]["held"] == "" and data["dry_run"] is True
+    # -n --json: the plan goes to stderr, stdout is the JSON alone; -n alone: stdout
+    rc, out, err = cli(tmp_path, "prune", "-n", "--json", conf="keep = 2\nesp_min_free = 0\n")
+    assert [b["name"] for b in json.loads(out)["bes"] if b["destroy"]] == ["u1"]
+    assert "would run: zfs destroy -r rpool/ROOT/u1\n" in err
+    rc, out, err = cli(tmp_path, "prune", "-n", conf="keep = 2\nesp_min_free = 0\n")
+    assert "would run: zfs destroy -r rpool/ROOT/u1\n" in out and "would run" not in err
 
 
 def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path) -> None:
