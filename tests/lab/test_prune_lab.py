@@ -354,6 +354,9 @@ def test_prune_automatic_bes_and_the_esp_floor(belab: BeLab) -> None:
         assert not any("-u2-" in f or "6.1.0-1-new" in f for f in files), files
         for kept in ("u1", "u4", "u3", "mine", "a"):
             assert any(f"beadm-{kept}-" in f for f in files), (kept, files)
+    # (check reads every BE's kernels through a mount of its own, which fails on a BE
+    # mounted elsewhere: "dataset is busy"; a limit of check, not of prune)
+    sh("umount", "/run/prune-um")
     rc, out, err = lab.cli("check")
     assert (rc, out) == (0, ""), err
     # idempotent: again, nothing more goes
