@@ -824,7 +824,8 @@ class BeManager:
             else:
                 went.add(bd.be.name)
         snap_decisions = []
-        tree = self._tree()
+        if went:
+            tree = self._tree()  # promotions moved snapshots; BEs went with theirs
         for d in plan.snaps:
             if d.reason == retention.GO_WITH_BE.format(be=d.snap.be) and d.snap.be not in went:
                 d = retention.Decision(d.snap, False, f"kept with its BE {d.snap.be}")
