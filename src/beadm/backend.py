@@ -57,6 +57,19 @@ class BootState:
     trial_tries: int | None = None  # its tries left (the most any ESP holds)
 
 
+@dataclass(frozen=True)
+class EspUsage:
+    """One ESP's space as the retention policy sees it (``esp_usage``), in bytes: its
+    size, what is free, and each file beadm keeps on it (an entry, a stored kernel or
+    initrd; rounded up to whole clusters) with the BEs whose entries need it. A file is
+    freed when every BE that needs it is gone; shared kernels free nothing before."""
+
+    uuid: str
+    size: int
+    free: int
+    files: tuple[tuple[int, frozenset[str]], ...] = ()
+
+
 class BootBackend(Protocol):
     """Hooks the BE library calls. Every hook must be safe to re-run (idempotent).
 
@@ -86,7 +99,9 @@ class BootBackend(Protocol):
 
     Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
     migrate``; without it the command says the backend has nothing to migrate) and a
-    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``.
+    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``;
+    ``esp_usage(bes: list[BeRef]) -> tuple[EspUsage, ...] | None`` (``prune``'s ESP
+    floor; None or a missing method: unknown, the ESP floor is not applied).
     """
 
     name: str
@@ -174,6 +189,9 @@ class NoopBackend:
 
     def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
         return None
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        return None  # no ESP of its own: unknown
 
 
 BackendFactory = Callable[[Runner], BootBackend]

@@ -24,7 +24,7 @@ from beadm import mounts as mnt
 from beadm import pvestate, retention, rollback_guard, vzguard
 from beadm import upgrade as upg
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootBackend, BootState
+from beadm.backend import BeRef, BootBackend, BootState, EspUsage
 from beadm.errors import (
     ClusterGuardError,
     ExistsError,
@@ -74,7 +74,13 @@ STATE_UPGRADING = "upgrading"
 #: ``--force``, left out of ``sync`` (no boot entries); ``destroy`` removes it.
 STATE_FAILED = "failed"
 #: States of a BE that boots nothing (no entries written for it).
-NOT_BOOTABLE = frozenset({STATE_CREATING, STATE_UPGRADING, STATE_FAILED})
+#: ``org.beadm:state`` of an automatic BE that ``prune`` destroys: set before its boot
+#: entries go, so a kill leaves a BE the next changing command finishes destroying (never
+#: entries of a BE whose datasets are gone, nor a half-destroyed BE that looks bootable).
+STATE_DESTROYING = "destroying"
+NOT_BOOTABLE = frozenset({STATE_CREATING, STATE_UPGRADING, STATE_FAILED, STATE_DESTROYING})
+#: States of a BE that is no BE (any more): not listed, removed by the next changing command.
+_STALE = frozenset({STATE_CREATING, STATE_DESTROYING})
 MAX_DESCRIPTION_LEN = 1024
 
 #: Properties ``create -o`` may not set: beadm decides them (the clone must not mount
@@ -97,8 +103,18 @@ _NOT_COPIED = frozenset(
         "origin",
         PROP_STATE,
         PROP_DESCRIPTION,
+        # what beadm made by itself, and a pin: marks of that object, not of its clones
+        PROP_AUTO,
+        PROP_IMPORTANT,
+        PROP_APT_RUN,
+        PROP_KEEP,
     }
 )
+#: The marks ``prune`` reads (set locally) on BE roots and snapshots.
+_PRUNE_PROPS = (*SNAPSHOT_PROPS,)
+#: ``org.beadm:auto`` of the BEs ``beadm upgrade`` makes.
+AUTO_UPGRADE = "upgrade"
+_YES = ("yes", "on", "true", "1")
 
 
 @dataclass(frozen=True)
@@ -137,12 +153,19 @@ class TrialOutcome:
 
 @dataclass(frozen=True)
 class Pruned:
-    """What ``prune`` decided (and, unless a dry run, did), with the pool's space before."""
+    """What ``prune`` decided (and, unless a dry run, did), with the pool's and the ESPs'
+    space before (``esps`` None: unknown, or not looked at: no automatic BE may go)."""
 
     decisions: tuple[retention.Decision, ...]
     space: retention.Space
     policy: retention.Policy
     pool: str
+    bes: tuple[retention.BeDecision, ...] = ()
+    esps: tuple[EspUsage, ...] | None = None
+
+    def esp_free_after(self, esp: EspUsage) -> int:
+        """The ESP's free bytes once the BEs that go are gone."""
+        return retention.esp_free_after(esp, {b.be.name for b in self.bes if b.destroy})
 
 
 @dataclass(frozen=True)
@@ -305,7 +328,7 @@ class BeManager:
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
         # changing command removes) are not BEs yet.
-        bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
+        bes = [b for b in tree.bes() if b.root.state not in _STALE]
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
         bootfs = self._bootfs()
         next_boot = state.next_boot
@@ -519,7 +542,7 @@ class BeManager:
                 name = self._upgrade_name(tree)
             src = tree.be(running)
             ref = self._create(tree, name, None, description or upg.describe(running, args),
-                               [], upgrading=True)
+                               [(PROP_AUTO, AUTO_UPGRADE)], upgrading=True)
             plan = [(ref.dataset + d.name[len(src.dataset):], rel)
                     for d, rel in _mount_plan(src)]
             changes: tuple[upg.Change, ...] = ()
@@ -544,6 +567,9 @@ class BeManager:
                 with _suppressed("removing the boot entries of the failed upgrade"):
                     self.backend.post_destroy(ref)
                 raise
+            important = upg.importance(changes)
+            if important:
+                self.zfs.set(ref.dataset, PROP_IMPORTANT, important)
             self.zfs.inherit(ref.dataset, PROP_STATE)
             return Upgraded(ref, running, args, changes)
 
@@ -772,27 +798,79 @@ class BeManager:
             return AutoSnapshot(full, False, self._prune(self._tree(), policy))
 
     def prune(self, policy: retention.Policy) -> Pruned:
-        """Destroy the automatic snapshots the policy lets go (``beadm.retention``)."""
+        """Destroy the automatic snapshots and BEs the policy lets go (``beadm.retention``)."""
         with self._changing() as tree:
             return self._prune(tree, policy)
 
     def _prune(self, tree: Tree, policy: retention.Policy) -> Pruned:
         space = self._space()
-        decisions = retention.decide(self._auto_snaps(tree), space, policy)
-        for d in reversed(decisions):  # oldest first: a killed prune left the newest
-            if d.destroy:
-                log.info("destroying %s: %s", d.snap.name, d.reason)
-                self._destroy_snapshot(tree, tree.be(d.snap.be), d.snap.name.partition("@")[2])
-        return Pruned(decisions, space, policy, self.pool)
+        props = self.zfs.snapshot_props(self.root, _PRUNE_PROPS, types="filesystem,snapshot")
+        snaps = self._auto_snaps(tree, props)
+        bes, refs = self._auto_bes(tree, props, snaps)
+        # the ESPs are looked at only when an automatic BE may go
+        query = getattr(self.backend, "esp_usage", None)
+        esps: tuple[EspUsage, ...] | None = None
+        if query is not None and any(b.auto and not b.held for b in bes):
+            esps = query(refs)
+        plan = retention.decide_all(snaps, bes, space, esps, policy)
+        be_decisions = list(plan.bes)
+        went: set[str] = set()
+        for k in reversed(range(len(be_decisions))):  # oldest first: a kill leaves the newest
+            bd = be_decisions[k]
+            if not bd.destroy:
+                continue
+            why = self._prune_be(bd)
+            if why:
+                be_decisions[k] = retention.BeDecision(bd.be, False, why)
+            else:
+                went.add(bd.be.name)
+        snap_decisions = []
+        if went:
+            tree = self._tree()  # promotions moved snapshots; BEs went with theirs
+        for d in plan.snaps:
+            if d.reason == retention.GO_WITH_BE.format(be=d.snap.be) and d.snap.be not in went:
+                d = retention.Decision(d.snap, False, f"kept with its BE {d.snap.be}")
+            snap_decisions.append(d)
+        for d in reversed(snap_decisions):
+            if not d.destroy or d.snap.be in went:
+                continue
+            if tree.snapshot(d.snap.name) is None or not tree.has_be(d.snap.be):
+                continue  # moved or gone with a BE (dry run: would be)
+            log.info("destroying %s: %s", d.snap.name, d.reason)
+            self._destroy_snapshot(tree, tree.be(d.snap.be), d.snap.name.partition("@")[2])
+        return Pruned(tuple(snap_decisions), space, policy, self.pool,
+                      tuple(be_decisions), esps)
+
+    def _prune_be(self, d: retention.BeDecision) -> str:
+        """Destroy one automatic BE as ``destroy`` does (promoting its clones, then its
+        boot entries on every ESP); returns why it was kept instead, or ""."""
+        tree = self._tree()  # a promotion before may have changed it
+        if not tree.has_be(d.be.name):
+            return ""
+        be = tree.be(d.be.name)
+        try:
+            self._refuse_destroy(tree, be)
+            self._refuse_unique_vz(tree, be)
+        except RefusedError as exc:
+            log.warning("warning: prune keeps BE %s: %s", be.name, exc)
+            return f"kept: {exc}"
+        log.info("destroying BE %s: %s", be.name, d.reason)
+        # marked first, its entries next: a kill from here on leaves a BE that boots
+        # nothing and that the next changing command finishes destroying
+        self.zfs.set(be.dataset, PROP_STATE, STATE_DESTROYING)
+        if not self.runner.dry_run:  # (a dry run shows it once, below)
+            self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
+        self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
+        return ""
 
     def _space(self) -> retention.Space:
         used, avail = self.zfs.space(self.pool)
         return retention.Space(free=avail, size=used + avail)
 
-    def _auto_snaps(self, tree: Tree) -> list[retention.Snap]:
+    def _auto_snaps(self, tree: Tree,
+                    props: dict[str, dict[str, str]]) -> list[retention.Snap]:
         """Every snapshot of every BE root, with its marks. Automatic: named
         ``beadm-auto-...`` *and* ``org.beadm:auto`` set on it locally."""
-        props = self.zfs.snapshot_props(self.root, SNAPSHOT_PROPS)
         out: list[retention.Snap] = []
         for be in tree.bes():
             if be.root.state == STATE_CREATING:
@@ -809,10 +887,68 @@ class BeManager:
                     used=sum(x.used for x in same),
                     auto=s.snapname.startswith(AUTO_PREFIX) and bool(mine.get(PROP_AUTO)),
                     important=mine.get(PROP_IMPORTANT, ""),
-                    pinned=mine.get(PROP_KEEP, "").lower() in ("yes", "on", "true", "1"),
+                    pinned=mine.get(PROP_KEEP, "").lower() in _YES,
                     clones=tuple(sorted({c for x in same for c in x.clones})),
                 ))
         return out
+
+    def _auto_bes(self, tree: Tree, props: dict[str, dict[str, str]],
+                  snaps: list[retention.Snap]) -> tuple[list[retention.Be], list[BeRef]]:
+        """Every BE with its marks and, for an automatic one (``org.beadm:auto`` set
+        locally on its root), why it is protected, if it is. Also every BE's ref."""
+        running = self.running_name()
+        bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
+        refs = [self._ref(b, running) for b in bes]
+        auto = [b for b in bes if props.get(b.dataset, {}).get(PROP_AUTO)]
+        if not auto:
+            return [], refs
+        refused = ""
+        try:
+            self._preflight()
+        except UnsupportedError as exc:
+            refused = f"the boot backend refuses changes here: {exc}"
+        state = self.backend.boot_state(refs)
+        bootfs = self._bootfs()
+        where = mnt.zfs_mounts(self.mounts())
+        auto_snap = {s.name for s in snaps if s.auto}
+        out: list[retention.Be] = []
+        for b in auto:
+            mine = props.get(b.dataset, {})
+            inside = {d.name for d in b.datasets}
+            foreign = [s.name for s in b.snapshots
+                       if not is_beadm_snapshot(s.snapname)
+                       and f"{b.dataset}@{s.snapname}" not in auto_snap]
+            pinned = [s.name for s in b.snapshots
+                      if props.get(s.name, {}).get(PROP_KEEP, "").lower() in _YES]
+            outside = sorted(c for s in b.snapshots for c in s.clones
+                             if not c.startswith(f"{self.root}/"))
+            mounted = sorted(where[d.name][-1] for d in b.datasets if d.name in where)
+            held = (refused
+                    or ("running now (N)" if b.name == running else "")
+                    or ("boots next (R)" if b.name == state.next_boot else "")
+                    or ("boots next, once (T)" if b.name == state.once else "")
+                    or ("on trial" if b.name == state.trial else "")
+                    or ("the pool's bootfs (default)" if b.dataset == bootfs else "")
+                    or ("upgrade in progress" if b.root.state == STATE_UPGRADING else "")
+                    or (f"mounted at {mounted[0]}" if mounted else "")
+                    or (f"holds {foreign[0]}, which beadm did not make" if foreign else "")
+                    or (f"holds the pinned snapshot {pinned[0]}" if pinned else "")
+                    or (f"origin of {outside[0]}, which is no BE" if outside else ""))
+            own = sum(d.usedbysnapshots for d in b.datasets)
+            promotes = any(c not in inside for s in b.snapshots for c in s.clones)
+            out.append(retention.Be(
+                name=b.name,
+                created=b.root.creation,
+                createtxg=b.root.createtxg,
+                # a clone promoted first takes the snapshots it needs (and their blocks)
+                used=b.root.used - own if promotes else b.root.used,
+                auto=True,
+                important=mine.get(PROP_IMPORTANT, ""),
+                pinned=mine.get(PROP_KEEP, "").lower() in _YES,
+                held=held,
+                failed=b.root.state == STATE_FAILED,
+            ))
+        return out, refs
 
     # -- stale half-created BEs ----------------------------------------------------------
 
@@ -825,7 +961,7 @@ class BeManager:
                 log.warning("warning: the upgrade in BE %s was interrupted: marking it failed "
                             "(beadm destroy %s removes it)", be.name, be.name)
                 self.zfs.set(be.dataset, PROP_STATE, STATE_FAILED)
-        stale = [b for b in tree.bes() if b.root.state == STATE_CREATING]
+        stale = [b for b in tree.bes() if b.root.state in _STALE]
         stale_ds = {d.name for b in stale for d in b.datasets}
         marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
         marked_fs = [
@@ -835,7 +971,8 @@ class BeManager:
             return tree
         gone: set[str] = set()
         for be in stale:
-            log.warning("removing half-created BE %s", be.name)
+            log.warning("removing half-%s BE %s", "created" if be.root.state == STATE_CREATING
+                        else "destroyed", be.name)
             self._unmount_be(be, force=True)
             gone |= self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         for s in marked_snaps:

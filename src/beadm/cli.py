@@ -7,6 +7,7 @@ mapped here, in :func:`main`, to one line ``beadm: <message>`` on stderr and its
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import functools
 import json
@@ -82,9 +83,15 @@ UPGRADE_JSON_SCHEMA = """\
 PRUNE_JSON_SCHEMA = """\
 --json prints one object:
   {"pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
-   "policy": {"keep": int, "keep_important": int, "pool_min_free": str},
+   "policy": {"keep": int, "keep_important": int, "pool_min_free": str,
+              "esp_min_free": str},
    "floor": int,                                         # bytes
+   "esps": [{"uuid": str, "size": int, "free": int,     # null: unknown or not looked at
+             "floor": int, "free_after": int}, ...] | null,
    "dry_run": bool,
+   "bes": [{"name": str, "created": int, "used": int, "important": str,
+            "pinned": bool, "failed": bool, "held": str,
+            "destroy": bool, "reason": str}, ...],       # automatic ones, newest first
    "snapshots": [{"name": str, "be": str, "created": int, "used": int,
                   "important": str, "pinned": bool, "clones": [str, ...],
                   "destroy": bool, "reason": str}, ...]}   # automatic ones, newest first"""
@@ -210,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--if-used", dest="only_if_used", action="store_true",
                     help="do nothing until beadm has written boot entries "
                          "(what the kernel and initramfs hooks run)")
-    sp = cmd("prune", "destroy the automatic snapshots the retention policy lets go",
+    sp = cmd("prune", "destroy the automatic snapshots and BEs the retention policy lets go",
              "beadm prune -n -v")
     sp.epilog = f"{sp.epilog}\n\n{PRUNE_JSON_SCHEMA}"
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
@@ -299,6 +306,10 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else 0
         args.apt_args = apt_args or []
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        if args.dry_run and getattr(args, "json", False):
+            # a dry run's plan ("would ...", also a backend's) on stderr: stdout is the JSON
+            with contextlib.redirect_stdout(err):
+                return _dispatch(args, deps, out, err, plan=err)
         return _dispatch(args, deps, out, err)
     except BeadmError as exc:
         print(f"beadm: {shown(' '.join(exc.message.split()))}", file=err)
@@ -318,7 +329,8 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         root_log.removeHandler(handler)
 
 
-def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
+def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,
+              plan: TextIO | None = None) -> int:
     if args.command == "version":
         print(f"beadm {__version__}", file=out)
         return 0
@@ -334,7 +346,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
             return 0
         raise RefusedError(f"{args.command}: refused in a chroot (/ is not init's root): it "
                            "changes what boots; run it outside the chroot")
-    runner = deps.make_runner(args.dry_run, out)
+    runner = deps.make_runner(args.dry_run, plan or out)
     backend = deps.make_backend(args.backend, runner)
     mgr = BeManager(
         runner,
@@ -343,7 +355,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
         mountinfo=deps.mountinfo,
         lock=_lock(args, deps, err),
         running_root=deps.running_root,
-        out=out,
+        out=plan or out,
     )
     rc = _command(mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
@@ -488,7 +500,8 @@ def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
     if deps.euid() != 0:
         raise UnsupportedError("must be run as root")
     runner = deps.make_runner(args.dry_run, out)
-    mgr = BeManager(runner, deps.make_backend("none", runner), root=args.root,
+    # the configured backend: a BE the prune lets go takes its boot entries with it
+    mgr = BeManager(runner, deps.make_backend(args.backend, runner), root=args.root,
                     mountinfo=deps.mountinfo, lock=Lock(deps.lock_path, deps.lock_wait))
     done = mgr.auto_snapshot(
         description=aptinfo.describe(changes) if changes else "apt",
@@ -499,25 +512,41 @@ def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
     if not runner.dry_run:
         what = "already taken in this apt run" if done.same_run else "taken"
         print(f"beadm: automatic snapshot {done.snapshot} {what}", file=out)
+    verb = "would destroy" if runner.dry_run else "destroyed"
+    for b in done.pruned.bes:
+        if b.destroy:
+            print(f"beadm: {verb} BE {b.be.name} ({b.reason})", file=out)
     for d in done.pruned.decisions:
-        if d.destroy:
-            print(f"beadm: {'would destroy' if runner.dry_run else 'destroyed'} "
-                  f"{d.snap.name} ({d.reason})", file=out)
+        if d.destroy and d.snap.be not in {b.be.name for b in done.pruned.bes if b.destroy}:
+            print(f"beadm: {verb} {d.snap.name} ({d.reason})", file=out)
     return 0
 
 
 def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None:
     dry = bool(args.dry_run)
+    policy = pruned.policy
+    gone = {b.be.name for b in pruned.bes if b.destroy}
     if args.json:
-        policy = pruned.policy
         json.dump({
             "pool": pruned.pool,
             "pool_free": pruned.space.free,
             "pool_size": pruned.space.size,
             "policy": {"keep": policy.keep, "keep_important": policy.keep_important,
-                       "pool_min_free": str(policy.pool_min_free)},
+                       "pool_min_free": str(policy.pool_min_free),
+                       "esp_min_free": str(policy.esp_min_free)},
             "floor": policy.pool_min_free.of(pruned.space.size),
+            "esps": None if pruned.esps is None else [
+                {"uuid": e.uuid, "size": e.size, "free": e.free,
+                 "floor": policy.esp_min_free.of(e.size),
+                 "free_after": pruned.esp_free_after(e)}
+                for e in pruned.esps],
             "dry_run": dry,
+            "bes": [
+                {"name": b.be.name, "created": b.be.created, "used": b.be.used,
+                 "important": b.be.important, "pinned": b.be.pinned, "failed": b.be.failed,
+                 "held": b.be.held, "destroy": b.destroy, "reason": b.reason}
+                for b in pruned.bes
+            ],
             "snapshots": [
                 {"name": d.snap.name, "be": d.snap.be, "created": d.snap.created,
                  "used": d.snap.used, "important": d.snap.important,
@@ -528,17 +557,32 @@ def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None
         }, out, indent=2)
         out.write("\n")
         return
-    rows = []
-    for d in pruned.decisions:
-        if not d.destroy and not args.verbose:
-            continue
-        action = ("would destroy" if dry else "destroyed") if d.destroy else "keep"
-        rows.append([shown(d.snap.name), _when(d.snap.created), human(d.snap.used), action,
-                     d.reason])
+
+    def action(destroy: bool) -> str:
+        return ("would destroy" if dry else "destroyed") if destroy else "keep"
+
+    be_rows = [[shown(b.be.name), _when(b.be.created), human(b.be.used), action(b.destroy),
+                b.reason] for b in pruned.bes if b.destroy or args.verbose]
+    rows = [[shown(d.snap.name), _when(d.snap.created), human(d.snap.used), action(d.destroy),
+             d.reason] for d in pruned.decisions
+            if (d.destroy or args.verbose) and (args.verbose or d.snap.be not in gone)]
+    if be_rows:
+        _table(out, ["BE", "Created", "Used", "Action", "Reason"], be_rows, script=False)
     if rows:
+        if be_rows:
+            print(file=out)
         _table(out, ["Snapshot", "Created", "Used", "Action", "Reason"], rows, script=False)
-    elif args.verbose:
-        print("no automatic snapshots", file=out)
+    if args.verbose and pruned.esps is not None:
+        for e in pruned.esps:
+            after = pruned.esp_free_after(e)
+            floor = policy.esp_min_free
+            shown_floor = str(floor) if floor.percent is None else \
+                f"{floor} = {human(floor.of(e.size))}"
+            print(f"ESP {e.uuid}: {human(e.free)} free of {human(e.size)}"
+                  + (f", {human(after)} after" if after != e.free else "")
+                  + f" (esp_min_free {shown_floor})", file=out)
+    if not (rows or be_rows) and args.verbose:
+        print("no automatic snapshots or BEs", file=out)
 
 
 def _destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:

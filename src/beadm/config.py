@@ -22,6 +22,7 @@ DEFAULTS = {
     "keep": "10",
     "keep_important": "5",
     "pool_min_free": "20%",
+    "esp_min_free": "10%",
 }
 
 _SIZE = re.compile(r"^(\d+)([KMGT]?)$")
@@ -65,6 +66,7 @@ def parse(text: str, path: Path = CONFIG_PATH) -> Config:
             keep=int(values["keep"]),
             keep_important=int(values["keep_important"]),
             pool_min_free=_floor(values["pool_min_free"]),
+            esp_min_free=_floor(values["esp_min_free"]),
         ),
     )
 

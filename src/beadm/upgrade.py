@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from beadm import aptinfo
 from beadm.runner import Result, Runner
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,17 @@ class Change:
         if self.kind == "upgraded":
             return f"upgraded {self.package} {self.old} -> {self.new}"
         return f"{self.kind} {self.package} {self.new if self.kind == 'installed' else self.old}"
+
+
+_ACTIONS = {"upgraded": "upgrade", "installed": "install", "removed": "remove"}
+
+
+def importance(changes: Sequence[Change]) -> str:
+    """Why the BE of an upgrade with these changes is important (as the apt hook decides
+    for its snapshots: a kernel installed or upgraded, a pve-manager major upgrade)."""
+    return aptinfo.importance(
+        aptinfo.Change(c.package, c.old or "", c.new or "", _ACTIONS.get(c.kind, c.kind))
+        for c in changes)
 
 
 def parse_packages(text: str) -> dict[str, str]:

@@ -178,10 +178,12 @@ class Zfs:
         argv += ["-s", "local,received", "-t", "filesystem", "-r", "all", root]
         return parse_get(self.runner.run(argv, readonly=True).stdout)
 
-    def snapshot_props(self, root: str, props: Sequence[str]) -> dict[str, dict[str, str]]:
-        """``props`` set *locally* on snapshots at or below ``root``: {snapshot: {prop:
-        value}}. Inherited values (a property set on the dataset) do not count."""
-        argv = ["zfs", "get", "-H", "-p", "-t", "snapshot", "-s", "local"]
+    def snapshot_props(self, root: str, props: Sequence[str], *,
+                       types: str = "snapshot") -> dict[str, dict[str, str]]:
+        """``props`` set *locally* on snapshots (or ``types``) at or below ``root``:
+        {name: {prop: value}}. Inherited values (a property set on the parent) do not
+        count."""
+        argv = ["zfs", "get", "-H", "-p", "-t", types, "-s", "local"]
         argv += ["-o", "name,property,value,source", "-r", ",".join(props), root]
         out: dict[str, dict[str, str]] = {}
         for pv in parse_get(self.runner.run(argv, readonly=True).stdout):

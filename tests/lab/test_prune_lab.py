@@ -10,17 +10,27 @@ again) must destroy exactly what the policy says and never touch what beadm did 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 import pytest
 from labpool import create_pool
 
+from beadm.backend import BeRef
 from beadm.cli import Deps, main
+from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot import persist
+from beadm.sdboot.backend import SystemdBootBackend
+from beadm.sdboot.efivars import DEFAULT, EFIVARS, ONESHOT
+from beadm.sdboot.host import SystemHost
 
 POOL = "rpool"
 ROOT = f"{POOL}/ROOT"
@@ -181,3 +191,240 @@ def test_apt_hook_once_per_apt_run(pool: Path) -> None:
     before = everything()
     assert sh("sh", "-c", f"{hook} <<'E'\n{first}E\n") == ""
     assert everything() == before
+
+
+# -- automatic BEs and the ESP floor (systemd-boot backend, real FAT32 ESPs) ---------------
+
+BPOOL = "prunebe"
+BROOT = f"{BPOOL}/ROOT"
+KVER = "6.1.0-90-prune"
+
+
+class BeLab:
+    """A pool whose BE ``a`` runs (a mount table line says so), the lab's ESPs, and beadm's
+    CLI in this process with the systemd-boot backend on them."""
+
+    def __init__(self, alt: Path, etc_kernel: Path, efivars: Path, uuids: list[str],
+                 mountinfo: Path, conf: Path) -> None:
+        self.alt, self.etc_kernel, self.efivars = alt, etc_kernel, efivars
+        self.uuids, self.mountinfo, self.conf = uuids, mountinfo, conf
+
+    def backend(self, runner: Runner, out: TextIO | None = None) -> SystemdBootBackend:
+        host = SystemHost(runner, etc_kernel=self.etc_kernel, efivars=self.efivars,
+                          running_root=self.alt, out=out)
+        return SystemdBootBackend(runner, host=host, out=out)
+
+    def cli(self, *argv: str) -> tuple[int, str, str]:
+        own = Path("/proc/self/mountinfo").read_text()
+        self.mountinfo.write_text(own + f"9990 1 0:999 / / rw - zfs {BROOT}/a rw\n")
+        out, err = io.StringIO(), io.StringIO()
+        plan: list[TextIO] = []  # where the CLI wants a dry run's plan (stderr with --json)
+
+        def make_runner(dry: bool, o: TextIO) -> SubprocessRunner:
+            plan.append(o)
+            return SubprocessRunner(dry_run=dry, out=o)
+
+        deps = Deps(make_runner=make_runner,  # type: ignore[arg-type]
+                    make_backend=lambda name, r: self.backend(r, plan[-1]),  # type: ignore[arg-type]
+                    mountinfo=self.mountinfo, running_root=self.alt,
+                    lock_path=Path("/run/prunebe.lock"), stdin=io.StringIO(),
+                    stdout=out, stderr=err, config_path=self.conf)
+        rc = main(["--root", BROOT, "--backend", "systemd-boot", *argv], deps=deps)
+        return rc, out.getvalue(), err.getvalue()
+
+    def ok(self, *argv: str) -> str:
+        rc, out, err = self.cli(*argv)
+        assert rc == 0, f"beadm {' '.join(argv)}: {rc} {err}"
+        return out
+
+
+def in_be(be: str, script: str) -> None:
+    """Run ``script`` with ``$d`` = BE ``be`` mounted read-write."""
+    sh("sh", "-c", f"d=$(mktemp -d); mount -t zfs -o zfsutil {BROOT}/{be} $d; {script}; "
+       "umount $d; rmdir $d")
+
+
+def esp_files(uuid: str) -> list[str]:
+    """Every file under beadm/ and loader/entries/ of one ESP (read-only, private mount)."""
+    script = (f"mkdir -p /run/prunesee && mount -o ro /dev/disk/by-uuid/{uuid} /run/prunesee "
+              "&& cd /run/prunesee && find beadm loader/entries -type f 2>/dev/null | sort")
+    return sh("unshare", "--mount", "--propagation", "private", "sh", "-c", script).split()
+
+
+def esp_hashes(uuids: list[str]) -> list[str]:
+    return [hashlib.sha256(Path(f"/dev/disk/by-uuid/{u}").read_bytes()).hexdigest()
+            for u in uuids]
+
+
+@pytest.fixture
+def belab(pool_disks: list[Path], esps: list[tuple[Path, str]],
+          tmp_path: Path) -> Iterator[BeLab]:
+    alt = tmp_path / "alt"
+    create_pool(BPOOL, str(alt), pool_disks[0])
+    etc = tmp_path / "etc-kernel"
+    etc.mkdir()
+    uuids = [u for _, u in esps]
+    (etc / "proxmox-boot-uuids").write_text("\n".join(uuids) + "\n")
+    efi = EFIVARS if EFIVARS.is_dir() else tmp_path / "efivars"
+    efi.mkdir(exist_ok=True)
+    lab = BeLab(alt, etc, efi, uuids, tmp_path / "mountinfo", tmp_path / "beadm.conf")
+    try:
+        sh("zfs", "create", "-o", "canmount=off", BROOT)
+        sh("zfs", "create", "-o", "mountpoint=/", "-o", "canmount=noauto", f"{BROOT}/a")
+        sh("zfs", "mount", f"{BROOT}/a")
+        for rel, data in {f"boot/vmlinuz-{KVER}": b"K" * (1 << 20),
+                          f"boot/initrd.img-{KVER}": b"I" * (2 << 20),
+                          "etc/kernel/cmdline": f"root=ZFS={BROOT}/a boot=zfs\n".encode()}.items():
+            (alt / rel).parent.mkdir(parents=True, exist_ok=True)
+            (alt / rel).write_bytes(data)
+        sh("zpool", "set", f"bootfs={BROOT}/a", BPOOL)
+        yield lab
+    finally:
+        try:  # the ESPs are shared by the VM's lab tests: take beadm's files away
+            backend = lab.backend(SubprocessRunner())
+            names = sh("zfs", "list", "-H", "-o", "name", "-d", "1", BROOT).split()[1:]
+            for ds in names:
+                backend.post_destroy(BeRef(ds.rpartition("/")[2], ds))
+            for var in (DEFAULT, ONESHOT):
+                if backend.host.efivars.get(var) is not None:
+                    backend.host.efivars.delete(var)
+        finally:
+            subprocess.run(["umount", "/run/prune-um"], capture_output=True, check=False)
+            subprocess.run(["zpool", "destroy", "-f", BPOOL], check=False)
+
+
+def test_prune_automatic_bes_and_the_esp_floor(belab: BeLab) -> None:
+    lab = belab
+    lab.ok("init", "a")
+    lab.ok("activate", "a")
+    # BEs as 'beadm upgrade' leaves them (org.beadm:auto=upgrade set locally; its unit test
+    # shows the exact zfs argv), each with a kernel of its own: u1 (important, oldest), u2,
+    # u3 (pinned), um (mounted), u4 (newest); uf whose upgrade failed; mine, made by hand
+    made = ["u1", "u2", "u3", "um", "u4", "uf", "mine"]
+    for n, be in enumerate(made):
+        lab.ok("create", be)
+        if be != "mine":
+            sh("zfs", "set", "org.beadm:auto=upgrade", f"{BROOT}/{be}")
+        in_be(be, f"head -c {1 << 20} /dev/urandom > $d/boot/vmlinuz-6.1.0-{n}-new && "
+                  f"head -c {3 << 20} /dev/urandom > $d/boot/initrd.img-6.1.0-{n}-new")
+    sh("zfs", "set", "org.beadm:important=kernel", f"{BROOT}/u1")
+    sh("zfs", "set", "org.beadm:keep=yes", f"{BROOT}/u3")
+    sh("zfs", "set", "org.beadm:state=failed", f"{BROOT}/uf")
+    lab.ok("sync")  # the new kernels get their entries (uf, failed, gets none)
+    sh("mkdir", "-p", "/run/prune-um")
+    sh("mount", "-t", "zfs", "-o", "zfsutil", f"{BROOT}/um", "/run/prune-um")
+    for u in lab.uuids:
+        files = esp_files(u)
+        assert any("6.1.0-1-new" in f for f in files), files  # u2's own kernel is there
+        assert not any("6.1.0-5-new" in f for f in files), files  # uf's is not
+
+    # counts keep everything but the failed one; the ESP floor just above what is free
+    lab.conf.write_text("keep = 10\nkeep_important = 5\npool_min_free = 1%\n"
+                        "esp_min_free = 1%\n")
+    data = json.loads(lab.ok("prune", "-n", "--json"))
+    free = min(e["free"] for e in data["esps"])
+    assert {e["uuid"] for e in data["esps"]} == set(lab.uuids)
+    lab.conf.write_text("keep = 10\nkeep_important = 5\npool_min_free = 1%\n"
+                        f"esp_min_free = {free + 1}\n")
+
+    # -n: what would go and why, nothing changed (ZFS, every ESP byte)
+    names_before, hashes_before = everything_in(BPOOL), esp_hashes(lab.uuids)
+    out = lab.ok("prune", "-n", "-v")
+    assert everything_in(BPOOL) == names_before
+    assert esp_hashes(lab.uuids) == hashes_before
+    rows = {ln.split()[0]: ln for ln in out.splitlines() if ln.split()[:1] != ["BE"]
+            and ln.strip()}
+    assert "would destroy" in rows["uf"] and "its upgrade failed" in rows["uf"]
+    assert "would destroy" in rows["u2"] and "below the floor" in rows["u2"]
+    assert "pinned" in rows["u3"] and "mounted at /run/prune-um" in rows["um"]
+    assert "keep" in rows["u1"] and "keep" in rows["u4"]
+    assert "mine" not in rows and "a" not in rows  # made by hand; (a: not automatic)
+
+    rc, out, err = lab.cli("prune", "--json")
+    assert rc == 0, err
+    data = json.loads(out)
+    went = {b["name"] for b in data["bes"] if b["destroy"]}
+    assert went == {"uf", "u2"}, data["bes"]
+    assert all(e["free_after"] >= e["floor"] for e in data["esps"]), data["esps"]
+    left = {ds.rpartition("/")[2] for ds in everything_in(BPOOL) if "@" not in ds
+            and ds.count("/") == 2}
+    assert left == {"a", "u1", "u3", "um", "u4", "mine"}
+    for u in lab.uuids:
+        files = esp_files(u)
+        assert not any("-u2-" in f or "6.1.0-1-new" in f for f in files), files
+        for kept in ("u1", "u4", "u3", "mine", "a"):
+            assert any(f"beadm-{kept}-" in f for f in files), (kept, files)
+    # (check reads every BE's kernels through a mount of its own, which fails on a BE
+    # mounted elsewhere: "dataset is busy"; a limit of check, not of prune)
+    sh("umount", "/run/prune-um")
+    rc, out, err = lab.cli("check")
+    assert (rc, out) == (0, ""), err
+    # idempotent: again, nothing more goes
+    before = everything_in(BPOOL)
+    rc, out, err = lab.cli("prune")
+    assert (rc, out) == (0, ""), err
+    assert everything_in(BPOOL) == before
+
+
+def everything_in(pool: str) -> set[str]:
+    return set(sh("zfs", "list", "-H", "-t", "all", "-o", "name", "-r", pool).split())
+
+
+def test_a_prune_killed_mid_way_leaves_every_remaining_be_bootable(belab: BeLab) -> None:
+    """SIGKILL as soon as prune has marked the first BE it destroys: every other BE keeps
+    its entries on every ESP, ``a`` still boots next, and the next command finishes."""
+    lab = belab
+    lab.ok("init", "a")
+    lab.ok("activate", "a")
+    for n, be in enumerate(["u1", "u2", "u3", "u4"]):
+        lab.ok("create", be)
+        sh("zfs", "set", "org.beadm:auto=upgrade", f"{BROOT}/{be}")
+        in_be(be, f"head -c {1 << 20} /dev/urandom > $d/boot/vmlinuz-6.1.0-{n}-new && "
+                  f"head -c {2 << 20} /dev/urandom > $d/boot/initrd.img-6.1.0-{n}-new")
+    lab.ok("sync")
+    lab.conf.write_text("keep = 1\npool_min_free = 1%\nesp_min_free = 1%\n")
+    pid = os.fork()
+    if pid == 0:  # the child: prune (u1, u2, u3 go), until killed
+        code = 1
+        try:
+            code = lab.cli("prune")[0]
+        finally:
+            os._exit(code)
+    killed_at = ""
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        marks = sh("zfs", "get", "-H", "-p", "-o", "name,value", "-d", "1",
+                   "org.beadm:state", BROOT)
+        if "destroying" in marks:
+            os.kill(pid, signal.SIGKILL)
+            killed_at = marks
+            break
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        assert done == 0, "prune finished before it could be killed"
+        time.sleep(0.05)
+    os.waitpid(pid, 0)
+    assert killed_at, "prune never marked a BE"
+    half = [ln.split("\t")[0].rpartition("/")[2] for ln in killed_at.splitlines()
+            if ln.endswith("\tdestroying")]
+    assert len(half) == 1 and half[0] in ("u1", "u2", "u3"), killed_at
+    # right after the kill: every BE not being destroyed has its entries on every ESP,
+    # and a boots next (loader.conf and the EFI variable)
+    standing = {ds.rpartition("/")[2] for ds in everything_in(BPOOL)
+                if "@" not in ds and ds.count("/") == 2}
+    for u in lab.uuids:
+        files = esp_files(u)
+        for be in standing - set(half):
+            assert any(f"beadm-{be}-" in f for f in files), (u, be, files)
+    efi = lab.backend(SubprocessRunner()).host.efivars
+    assert efi.get(DEFAULT) == f"beadm-a-{KVER}.conf"
+    # the next command finishes: the half-destroyed BE is removed, the others pruned
+    out = lab.ok("prune")
+    left = {ds.rpartition("/")[2] for ds in everything_in(BPOOL)
+            if "@" not in ds and ds.count("/") == 2}
+    assert left == {"a", "u4"}, (left, out)
+    rc, out, err = lab.cli("check")
+    assert (rc, out) == (0, ""), err
+    for u in lab.uuids:
+        files = esp_files(u)
+        assert not any(f"beadm-u{i}-" in f for i in (1, 2, 3) for f in files), files
+        assert any("beadm-u4-" in f for f in files) and any("beadm-a-" in f for f in files)

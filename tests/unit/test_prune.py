@@ -17,7 +17,7 @@ from beadm.cli import Deps, main
 from beadm.errors import RefusedError, UsageError
 from beadm.retention import Floor, Policy
 
-PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t", "snapshot")
+PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t")  # snapshot (hook), filesystem,snapshot (prune)
 SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")
 
 V3 = """VERSION 3

@@ -114,6 +114,7 @@ def test_upgrade_exact_sequence(tmp_path: Path) -> None:
          "-o", "com.example:note=a\tb", "-o", "canmount=noauto",
          "-o", "org.beadm:state=creating",
          "-o", "org.beadm:description=upgrade of pve-1: apt-get install -y linux-image-6.1.0-2",
+         "-o", "org.beadm:auto=upgrade",  # made by beadm: prune's candidate
          f"rpool/ROOT/pve-1@{SNAP}", "rpool/ROOT/pve-3"),
         ("zfs", "clone", "-o", "compression=zstd", "-o", "canmount=noauto",
          "-o", "org.beadm:state=creating", f"rpool/ROOT/pve-1/var@{SNAP}",
@@ -139,6 +140,8 @@ def test_upgrade_exact_sequence(tmp_path: Path) -> None:
         ("umount", "-R", f"{root}/proc"),
         ("umount", "-R", f"{root}/var"),
         ("umount", "-R", root),
+        # a kernel came in: important, kept longer by prune
+        ("zfs", "set", "org.beadm:important=kernel", "rpool/ROOT/pve-3"),
         (*CLEAR, "rpool/ROOT/pve-3"),
     ]  # fmt: skip
     # the boot entries are written from outside, after the chroot is gone; nothing boots it

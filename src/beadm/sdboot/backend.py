@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootState, KernelPin
+from beadm.backend import BeRef, BootState, EspUsage, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
@@ -657,6 +657,22 @@ class SystemdBootBackend:
             self._gc(esps, errors)
             self._raise(esps, errors)
 
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        """Per mounted ESP: its size, free space and beadm's files with the BEs whose
+        entries need them (``prune``'s ESP floor). None when no ESP could be measured
+        (a missing ESP is left out: the others still count)."""
+        names = [b.name for b in bes]
+        out: list[EspUsage] = []
+        with self.host.session() as s:
+            for esp in s.esps():
+                if esp.store is None:
+                    continue
+                try:
+                    out.append(_usage(esp.store, names))
+                except OSError as exc:
+                    log.debug("ESP %s: cannot measure its space: %s", esp.uuid, exc)
+        return tuple(out) if out else None
+
     def check(self, bes: list[BeRef]) -> list[str]:
         problems: list[str] = []
         self.notes = []
@@ -1027,6 +1043,29 @@ def _fits(rooms: list[_Room], plans: Iterable[Plan],
         if room.free + room.held - total < room.headroom or room.free - new < 0:
             return False
     return True
+
+
+def _usage(st: EspStore, names: list[str]) -> EspUsage:
+    """One ESP for the retention policy: every beadm entry (a cluster, its BE alone) and
+    every stored file (rounded to clusters) with the BEs whose entries name it. A file an
+    entry of no BE names (Proxmox's, a stray one) is never counted as freed."""
+    v = os.statvfs(st.root)
+    free, cluster = _free_space(st.root)
+    refs: dict[str, set[str]] = {}
+    files: list[tuple[int, frozenset[str]]] = []
+    for fname, e in st.entry_files().items():
+        ours = fname.startswith(ent.PREFIX)
+        owner = (e.be or ent.be_of_id(fname, names) or "") if ours else ""
+        owner = owner if owner in names else f"(entry {fname})"
+        if ours:
+            files.append((cluster, frozenset({owner})))
+        for path in e.store_paths():
+            refs.setdefault(path, set()).add(owner)
+    for name in st.store_files():
+        rel = f"{ent.STORE_DIR}/{name}"
+        size = _clusters((st.root / rel).stat().st_size, cluster)
+        files.append((size, frozenset(refs.get(rel, set()))))
+    return EspUsage(st.uuid, v.f_blocks * v.f_frsize, free, tuple(files))
 
 
 def _held_files(esps: list[Esp], names: list[str]) -> dict[str, set[str]]:

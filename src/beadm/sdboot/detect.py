@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootState
+from beadm.backend import BeRef, BootState, EspUsage
 from beadm.errors import UnsupportedError
 from beadm.sdboot.backend import SystemdBootBackend
 from beadm.sdboot.trial import Trial
@@ -155,3 +155,8 @@ class GuardedBackend:
         if self.reason() is not None:
             return None
         return self.inner.trial_state(bes)
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        if self.reason() is not None:
+            return None
+        return self.inner.esp_usage(bes)

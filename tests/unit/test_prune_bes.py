@@ -1,0 +1,281 @@
+"""Automatic BEs in prune: the executor (exact zfs argv and backend calls against the fake
+runner), the protections it computes, the ESP floor with the backend's ``esp_usage``
+(the systemd-boot one over directories), and the CLI's output."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import pytest
+from fakes import FakeRunner, RecordingBackend
+from sdboot_world import K1, UUIDS, World
+from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
+
+from beadm import be as be_mod
+from beadm.backend import BeRef, BootState, EspUsage
+from beadm.be import BeManager
+from beadm.cli import Deps, main
+from beadm.retention import Floor, Policy
+from beadm.sdboot import backend as sdb
+
+PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t", "filesystem,snapshot")
+SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")
+
+
+def ube(name: str, n: int, *, state: str = "-", clones: str = "") -> str:
+    """BE ``name`` as ``beadm upgrade`` makes it: a clone of pve-1@beadm-..., created at
+    ``n`` (older first), with its origin snapshot."""
+    snap = f"rpool/ROOT/pve-1@beadm-2026112{n}-120000"
+    created = str(1763700000 + 100 * n)
+    out = row(snap, creation=created, createtxg=str(300 + 10 * n), clones=f"rpool/ROOT/{name}")
+    out += row(f"rpool/ROOT/{name}", creation=created, createtxg=str(301 + 10 * n),
+               origin=snap, used=str(4096 * (n + 1)), state=state)
+    if clones:
+        own = f"rpool/ROOT/{name}@beadm-2026112{n}-130000"
+        out += row(own, creation=created, createtxg=str(302 + 10 * n), clones=clones)
+    return out
+
+
+def marks(*names: str, extra: str = "") -> str:
+    """zfs get output: org.beadm:auto=upgrade set locally on each named BE root."""
+    return "".join(f"rpool/ROOT/{n}\torg.beadm:auto\tupgrade\tlocal\n" for n in names) + extra
+
+
+def world(tmp_path: Path, listing: str, got: str, *, backend: object = None,
+          mountinfo: str = MOUNTINFO, dry: bool = False,
+          free: int = 900_000) -> tuple[BeManager, FakeRunner, RecordingBackend]:
+    runner = FakeRunner(dry_run=dry)
+    runner.on(*PROPS_ARGV, stdout=got)
+    runner.on(*SPACE_ARGV, stdout=f"100000\n{free}\n")
+    return manager(tmp_path, runner=runner, listing=LIST_TEXT + listing, backend=backend,
+                   mountinfo=mountinfo)
+
+
+LISTING = ube("u1", 1) + ube("u2", 2) + ube("u3", 3)
+
+
+def test_prune_destroys_the_oldest_automatic_be_through_the_be_layer(tmp_path: Path) -> None:
+    mgr, runner, backend = world(tmp_path, LISTING, marks("u1", "u2", "u3"))
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    # oldest first, each marked, its entries removed, then as destroy does it: datasets,
+    # beadm's origin snapshot, entries (again: nothing left to do)
+    assert runner.changes == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261121-120000"),
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u2"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u2"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261122-120000"),
+    ]
+    assert backend.calls == [("post_destroy", BeRef("u1", "rpool/ROOT/u1"))] * 2 + [
+        ("post_destroy", BeRef("u2", "rpool/ROOT/u2"))] * 2
+    assert [(d.be.name, d.destroy, d.reason) for d in pruned.bes] == [
+        ("u3", False, "one of the newest 1"),
+        ("u2", True, "older than the newest 1"),
+        ("u1", True, "older than the newest 1"),
+    ]  # pve-1 (running) and pve-2 (made by hand, no mark) are not even candidates
+    assert pruned.esps is None  # the recording backend has no esp_usage: unknown
+
+
+def test_prune_never_destroys_a_protected_be(tmp_path: Path) -> None:
+    listing = (ube("u1", 1) + ube("u2", 2) + ube("u3", 3) + ube("u4", 4, state="upgrading")
+               + ube("u5", 5) + ube("u6", 6) + ube("u7", 7) + ube("u8", 8)
+               + row("rpool/ROOT/u8@mine", createtxg="390")  # a snapshot beadm did not make
+               + ube("u9", 9))
+    got = marks("pve-1", "pve-2", "u1", "u2", "u3", "u4", "u5", "u6", "u7", "u8", "u9",
+                extra="rpool/ROOT/u5\torg.beadm:keep\tyes\tlocal\n")
+    mounted = MOUNTINFO + "99 1 0:99 / /mnt/u6 rw - zfs rpool/ROOT/u6 rw\n"
+    backend = RecordingBackend(BootState(next_boot="u1", once="u2", trial="u3"))
+    mgr, runner, _ = world(tmp_path, listing, got, backend=backend, mountinfo=mounted)
+    # u7 goes (older than the newest 1, u9); every other one is protected
+    runner.on("zpool", "get", "-H", "-p", "-o", "value", "bootfs", stdout="rpool/ROOT/pve-2\n")
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    reasons = {d.be.name: d.reason for d in pruned.bes}
+    assert reasons == {
+        "pve-1": "running now (N)",
+        "pve-2": "the pool's bootfs (default)",
+        "u1": "boots next (R)",
+        "u2": "boots next, once (T)",
+        "u3": "on trial",
+        "u4": "upgrade in progress",
+        "u5": "pinned (org.beadm:keep)",
+        "u6": "mounted at /mnt/u6",
+        "u7": "older than the newest 1",
+        "u8": "holds rpool/ROOT/u8@mine, which beadm did not make",
+        "u9": "one of the newest 1",
+    }
+    # (u4's upgrade holds no lock: it was killed; cleanup marks it failed, the next
+    # prune lets it go)
+    assert ("zfs", "set", "org.beadm:state=failed", "rpool/ROOT/u4") in runner.changes
+    assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")
+            or c[2:3] == ("org.beadm:state=destroying",)] == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u7"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u7"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261127-120000"),
+    ]
+
+
+def test_the_origin_of_a_kept_clone_goes_by_promoting_the_clone(tmp_path: Path) -> None:
+    # u2 was cloned from u1@beadm-...: u1 goes, u2 is promoted first and keeps its blocks
+    listing = ube("u1", 1, clones="rpool/ROOT/u2") + row(
+        "rpool/ROOT/u2", creation="1763700300", createtxg="330",
+        origin="rpool/ROOT/u1@beadm-20261121-130000")
+    mgr, runner, _ = world(tmp_path, listing, marks("u1", "u2"))
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    assert runner.changes == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u1"),
+        ("zfs", "promote", "rpool/ROOT/u2"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "rpool/ROOT/u2@beadm-20261121-130000"),
+    ]
+    assert [d.be.name for d in pruned.bes if d.destroy] == ["u1"]
+
+
+def test_a_failed_upgrade_goes_and_a_dry_run_changes_nothing(tmp_path: Path) -> None:
+    listing = ube("u1", 1) + ube("u2", 2, state="failed")
+    mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), dry=True)
+    pruned = mgr.prune(Policy(keep=5))
+    assert runner.changes == []
+    assert backend.calls == [("post_destroy", BeRef("u2", "rpool/ROOT/u2"))]
+    assert runner.out.getvalue() == (
+        "would run: zfs set org.beadm:state=destroying rpool/ROOT/u2\n"
+        "would run: zfs destroy -r rpool/ROOT/u2\n"
+        "would run: zfs destroy rpool/ROOT/pve-1@beadm-20261122-120000\n")
+    assert [(d.be.name, d.destroy, d.reason) for d in pruned.bes] == [
+        ("u2", True, "its upgrade failed: it boots nothing"), ("u1", False, "one of the newest 5")]
+
+
+class EspBackend(RecordingBackend):
+    """An ESP of 1000 bytes with 50 free: u1 and u2 share a kernel (300); u3 has its own
+    (200); each BE's entry is 10."""
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        self.calls.append(("esp_usage", tuple(b.name for b in bes)))
+        return (EspUsage("1111-AAAA", 1000, 50, (
+            (300, frozenset({"u1", "u2"})), (200, frozenset({"u3"})),
+            (10, frozenset({"u1"})), (10, frozenset({"u2"})), (10, frozenset({"u3"})))),)
+
+
+def test_the_esp_floor_makes_the_oldest_holding_be_go(tmp_path: Path) -> None:
+    backend = EspBackend()
+    mgr, runner, _ = world(tmp_path, LISTING, marks("u1", "u2", "u3"), backend=backend)
+    pruned = mgr.prune(Policy(keep=10, esp_min_free=Floor(bytes=100)))
+    # u1 alone frees 10 (its entry), not enough; with u2 the shared kernel goes too: 370
+    assert [d.be.name for d in pruned.bes if d.destroy] == ["u2", "u1"]
+    assert {d.reason for d in pruned.bes if d.destroy} == {
+        "ESP 1111-AAAA free space below the floor (100 bytes)"}
+    assert [c[-1] for c in runner.changes if c[:3] == ("zfs", "destroy", "-r")] == [
+        "rpool/ROOT/u1", "rpool/ROOT/u2"]
+    assert pruned.esps is not None and pruned.esp_free_after(pruned.esps[0]) == 370
+    # without an automatic BE that may go, the ESPs are not even looked at
+    backend.calls.clear()
+    mgr, runner, _ = world(tmp_path, LISTING, marks(), backend=backend)
+    assert mgr.prune(Policy()).esps is None and backend.calls == []
+
+
+def test_systemd_boot_esp_usage_counts_each_file_with_the_bes_needing_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = World(tmp_path)
+    w.backend.init(w.ref("pve-1"))
+    w.add_be("pve-2", clone_of="pve-1")  # the same kernels as pve-1
+    w.add_be("up-1", {"6.9.1-1-pve": b"a newer kernel" * 50}, clone_of="pve-1")
+    for be in ("pve-2", "up-1"):
+        w.backend.post_create(w.ref(be))
+    monkeypatch.setattr(sdb, "_free_space", lambda p: (5000, 512))
+    usage = w.backend.esp_usage(w.refs())
+    assert usage is not None and [u.uuid for u in usage] == list(UUIDS)
+    for u in usage:
+        assert u.free == 5000 and u.size > 0
+        by_refs: dict[frozenset[str], int] = {}
+        for n, refs in u.files:
+            assert n % 512 == 0  # whole clusters
+            by_refs[refs] = by_refs.get(refs, 0) + n
+        # up-1's own kernel and initrd, and its entries, are its alone; the kernels it
+        # shares with pve-1 and pve-2 free nothing before all three go
+        new = w.bes["rpool/ROOT/up-1"] / "boot"
+        own = sum(-(-(new / f).stat().st_size // 512) * 512
+                  for f in ("vmlinuz-6.9.1-1-pve", "initrd.img-6.9.1-1-pve"))
+        n_entries = len([e for e in w.entries(u.uuid) if e.startswith("beadm-up-1-")])
+        assert by_refs[frozenset({"up-1"})] == own + 512 * n_entries
+        assert frozenset({"pve-1", "pve-2", "up-1"}) in by_refs  # K1, K2 shared by all
+        assert any(K1 in f for f in w.files(u.uuid))
+
+
+def cli(tmp_path: Path, *argv: str, conf: str = "keep = 1\n") -> tuple[int, str, str]:
+    listing = LIST_TEXT + LISTING
+
+    def make_runner(dry: bool, plan: io.StringIO) -> FakeRunner:
+        r = FakeRunner(dry_run=dry)
+        r.out = plan  # where the CLI wants a dry run's plan
+        r.on(*LIST_ARGV, stdout=listing)
+        r.on(*LIST_FS_ARGV, stdout=listing)
+        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
+        r.on(*PROPS_ARGV, stdout=marks("u1", "u2", "u3"))
+        r.on(*SPACE_ARGV, stdout="100000\n900000\n")
+        return r
+
+    (tmp_path / "mountinfo").write_text(MOUNTINFO)
+    cfg = tmp_path / "beadm.conf"
+    cfg.write_text(conf)
+    out, err = io.StringIO(), io.StringIO()
+    deps = Deps(make_runner=make_runner,
+                make_backend=lambda name, runner: EspBackend(),  # type: ignore[arg-type,return-value]
+                mountinfo=tmp_path / "mountinfo", lock_path=tmp_path / "lock", lock_wait=0.2,
+                euid=lambda: 0, stdin=io.StringIO(), stdout=out, stderr=err,
+                environ={}, config_path=cfg, proc=tmp_path / "noproc")
+    rc = main(list(argv), deps=deps)
+    return rc, out.getvalue(), err.getvalue()
+
+
+def test_cli_prune_shows_bes_and_esps(tmp_path: Path) -> None:
+    rc, out, err = cli(tmp_path, "prune", "-n", "-v", conf="keep = 1\nesp_min_free = 60\n")
+    assert rc == 0, err
+    plan = [ln for ln in out.splitlines() if ln.startswith("would run: ")]
+    assert ("would run: zfs set org.beadm:state=destroying rpool/ROOT/u1") in plan
+    lines = [ln for ln in out.splitlines() if ln not in plan]
+    assert lines[0].split() == ["BE", "Created", "Used", "Action", "Reason"]
+    rows = {ln.split()[0]: ln for ln in lines[1:4]}
+    assert "keep" in rows["u3"] and "one of the newest 1" in rows["u3"]
+    assert "would destroy" in rows["u2"] and "would destroy" in rows["u1"]
+    assert "ESP 1111-AAAA: 50B free of 1000B, 370B after (esp_min_free 60 bytes)" in lines
+    rc, out, err = cli(tmp_path, "prune", "-n", "--json", conf="esp_min_free = 5%\n")
+    data = json.loads(out)
+    assert data["policy"]["esp_min_free"] == "5%"
+    assert data["esps"] == [{"uuid": "1111-AAAA", "size": 1000, "free": 50, "floor": 50,
+                             "free_after": 50}]
+    assert [(b["name"], b["destroy"]) for b in data["bes"]] == [
+        ("u3", False), ("u2", False), ("u1", False)]
+    assert data["bes"][0]["held"] == "" and data["dry_run"] is True
+    # -n --json: the plan goes to stderr, stdout is the JSON alone; -n alone: stdout
+    rc, out, err = cli(tmp_path, "prune", "-n", "--json", conf="keep = 2\nesp_min_free = 0\n")
+    assert [b["name"] for b in json.loads(out)["bes"] if b["destroy"]] == ["u1"]
+    assert "would run: zfs destroy -r rpool/ROOT/u1\n" in err
+    rc, out, err = cli(tmp_path, "prune", "-n", conf="keep = 2\nesp_min_free = 0\n")
+    assert "would run: zfs destroy -r rpool/ROOT/u1\n" in out and "would run" not in err
+
+
+def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path) -> None:
+    """A BE left marked ``destroying`` (a prune killed after the mark) is no BE: not
+    listed, no entries (sync leaves it out), and the next changing command destroys it."""
+    listing = ube("u1", 1, state="destroying") + ube("u2", 2)
+    synced: list[list[str]] = []
+
+    class Syncing(RecordingBackend):
+        def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:  # type: ignore[override]
+            synced.append([b.name for b in bes])
+
+    mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), backend=Syncing())
+    assert [i.be.name for i in mgr.listing().bes] == ["pve-1", "pve-2", "u2"]
+    with mgr._lock:  # sync's own cleanup would finish u1 first: the hooks' view, mid-kill
+        mgr.backend.sync([mgr._ref(b, "pve-1") for b in be_mod._bootable(mgr._tree())])
+    assert synced == [["pve-1", "pve-2", "u2"]]
+    pruned = mgr.prune(Policy(keep=5))
+    assert runner.changes == [
+        ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261121-120000"),
+    ]
+    assert ("post_destroy", BeRef("u1", "rpool/ROOT/u1")) in backend.calls
+    assert [d.be.name for d in pruned.bes] == ["u2"]
