@@ -18,11 +18,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from beadm import mounts as mnt
-from beadm import pvestate, retention, rollback_guard, vzguard
-from beadm import upgrade as upg
 from beadm.backend import BeRef, BootBackend, BootState
 from beadm.errors import (
     ClusterGuardError,
@@ -58,6 +56,10 @@ from beadm.zfs import (
     PropValue,
     Zfs,
 )
+
+if TYPE_CHECKING:  # imported where used: each is one command's (start-up time, issue 15)
+    from beadm import pvestate, retention, rollback_guard
+    from beadm import upgrade as upg
 
 log = logging.getLogger(__name__)
 
@@ -333,6 +335,8 @@ class BeManager:
         return {b.name: self._rollback_report(b, running) for b in bes}
 
     def _rollback_report(self, be: BootEnv, running: str | None) -> rollback_guard.Report | None:
+        from beadm import rollback_guard
+
         if running is None:
             return None
         if be.name == running:
@@ -505,6 +509,8 @@ class BeManager:
         killed upgrade leaves ``upgrading``, which the next changing command turns into
         ``failed``. The running BE, the pool's ``bootfs`` and what boots next are never
         changed."""
+        from beadm import upgrade as upg
+
         args = tuple(apt_args) or upg.DEFAULT_APT_ARGS
         if name is not None:
             check_new_be_name(name)
@@ -556,6 +562,8 @@ class BeManager:
 
     def _apt_in(self, plan: list[tuple[str, str]], args: tuple[str, ...]) -> tuple[
             upg.Change, ...]:
+        from beadm import upgrade as upg
+
         chroot = (self._chroot(self.runner, plan) if self._chroot is not None
                   else upg.Chroot(self.runner, plan, out=self._out))
         with chroot.mounted() as root:
@@ -640,10 +648,14 @@ class BeManager:
         others = [b for b in tree.bes() if b.name not in (be.name, running)
                   and b.root.state != STATE_CREATING]
         plans = [[(d.name, rel) for d, rel in _mount_plan(b)] for b in [be, *others]]
+        from beadm import vzguard
+
         vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts())
 
     def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
         """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
+        from beadm import pvestate
+
         with self._changing():
             running = self.running_name()
             if running is None:
@@ -659,6 +671,8 @@ class BeManager:
         """Give BE ``name`` the drop-ins of the shared state in service (beadm.pvestate), if
         it lacks them: a BE cloned from a snapshot taken before ``init --shared-state``.
         Warns once (when they are written) that its own copy of that state is not used."""
+        from beadm import pvestate
+
         altroot = self.zfs.pool_get(self.pool, "altroot")
         paths = pvestate.in_use(self.zfs.list_tree(self.pool, snapshots=False, depth=1),
                                 self.pool, altroot=altroot)
@@ -776,6 +790,8 @@ class BeManager:
             return self._prune(tree, policy)
 
     def _prune(self, tree: Tree, policy: retention.Policy) -> Pruned:
+        from beadm import retention
+
         space = self._space()
         decisions = retention.decide(self._auto_snaps(tree), space, policy)
         for d in reversed(decisions):  # oldest first: a killed prune left the newest
@@ -785,12 +801,16 @@ class BeManager:
         return Pruned(decisions, space, policy, self.pool)
 
     def _space(self) -> retention.Space:
+        from beadm import retention
+
         used, avail = self.zfs.space(self.pool)
         return retention.Space(free=avail, size=used + avail)
 
     def _auto_snaps(self, tree: Tree) -> list[retention.Snap]:
         """Every snapshot of every BE root, with its marks. Automatic: named
         ``beadm-auto-...`` *and* ``org.beadm:auto`` set on it locally."""
+        from beadm import retention
+
         props = self.zfs.snapshot_props(self.root, SNAPSHOT_PROPS)
         out: list[retention.Snap] = []
         for be in tree.bes():

@@ -7,21 +7,22 @@ mapped here, in :func:`main`, to one line ``beadm: <message>`` on stderr and its
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import functools
-import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from beadm import __version__, aptinfo, health
+# Only what every command needs is imported here; a module one command needs (json,
+# apt's hook input, the health checks, the retention policy, ...) is imported where
+# that command runs: start-up time is most of a short command's time (issue 15).
+from beadm import __version__
 from beadm import config as conf
 from beadm.backend import BootBackend
-from beadm.be import BeInfo, BeManager, Listing, Pruned
+from beadm.be import BeManager
 from beadm.errors import (
     BeadmError,
     BootError,
@@ -34,9 +35,12 @@ from beadm.errors import (
 from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
-from beadm.rollback_guard import Report
 from beadm.runner import UNDER_BEADM, Runner, SubprocessRunner
 from beadm.zfs import Dataset
+
+if TYPE_CHECKING:
+    from beadm.be import BeInfo, Listing, Pruned
+    from beadm.rollback_guard import Report
 
 log = logging.getLogger("beadm")
 
@@ -436,6 +440,8 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
     done = mgr.upgrade(args.name, args.apt_args, description=args.description)
     dry = bool(args.dry_run)
     if args.json:
+        import json
+
         json.dump({"be": done.be.name, "dataset": done.be.dataset, "source": done.source,
                    "apt_args": list(done.apt_args), "dry_run": dry,
                    "changes": [{"kind": c.kind, "package": c.package, "old": c.old,
@@ -453,6 +459,8 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
 
 
 def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
+    from beadm import health
+
     res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot)
     if res.kind == "confirmed":
         print(f"trial boot of {res.be} passed its checks: {res.be} is the default now", file=out)
@@ -467,6 +475,8 @@ def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
 def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
     """apt's DPkg::Pre-Install-Pkgs: read its whole action list first (apt writes it to a
     pipe), then nothing unless auto_snapshot = yes; never waits long for the lock."""
+    from beadm import aptinfo
+
     stdin = deps.stdin if deps.stdin is not None else sys.stdin
     try:
         text = stdin.read()
@@ -510,6 +520,8 @@ def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) ->
 def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None:
     dry = bool(args.dry_run)
     if args.json:
+        import json
+
         policy = pruned.policy
         json.dump({
             "pool": pruned.pool,
@@ -629,6 +641,8 @@ def human(n: int) -> str:
 
 
 def _when(epoch: int) -> str:
+    import datetime as dt
+
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
@@ -660,6 +674,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     for pin in listing.state.pins:
         print(f"beadm: note: {pin.describe()}", file=err)
     if args.json:
+        import json
+
         reports = mgr.rollback_reports([i.be for i in infos])
         json.dump(_json(listing, infos, reports), out, indent=2)
         out.write("\n")

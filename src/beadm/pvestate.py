@@ -34,7 +34,6 @@ from typing import TextIO
 from beadm import mounts as mnt
 from beadm.errors import BeadmError, RefusedError
 from beadm.runner import Runner
-from beadm.statecopy import allocated, empty_dir, sqlite_copy, sqlite_files, verify_copy
 from beadm.zfs import PROP_STATE, Dataset, Zfs
 
 log = logging.getLogger(__name__)
@@ -455,6 +454,9 @@ class Mover:
         self._switch_phase(spec, f)
 
     def _copy_phase(self, spec: SharedPath, f: Finding) -> None:
+        # the move only (sqlite3 is not imported by the commands that never move)
+        from beadm.statecopy import allocated, sqlite_copy, sqlite_files, verify_copy
+
         ds = f.dataset
         src = self.live(spec.path)
         need = allocated(src)
@@ -514,6 +516,8 @@ class Mover:
     def _remove_old_copy(self, spec: SharedPath) -> None:
         """Empty the BE's own directory under the new mount, seen through a (non-recursive)
         bind mount of the BE's root: only paths in the BE's root dataset are moved."""
+        from beadm.statecopy import empty_dir
+
         tmp = self._tmp()
         self.runner.run(["mount", "--bind", self.root_dir, tmp])
         try:
