@@ -15,7 +15,7 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -41,7 +41,7 @@ from beadm.names import (
     same_but_case,
     split_be_snapshot,
 )
-from beadm.runner import Runner
+from beadm.runner import Result, Runner
 from beadm.tree import AUTO_PREFIX, SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
 from beadm.zfs import (
@@ -176,6 +176,43 @@ class Listing:
     bes: tuple[BeInfo, ...]
 
 
+#: Changing commands that mount, unmount or make ZFS (un)mount something: they must run in
+#: the host's mount namespace, so the backend's held session (a private namespace, see
+#: beadm.sdboot.host) is released before each one.
+_HOST_NS: tuple[tuple[str, ...], ...] = (
+    ("mount",), ("umount",), ("zfs", "destroy"), ("zfs", "rename"), ("zfs", "create"),
+    ("zfs", "promote"), ("zfs", "mount"), ("zfs", "unmount"), ("zfs", "umount"),
+    ("zpool", "export"), ("systemctl",), ("proxmox-boot-tool",),
+)
+
+
+def _needs_host_ns(argv: Sequence[str]) -> bool:
+    if any(tuple(argv[: len(p)]) == p for p in _HOST_NS):
+        return True
+    # a mountpoint change remounts; canmount=off unmounts
+    return tuple(argv[:2]) == ("zfs", "set") and len(argv) > 2 and (
+        argv[2].startswith("mountpoint=") or argv[2] == "canmount=off")
+
+
+class _HostNsRunner:
+    """The injected runner, releasing the backend's held session before every changing
+    command that must run in the host's mount namespace (:data:`_HOST_NS`)."""
+
+    def __init__(self, inner: Runner, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release = release
+
+    @property
+    def dry_run(self) -> bool:
+        return self._inner.dry_run
+
+    def run(self, argv: Sequence[str], *, readonly: bool = False,
+            check: bool = True) -> Result:
+        if not readonly and _needs_host_ns(argv):
+            self._release()
+        return self._inner.run(argv, readonly=readonly, check=check)
+
+
 class BeManager:
     """Every BE operation. Dependencies are injected; nothing here prints or exits."""
 
@@ -192,23 +229,57 @@ class BeManager:
         out: TextIO | None = None,
         chroot: Callable[[Runner, list[tuple[str, str]]], upg.Chroot] | None = None,
     ) -> None:
-        self.runner = runner
+        self.backend = backend
+        self._raw_runner = runner
+        self.runner: Runner = _HostNsRunner(runner, self._release)
         self._chroot = chroot  # upgrade's chroot (tests: fake namespace, temp dirs)
         self._running_root = running_root  # where the running BE's files are (tests: a dir)
         self._out = out  # a dry run's "would ..." lines (default: standard output)
-        self.zfs = Zfs(runner)
-        self.backend = backend
+        self.zfs = Zfs(self.runner)
         self._root_override = root
         self._mountinfo = mountinfo
         self._lock = lock if lock is not None else Lock()
         self._clock = clock
         self._root: str | None = None
         self._root_checked = False
+        self._altroot_value: str | None = None
 
     # -- where BEs live ------------------------------------------------------------------
 
     def mounts(self) -> list[mnt.Mount]:
         return mnt.read_mounts(self._mountinfo)
+
+    # -- one backend session per command (issue 15) ----------------------------------------
+
+    def _hold(self) -> AbstractContextManager[None]:
+        """The backend keeps one session (its private namespace, the ESPs and the target
+        BE mounted once) for the whole command, where it can."""
+        hold = getattr(self.backend, "hold", None)
+        return hold() if callable(hold) else nullcontext()
+
+    def _release(self) -> None:
+        release = getattr(self.backend, "release", None)
+        if callable(release):
+            release()
+
+    def _view(self, ref: BeRef) -> Callable[[bool], Path | None]:
+        """BE ``ref``'s root dataset as the backend's held session has it mounted (mounting
+        it there if needed; ``writable``), None when the backend holds none."""
+        view = getattr(self.backend, "be_view", None)
+
+        def get(writable: bool) -> Path | None:
+            if not callable(view):
+                return None
+            got = view(ref, writable=writable)
+            return got if isinstance(got, Path) else None
+
+        return get
+
+    def _altroot(self) -> str:
+        """The pool's ``altroot`` (fixed while the pool is imported: asked once)."""
+        if self._altroot_value is None:
+            self._altroot_value = self.zfs.pool_get(self.pool, "altroot")
+        return self._altroot_value
 
     @property
     def root(self) -> str:
@@ -264,7 +335,7 @@ class BeManager:
         children = [tree.fs[tree.be_dataset(n)] for n in tree.be_names()]
         if not children:
             raise NotFoundError(f"--root {root} has no BE (no child file system)")
-        altroot = self.zfs.pool_get(self.pool, "altroot").rstrip("/")
+        altroot = self._altroot().rstrip("/")
         roots = {"/", altroot} if altroot else {"/"}
         for d in children:
             if d.mountpoint not in roots:
@@ -288,7 +359,7 @@ class BeManager:
     def _changing(self, *, boot: bool = False) -> Iterator[Tree]:
         """Hold the lock; yield the tree with stale half-created BEs removed. ``boot``: the
         command changes what boots, so the backend may refuse it first (``preflight``)."""
-        with self._lock:
+        with self._lock, self._hold():
             if boot:
                 self._preflight()
             yield self._cleanup_stale(self._tree())
@@ -302,6 +373,10 @@ class BeManager:
         """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``. Without
         ``snapshots`` the BEs' snapshot lists are empty (and ``zfs list`` skips them: with
         thousands of snapshots they are most of its time); space figures are the same."""
+        with self._hold():
+            return self._listing(snapshots=snapshots)
+
+    def _listing(self, *, snapshots: bool) -> Listing:
         tree = self._tree(snapshots=snapshots)
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
@@ -332,7 +407,8 @@ class BeManager:
         network; beadm.rollback_guard): each BE is mounted read-only for it. None for
         every BE when no BE runs (nothing to compare with)."""
         running = self.running_name()
-        return {b.name: self._rollback_report(b, running) for b in bes}
+        with self._hold():
+            return {b.name: self._rollback_report(b, running) for b in bes}
 
     def _rollback_report(self, be: BootEnv, running: str | None) -> rollback_guard.Report | None:
         from beadm import rollback_guard
@@ -342,14 +418,16 @@ class BeManager:
         if be.name == running:
             return rollback_guard.Report(be.name, running)
         plan = [(d.name, rel) for d, rel in _mount_plan(be)]
+        view = self._view(self._ref(be, running))
         return rollback_guard.inspect(
             self.runner, plan, self.mounts(), be=be.name, running=running,
-            running_root=self._running_root, be_root=self.root)
+            running_root=self._running_root, be_root=self.root, view=lambda: view(False))
 
     def check(self) -> list[str]:
-        tree = self._tree()
-        running = self.running_name()
-        return self.backend.check([self._ref(b, running) for b in _bootable(tree)])
+        with self._hold():
+            tree = self._tree()
+            running = self.running_name()
+            return self.backend.check([self._ref(b, running) for b in _bootable(tree)])
 
     # -- create ----------------------------------------------------------------------------
 
@@ -449,7 +527,7 @@ class BeManager:
             local.setdefault(pv.dataset, []).append(pv)
         # zfs shows mountpoints with the pool's altroot in front (a rescue import): the
         # stored value is what the clone must get.
-        altroot = self.zfs.pool_get(self.pool, "altroot")
+        altroot = self._altroot()
 
         undo = UndoLog()
         try:
@@ -492,6 +570,7 @@ class BeManager:
                     self.zfs.inherit(clone, PROP_STATE)
         except BaseException:
             if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
+                self._release()  # the undo starts from fresh ESP mounts, as a new command
                 undo.rollback()
             raise
         return ref
@@ -564,8 +643,9 @@ class BeManager:
             upg.Change, ...]:
         from beadm import upgrade as upg
 
-        chroot = (self._chroot(self.runner, plan) if self._chroot is not None
-                  else upg.Chroot(self.runner, plan, out=self._out))
+        self._release()  # the chroot makes its own namespace from the host's
+        chroot = (self._chroot(self._raw_runner, plan) if self._chroot is not None
+                  else upg.Chroot(self._raw_runner, plan, out=self._out))
         with chroot.mounted() as root:
             before = upg.packages(root)
             res = root.run(upg.apt_argv(args), check=False)
@@ -673,9 +753,8 @@ class BeManager:
         Warns once (when they are written) that its own copy of that state is not used."""
         from beadm import pvestate
 
-        altroot = self.zfs.pool_get(self.pool, "altroot")
         paths = pvestate.in_use(self.zfs.list_tree(self.pool, snapshots=False, depth=1),
-                                self.pool, altroot=altroot)
+                                self.pool, altroot=self._altroot())
         if not paths:
             return
         out = self._out if self._out is not None else sys.stdout
@@ -684,7 +763,7 @@ class BeManager:
                   f"({', '.join(paths)} are shared datasets)", file=out)
             return
         done = pvestate.prepare_be(self.runner, dataset, paths, mountinfo=self._mountinfo,
-                                   out=out)
+                                   out=out, view=self._view(BeRef(name, dataset)))
         if done.written:
             log.info("BE %s: wrote %s", name, ", ".join(str(p) for p in done.written))
         if done.written and done.hidden:
@@ -922,6 +1001,7 @@ class BeManager:
                 self.backend.post_rename(old_ref, new_ref)
                 self.zfs.inherit(target, PROP_STATE)
             except BaseException:
+                self._release()  # the undo starts from fresh ESP mounts, as a new command
                 undo.rollback()
                 raise
             return new_ref

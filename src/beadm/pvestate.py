@@ -274,6 +274,7 @@ def prepare_be(
     tmpdir: str | None = None,
     out: TextIO | None = None,
     shared: Sequence[SharedPath] = SHARED,
+    view: Callable[[bool], Path | None] | None = None,
 ) -> BeState:
     """Give the BE ``be_dataset`` the drop-ins that the shared ``paths`` (see :func:`in_use`)
     need, where it lacks them, and find its own copies of those paths.
@@ -281,7 +282,9 @@ def prepare_be(
     A BE cloned from a snapshot taken before ``init --shared-state`` has neither the
     drop-ins nor an empty directory under the shared mounts. The BE is looked at where it
     is mounted (the running one at ``root_dir``), else through a temporary mount of its
-    root dataset alone (read-only in a dry run, which writes nothing)."""
+    root dataset alone (read-only in a dry run, which writes nothing): the one ``view``
+    gives (``view(writable)``: the backend's session mounts it for the same command), if
+    any, else a mount of its own."""
     units = dropins(paths, shared)
     if not units:
         return BeState((), ())
@@ -295,6 +298,10 @@ def prepare_be(
             return BeState(tuple(write_units(root, units, dry_run=dry, out=say)), ())
         written = write_units(Path(top), units, dry_run=dry, out=say)
         return BeState(tuple(written), tuple(own_copies(Path(top), paths)))
+    got = view(not dry) if view is not None else None
+    if got is not None:
+        written = write_units(got, units, dry_run=dry, out=say)
+        return BeState(tuple(written), tuple(own_copies(got, paths)))
     tmp = tempfile.mkdtemp(prefix="beadm-", dir=tmpdir)
     try:
         runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil" if dry else "zfsutil",

@@ -197,3 +197,56 @@ def test_namespace_left_when_propagation_cannot_be_set(monkeypatch: pytest.Monke
     with pytest.raises(CommandError):
         ns.enter()
     assert libc.calls == ["unshare", "setns"]
+
+
+# -- one session per command (issue 15) ------------------------------------------------
+
+
+def test_a_hold_shares_one_namespace_and_one_mount_of_each_esp_and_be(tmp_path: Path) -> None:
+    """The guard's look, the drop-ins and the backend hooks of one command: the ESPs and
+    the target BE are mounted once, in one namespace, and all unmounted when it ends."""
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    assert b.be_view(be, writable=False) is None  # nothing held: no view (nothing mounted)
+    assert mounts(r) == []
+    with b.hold():
+        view = b.be_view(be, writable=False)
+        assert view is not None and view.is_dir()
+        assert b.be_view(be, writable=False) == view
+        b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+        b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+        assert b.be_view(be, writable=True) == view  # remounted read-write, same place
+        assert [c[0] for c in mounts(r)].count("umount") == 0
+    ms = mounts(r)
+    assert [c[2] for c in ms if c[:2] == ("mount", "-t")] == ["zfs", "vfat", "vfat"]
+    assert ("mount", "-o", "remount,rw", str(view)) in ms
+    assert len([c for c in ms if c[0] == "umount"]) == 3
+    assert FakeNamespace.log == ["enter", "leave"]
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_release_unmounts_now_and_the_next_session_mounts_again(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    with b.hold():
+        b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+        b.release()
+        assert len([c for c in mounts(r) if c[0] == "umount"]) == 2
+        assert FakeNamespace.log == ["enter", "leave"]
+        b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+    assert len([c for c in mounts(r) if c[:3] == ("mount", "-t", "vfat")]) == 4
+    assert len([c for c in mounts(r) if c[0] == "umount"]) == 4
+    assert FakeNamespace.log == ["enter", "leave", "enter", "leave"]
+
+
+def test_without_a_hold_each_hook_has_its_own_session(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+    b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+    assert len([c for c in mounts(r) if c[:3] == ("mount", "-t", "vfat")]) == 4
+    assert FakeNamespace.log == ["enter", "leave", "enter", "leave"]

@@ -24,6 +24,7 @@ How the next boot is chosen and kept (see also ``docs`` in the package doc):
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import logging
@@ -101,6 +102,25 @@ class SystemdBootBackend:
         self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
         self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
         self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
+
+    # -- one session for the whole command (beadm.be holds it) -----------------------
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """Share one session (namespace, ESP and BE mounts) between every hook and look
+        into a BE until the hold ends (see :mod:`beadm.sdboot.host`)."""
+        return self.host.hold()
+
+    def release(self) -> None:
+        """Unmount everything of the held session now (it reopens when needed)."""
+        self.host.release()
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        """The root dataset of BE ``be`` (alone) mounted in the held session, valid until
+        it is released: what the activate guard and the shared-state drop-ins read and
+        write, so that the BE is mounted once per command. None when nothing is held."""
+        if not self.host.holding:
+            return None
+        with self.host.session() as s:
+            return s.be_root(be, writable=writable)
 
     # -- the record ----------------------------------------------------------------
     def _get_record(self, container: str) -> str | None:
@@ -541,6 +561,7 @@ class SystemdBootBackend:
         if self._runner.dry_run:
             self._runner.run(["proxmox-boot-tool", "refresh"])
             return
+        self.host.release()  # the refresh mounts the ESPs itself, in the host's namespace
         log.warning("%s: running proxmox-boot-tool refresh from the running BE", note)
         try:
             self._runner.run(["proxmox-boot-tool", "refresh"])

@@ -1,7 +1,12 @@
 """Access to the machine: ESP list, mounting ESPs and BEs, EFI variables.
 
-One :class:`Session` per backend call (one beadm command): each ESP is mounted at most
-once, lazily, and every mount is undone when the session closes, also on error.
+One :class:`Session` per backend call, or per whole command while the BE library holds
+the host (:meth:`SystemHost.hold`: the activate guard, the drop-ins and the backend then
+share one namespace, one mount of each ESP and of the target BE; issue 15): each ESP is
+mounted at most once, lazily, and every mount is undone when the session closes, also on
+error. The library releases the held session before anything that must happen in the
+host's own mount namespace (``beadm mount``/``umount``, unmounting a BE it destroys,
+``zfs destroy``/``rename``, the shared-state move, ``upgrade``'s chroot).
 
 Decision on the mount namespace: the process itself enters its own mount namespace
 (``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rslave /``) for the
@@ -86,6 +91,19 @@ class Host(Protocol):
     be_mounts: int
 
     def session(self) -> contextlib.AbstractContextManager[Session]: ...
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """While held, every :meth:`session` is one and the same, kept open (its private
+        namespace, ESP and BE mounts) until the hold ends or :meth:`release`."""
+        ...
+
+    def release(self) -> None:
+        """Close the held session now (the next :meth:`session` of the hold opens a new
+        one): before anything that must happen in the host's mount namespace."""
+        ...
+
+    @property
+    def holding(self) -> bool: ...
 
     def proc_cmdline(self) -> str | None: ...
 
@@ -232,14 +250,40 @@ class SystemHost:
         self.esp_mounts = 0
         self.be_mounts = 0
         self.namespace_factory = PrivateNamespace
+        self._holds = 0
+        self._held: SystemSession | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        if self._holds:
+            if self._held is None:
+                self._held = SystemSession(self)
+            yield self._held
+            return
         s = SystemSession(self)
         try:
             yield s
         finally:
             s.close()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
 
     def proc_cmdline(self) -> str | None:
         try:
@@ -299,10 +343,34 @@ class DirHost:
         self.step: Callable[[str], None] | None = None
         self._kernel = kernel
         self._cmdline = cmdline
+        self._holds = 0
+        self._held: DirSession | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        if self._holds:
+            if self._held is None:
+                self._held = DirSession(self)
+            yield self._held
+            return
         yield DirSession(self)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
+
+    def release(self) -> None:
+        self._held = None
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
 
     def proc_cmdline(self) -> str | None:
         return self._cmdline
