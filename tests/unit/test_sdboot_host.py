@@ -250,3 +250,58 @@ def test_without_a_hold_each_hook_has_its_own_session(tmp_path: Path) -> None:
     b.post_destroy(BeRef("y", "rpool/ROOT/y"))
     assert len([c for c in mounts(r) if c[:3] == ("mount", "-t", "vfat")]) == 4
     assert FakeNamespace.log == ["enter", "leave", "enter", "leave"]
+
+
+class RecordingLibc:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.fail = fail
+
+    def mount(self, *args: object) -> int:
+        self.calls.append(("mount", *args))
+        return -1 if self.fail else 0
+
+    def umount2(self, *args: object) -> int:
+        self.calls.append(("umount2", *args))
+        return -1 if self.fail else 0
+
+
+def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: no process per ESP mount, unmount or propagation change; the ZFS mounts of
+    BEs still go through mount(8) (its ZFS helper)."""
+    from beadm.sdboot import host as hostmod
+
+    libc = RecordingLibc()
+    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    inner = PropRunner()
+    m = hostmod.LibcMounts(inner)  # type: ignore[arg-type]
+    m.run(["mount", "--make-rslave", "/"], readonly=True)
+    m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/run/b/esp"], readonly=True)
+    m.run(["mount", "-t", "vfat", "-o", "ro,umask=0077", "/dev/sdb2", "/run/b/e2"], readonly=True)
+    m.run(["umount", "/run/b/esp"], readonly=True, check=False)
+    m.run(["umount", "-l", "/run/b/e2"], readonly=True, check=False)
+    m.run(["mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2", "/run/b/be-0"],
+          readonly=True)
+    assert libc.calls == [
+        ("mount", None, b"/", None, hostmod.MS_REC | hostmod.MS_SLAVE, None),
+        ("mount", b"/dev/sda2", b"/run/b/esp", b"vfat", 0, b"umask=0077"),
+        ("mount", b"/dev/sdb2", b"/run/b/e2", b"vfat", hostmod.MS_RDONLY, b"umask=0077"),
+        ("umount2", b"/run/b/esp", 0),
+        ("umount2", b"/run/b/e2", hostmod.MNT_DETACH),
+    ]
+    assert inner.calls == [("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2",
+                            "/run/b/be-0")]
+    libc.fail = True
+    with pytest.raises(CommandError):
+        m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/x"], readonly=True)
+    assert m.run(["umount", "/x"], readonly=True, check=False).returncode == 32
+
+
+def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
+    from beadm.runner import SubprocessRunner
+    from beadm.sdboot.host import LibcMounts
+
+    assert isinstance(SystemHost(SubprocessRunner()).mounter, LibcMounts)
+    r = PropRunner()
+    assert host(tmp_path, r).mounter is r
