@@ -6,7 +6,8 @@ nothing about time.
 Runs as root in the Proxmox-like machine (2 ESPs, systemd-boot), after ``beadm init``:
 ``lab/pvelab run --timeout 2400 bench/speed-step.sh`` (the step installs the checkout's
 beadm on the machine's own disk, byte-compiled as the .deb is, and calls this file).
-Arguments: ``--beadm DIR`` (the PYTHONPATH of the beadm to measure), ``--runs K``
+Arguments: ``--beadm [LABEL=]DIR`` (the PYTHONPATH of a beadm to measure; repeated,
+the variants run side by side at each size and a summary compares them), ``--runs K``
 (median of K, default 3), ``--sizes 3,10,100`` (BEs under the BE root), ``--profile``
 (also the per-command profile: imports, external commands, cProfile).
 
@@ -52,11 +53,13 @@ MNT = "/run/bench-mnt"
 
 
 class Bench:
-    def __init__(self, beadm_path: str, runs: int) -> None:
+    def __init__(self, beadm_path: str, runs: int, label: str = "") -> None:
         self.env = dict(os.environ, PYTHONPATH=beadm_path)
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.runs = runs
-        self.rows: list[tuple[str, float, str, float]] = []
+        self.label = label
+        self.rows: list[tuple[int, str, float, str, float]] = []
+        self.size = 0
         self.serial = 0
 
     def sh(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -88,13 +91,15 @@ class Bench:
         return statistics.median(times)
 
     def row(self, what: str, t: float, bare: str, tb: float) -> None:
-        self.rows.append((what, t, bare, tb))
+        self.rows.append((self.size, what, t, bare, tb))
         print(f"  {what:34s} {t * 1000:7.0f} ms | {bare:38s} {tb * 1000:6.0f} ms | "
               f"ratio {t / tb:5.2f}", flush=True)
 
     # -- the commands ----------------------------------------------------------------------
     def run_size(self, n: int) -> None:
-        print(f"\n== {n} BEs under {ROOT} ({self.runs} runs each, median) ==", flush=True)
+        self.size = n
+        print(f"\n== {self.label}: {n} BEs under {ROOT} ({self.runs} runs each, median) ==",
+              flush=True)
         py = self.median(lambda i: [[sys.executable, "-c", "pass"]])
         self.row("beadm version", self.median(lambda i: [self.beadm("version")]),
                  "python3 -c pass", py)
@@ -174,8 +179,8 @@ class Bench:
 
     # -- the profile -----------------------------------------------------------------------
     def profile(self) -> None:
-        print("\n== profile (one run each; beadm -v's runner timing log, -X importtime, "
-              "cProfile) ==", flush=True)
+        print(f"\n== {self.label}: profile (one run each; beadm -v's runner timing log, "
+              "-X importtime, cProfile) ==", flush=True)
         start = statistics.median(
             [self.time_one([[sys.executable, "-c", "pass"]]) for _ in range(3)])
         print(f"  interpreter start (python3 -c pass): {start * 1000:.0f} ms")
@@ -300,22 +305,53 @@ def _kind(cmd: str) -> str:
     return w[0]
 
 
+def summary(benches: list[Bench]) -> None:
+    """Every variant side by side: its time and its ratio to the bare commands."""
+    print("\n== summary: beadm ms (ratio to the bare commands) ==")
+    keys: list[tuple[int, str]] = []
+    for b in benches:
+        keys += [(r[0], r[1]) for r in b.rows if (r[0], r[1]) not in keys]
+    head = f"{'BEs':>4} {'command':34s} {'bare ms':>8}"
+    print(head + "".join(f" {b.label:>18s}" for b in benches))
+    for size, what in keys:
+        cells = []
+        bare = float("nan")
+        for b in benches:
+            got = [r for r in b.rows if (r[0], r[1]) == (size, what)]
+            if got:
+                bare = got[0][4]
+                cells.append(f"{got[0][2] * 1000:8.0f} ({got[0][2] / got[0][4]:5.2f}x)")
+            else:
+                cells.append(f"{'-':>18s}")
+        print(f"{size:4d} {what:34s} {bare * 1000:8.0f}" + "".join(f" {c:>18s}" for c in cells))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--beadm", required=True, help="PYTHONPATH of the beadm to measure")
+    ap.add_argument("--beadm", required=True, action="append", metavar="[LABEL=]PATH",
+                    help="PYTHONPATH of a beadm to measure (repeat: side by side, each "
+                         "command of each at each size)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--sizes", default="3,10,100")
     ap.add_argument("--profile", action="store_true")
     a = ap.parse_args()
-    b = Bench(a.beadm, max(2, a.runs))
+    benches = []
+    for k, spec in enumerate(a.beadm):
+        label, _, path = spec.rpartition("=")
+        benches.append(Bench(path, max(2, a.runs), label or path))
+        benches[-1].serial = 1000 * k  # names of their BEs and snapshots never meet
     sizes = [int(x) for x in a.sizes.split(",") if x]
     t0 = time.perf_counter()
-    b.sh(*b.beadm("list"))  # warm the page cache once
+    for b in benches:
+        b.sh(*b.beadm("list"))  # warm the page cache once
     if a.profile:
-        b.profile()
+        for b in benches:
+            b.profile()
     for n in sizes:
-        b.fill(n)
-        b.run_size(len(b._bes()))
+        benches[0].fill(n)
+        for b in benches:
+            b.run_size(len(b._bes()))
+    summary(benches)
     print(f"\n(benchmark took {time.perf_counter() - t0:.0f} s)")
     return 0
 

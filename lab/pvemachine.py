@@ -35,15 +35,17 @@ def build_machine() -> Path:
     target = labkit.machine_dir()
     if (target / "complete").exists():
         log(f"pve machine: cached at {target}")
+        labkit.mark_used(target)
         return target
     with labkit.cache_lock():
         if (target / "complete").exists():
             return target
-        for stale in image.glob("machine-*"):
-            log(f"pve machine: removing stale {stale}")
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in image.glob(".tmp-machine-*"):
-            shutil.rmtree(stale, ignore_errors=True)
+        for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
+            # a .tmp- dir is a killed install's (we hold the cache lock); another checkout's
+            # machine is kept while it is in use
+            if stale.name.startswith(".tmp-") or labkit.unused_for(stale) >= labkit.STALE_AFTER:
+                log(f"pve machine: removing stale {stale}")
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
         log(f"pve machine: installing into {tmp} (about 20 minutes at 1 vCPU)")

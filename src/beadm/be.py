@@ -171,7 +171,7 @@ class Upgraded:
 class Listing:
     root: str
     pool: str
-    bootfs: str
+    bootfs: str | None  # None: not asked (listing(bootfs=False) where the backend decides R)
     state: BootState
     bes: tuple[BeInfo, ...]
 
@@ -369,23 +369,26 @@ class BeManager:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def listing(self, *, snapshots: bool = True) -> Listing:
+    def listing(self, *, snapshots: bool = True, bootfs: bool = True) -> Listing:
         """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``. Without
         ``snapshots`` the BEs' snapshot lists are empty (and ``zfs list`` skips them: with
         thousands of snapshots they are most of its time); space figures are the same."""
         with self._hold():
-            return self._listing(snapshots=snapshots)
+            return self._listing(snapshots=snapshots, want_bootfs=bootfs)
 
-    def _listing(self, *, snapshots: bool) -> Listing:
+    def _listing(self, *, snapshots: bool, want_bootfs: bool) -> Listing:
         tree = self._tree(snapshots=snapshots)
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
         # changing command removes) are not BEs yet.
         bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
-        bootfs = self._bootfs()
         next_boot = state.next_boot
-        if next_boot is None and state.decides and bootfs.rpartition("/")[0] == self.root:
+        # the pool's bootfs decides R only where the backend does not (without ``bootfs``
+        # it is asked only then: one zpool process less for the table, issue 15)
+        fallback = next_boot is None and state.decides
+        bootfs = self._bootfs() if want_bootfs or fallback else None
+        if fallback and bootfs is not None and bootfs.rpartition("/")[0] == self.root:
             next_boot = bootfs.rpartition("/")[2]
         where = mnt.zfs_mounts(self.mounts())
         infos = tuple(

@@ -662,7 +662,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
         raise UsageError("list: -k and -K are exclusive")
     if args.json and args.script:
         raise UsageError("list: --json and -H are exclusive")
-    listing = mgr.listing(snapshots=args.all or args.snapshots or args.json)
+    listing = mgr.listing(snapshots=args.all or args.snapshots or args.json,
+                          bootfs=args.json)
     infos = list(listing.bes)
     if args.name is not None:
         infos = [i for i in infos if i.be.name == args.name]
