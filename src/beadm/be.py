@@ -677,9 +677,10 @@ class BeManager:
         if snap is not None:
             self._snapshot_to_destroy(tree, be, snap)
             return f"snapshot {be_name}@{snap}"
-        self._refuse_destroy(tree, be)
-        if not force:
-            self._refuse_unique_vz(tree, be)
+        with self._hold():  # the guards' looks into BEs: in the backend's namespace
+            self._refuse_destroy(tree, be)
+            if not force:
+                self._refuse_unique_vz(tree, be)
         return f"BE {be_name} ({be.dataset} and {len(be.datasets) - 1} child datasets)"
 
     def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> None:
@@ -733,7 +734,12 @@ class BeManager:
         plans = [[(d.name, rel) for d, rel in _mount_plan(b)] for b in [be, *others]]
         from beadm import vzguard
 
-        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts())
+        def ro(b: BootEnv) -> Callable[[], Path | None]:
+            view = self._view(self._ref(b, running))
+            return lambda: view(False)
+
+        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts(),
+                              views={b.dataset: ro(b) for b in [be, *others]})
 
     def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
         """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
