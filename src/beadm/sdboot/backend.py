@@ -132,10 +132,12 @@ class SystemdBootBackend:
         value = r.stdout.strip()
         return value if value and value != "-" else None
 
-    def _set_record(self, container: str, name: str | None) -> None:
+    def _set_record(self, container: str, name: str | None, *, ask: bool = True) -> None:
+        """``ask``: leave an equal record alone (a query first); else set it right away
+        (one process instead of two: activate, issue 15)."""
         if name is None:
             self._runner.run(["zfs", "inherit", RECORD, container])
-        elif self._get_record(container) != name:
+        elif not ask or self._get_record(container) != name:
             self._runner.run(["zfs", "set", f"{RECORD}={name}", container])
 
     # -- building blocks -----------------------------------------------------------
@@ -463,7 +465,7 @@ class SystemdBootBackend:
                 if self.host.efivars.get(ONESHOT) is not None:
                     self._set_efi(ONESHOT, None)  # a pending once-boot is overridden
                 self._assert_default(esps, errors, plan.default_id)
-                self._set_record(_container(be), be.name)
+                self._set_record(_container(be), be.name, ask=False)
                 self._each(esps, errors, "trial", _drop_counted)  # any trial ends here
             self._gc(esps, errors)
             self._raise(esps, errors)
