@@ -15,14 +15,12 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from beadm import mounts as mnt
-from beadm import pvestate, retention, rollback_guard, vzguard
-from beadm import upgrade as upg
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootBackend, BootState, EspUsage
 from beadm.errors import (
@@ -44,7 +42,7 @@ from beadm.names import (
     same_but_case,
     split_be_snapshot,
 )
-from beadm.runner import Runner
+from beadm.runner import Result, Runner
 from beadm.tree import AUTO_PREFIX, SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
 from beadm.zfs import (
@@ -59,6 +57,10 @@ from beadm.zfs import (
     PropValue,
     Zfs,
 )
+
+if TYPE_CHECKING:  # imported where used: each is one command's (start-up time, issue 15)
+    from beadm import pvestate, retention, rollback_guard
+    from beadm import upgrade as upg
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +167,8 @@ class Pruned:
 
     def esp_free_after(self, esp: EspUsage) -> int:
         """The ESP's free bytes once the BEs that go are gone."""
+        from beadm import retention
+
         return retention.esp_free_after(esp, {b.be.name for b in self.bes if b.destroy})
 
 
@@ -193,9 +197,46 @@ class Upgraded:
 class Listing:
     root: str
     pool: str
-    bootfs: str
+    bootfs: str | None  # None: not asked (listing(bootfs=False) where the backend decides R)
     state: BootState
     bes: tuple[BeInfo, ...]
+
+
+#: Changing commands that mount, unmount or make ZFS (un)mount something: they must run in
+#: the host's mount namespace, so the backend's held session (a private namespace, see
+#: beadm.sdboot.host) is released before each one.
+_HOST_NS: tuple[tuple[str, ...], ...] = (
+    ("mount",), ("umount",), ("zfs", "destroy"), ("zfs", "rename"), ("zfs", "create"),
+    ("zfs", "promote"), ("zfs", "mount"), ("zfs", "unmount"), ("zfs", "umount"),
+    ("zpool", "export"), ("systemctl",), ("proxmox-boot-tool",),
+)
+
+
+def _needs_host_ns(argv: Sequence[str]) -> bool:
+    if any(tuple(argv[: len(p)]) == p for p in _HOST_NS):
+        return True
+    # a mountpoint change remounts; canmount=off unmounts
+    return tuple(argv[:2]) == ("zfs", "set") and len(argv) > 2 and (
+        argv[2].startswith("mountpoint=") or argv[2] == "canmount=off")
+
+
+class _HostNsRunner:
+    """The injected runner, releasing the backend's held session before every changing
+    command that must run in the host's mount namespace (:data:`_HOST_NS`)."""
+
+    def __init__(self, inner: Runner, release: Callable[[], None]) -> None:
+        self._inner = inner
+        self._release = release
+
+    @property
+    def dry_run(self) -> bool:
+        return self._inner.dry_run
+
+    def run(self, argv: Sequence[str], *, readonly: bool = False,
+            check: bool = True) -> Result:
+        if not readonly and _needs_host_ns(argv):
+            self._release()
+        return self._inner.run(argv, readonly=readonly, check=check)
 
 
 class BeManager:
@@ -214,23 +255,57 @@ class BeManager:
         out: TextIO | None = None,
         chroot: Callable[[Runner, list[tuple[str, str]]], upg.Chroot] | None = None,
     ) -> None:
-        self.runner = runner
+        self.backend = backend
+        self._raw_runner = runner
+        self.runner: Runner = _HostNsRunner(runner, self._release)
         self._chroot = chroot  # upgrade's chroot (tests: fake namespace, temp dirs)
         self._running_root = running_root  # where the running BE's files are (tests: a dir)
         self._out = out  # a dry run's "would ..." lines (default: standard output)
-        self.zfs = Zfs(runner)
-        self.backend = backend
+        self.zfs = Zfs(self.runner)
         self._root_override = root
         self._mountinfo = mountinfo
         self._lock = lock if lock is not None else Lock()
         self._clock = clock
         self._root: str | None = None
         self._root_checked = False
+        self._altroot_value: str | None = None
 
     # -- where BEs live ------------------------------------------------------------------
 
     def mounts(self) -> list[mnt.Mount]:
         return mnt.read_mounts(self._mountinfo)
+
+    # -- one backend session per command (issue 15) ----------------------------------------
+
+    def _hold(self) -> AbstractContextManager[None]:
+        """The backend keeps one session (its private namespace, the ESPs and the target
+        BE mounted once) for the whole command, where it can."""
+        hold = getattr(self.backend, "hold", None)
+        return hold() if callable(hold) else nullcontext()
+
+    def _release(self) -> None:
+        release = getattr(self.backend, "release", None)
+        if callable(release):
+            release()
+
+    def _view(self, ref: BeRef) -> Callable[[bool], Path | None]:
+        """BE ``ref``'s root dataset as the backend's held session has it mounted (mounting
+        it there if needed; ``writable``), None when the backend holds none."""
+        view = getattr(self.backend, "be_view", None)
+
+        def get(writable: bool) -> Path | None:
+            if not callable(view):
+                return None
+            got = view(ref, writable=writable)
+            return got if isinstance(got, Path) else None
+
+        return get
+
+    def _altroot(self) -> str:
+        """The pool's ``altroot`` (fixed while the pool is imported: asked once)."""
+        if self._altroot_value is None:
+            self._altroot_value = self.zfs.pool_get(self.pool, "altroot")
+        return self._altroot_value
 
     @property
     def root(self) -> str:
@@ -286,7 +361,7 @@ class BeManager:
         children = [tree.fs[tree.be_dataset(n)] for n in tree.be_names()]
         if not children:
             raise NotFoundError(f"--root {root} has no BE (no child file system)")
-        altroot = self.zfs.pool_get(self.pool, "altroot").rstrip("/")
+        altroot = self._altroot().rstrip("/")
         roots = {"/", altroot} if altroot else {"/"}
         for d in children:
             if d.mountpoint not in roots:
@@ -310,7 +385,7 @@ class BeManager:
     def _changing(self, *, boot: bool = False) -> Iterator[Tree]:
         """Hold the lock; yield the tree with stale half-created BEs removed. ``boot``: the
         command changes what boots, so the backend may refuse it first (``preflight``)."""
-        with self._lock:
+        with self._lock, self._hold():
             if boot:
                 self._preflight()
             yield self._cleanup_stale(self._tree())
@@ -320,19 +395,26 @@ class BeManager:
 
     # -- queries ---------------------------------------------------------------------------
 
-    def listing(self, *, snapshots: bool = True) -> Listing:
+    def listing(self, *, snapshots: bool = True, bootfs: bool = True) -> Listing:
         """Every BE with N/R/T flags: one ``zfs list`` plus one ``zpool get``. Without
         ``snapshots`` the BEs' snapshot lists are empty (and ``zfs list`` skips them: with
         thousands of snapshots they are most of its time); space figures are the same."""
+        with self._hold():
+            return self._listing(snapshots=snapshots, want_bootfs=bootfs)
+
+    def _listing(self, *, snapshots: bool, want_bootfs: bool) -> Listing:
         tree = self._tree(snapshots=snapshots)
         running = self.running_name()
         # BEs still being created (or left half-created by a killed create, which the next
         # changing command removes) are not BEs yet.
         bes = [b for b in tree.bes() if b.root.state not in _STALE]
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
-        bootfs = self._bootfs()
         next_boot = state.next_boot
-        if next_boot is None and state.decides and bootfs.rpartition("/")[0] == self.root:
+        # the pool's bootfs decides R only where the backend does not (without ``bootfs``
+        # it is asked only then: one zpool process less for the table, issue 15)
+        fallback = next_boot is None and state.decides
+        bootfs = self._bootfs() if want_bootfs or fallback else None
+        if fallback and bootfs is not None and bootfs.rpartition("/")[0] == self.root:
             next_boot = bootfs.rpartition("/")[2]
         where = mnt.zfs_mounts(self.mounts())
         infos = tuple(
@@ -354,22 +436,27 @@ class BeManager:
         network; beadm.rollback_guard): each BE is mounted read-only for it. None for
         every BE when no BE runs (nothing to compare with)."""
         running = self.running_name()
-        return {b.name: self._rollback_report(b, running) for b in bes}
+        with self._hold():
+            return {b.name: self._rollback_report(b, running) for b in bes}
 
     def _rollback_report(self, be: BootEnv, running: str | None) -> rollback_guard.Report | None:
+        from beadm import rollback_guard
+
         if running is None:
             return None
         if be.name == running:
             return rollback_guard.Report(be.name, running)
         plan = [(d.name, rel) for d, rel in _mount_plan(be)]
+        view = self._view(self._ref(be, running))
         return rollback_guard.inspect(
             self.runner, plan, self.mounts(), be=be.name, running=running,
-            running_root=self._running_root, be_root=self.root)
+            running_root=self._running_root, be_root=self.root, view=lambda: view(False))
 
     def check(self) -> list[str]:
-        tree = self._tree()
-        running = self.running_name()
-        return self.backend.check([self._ref(b, running) for b in _bootable(tree)])
+        with self._hold():
+            tree = self._tree()
+            running = self.running_name()
+            return self.backend.check([self._ref(b, running) for b in _bootable(tree)])
 
     # -- create ----------------------------------------------------------------------------
 
@@ -469,7 +556,7 @@ class BeManager:
             local.setdefault(pv.dataset, []).append(pv)
         # zfs shows mountpoints with the pool's altroot in front (a rescue import): the
         # stored value is what the clone must get.
-        altroot = self.zfs.pool_get(self.pool, "altroot")
+        altroot = self._altroot()
 
         undo = UndoLog()
         try:
@@ -512,6 +599,7 @@ class BeManager:
                     self.zfs.inherit(clone, PROP_STATE)
         except BaseException:
             if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
+                self._release()  # the undo starts from fresh ESP mounts, as a new command
                 undo.rollback()
             raise
         return ref
@@ -529,6 +617,8 @@ class BeManager:
         killed upgrade leaves ``upgrading``, which the next changing command turns into
         ``failed``. The running BE, the pool's ``bootfs`` and what boots next are never
         changed."""
+        from beadm import upgrade as upg
+
         args = tuple(apt_args) or upg.DEFAULT_APT_ARGS
         if name is not None:
             check_new_be_name(name)
@@ -583,8 +673,11 @@ class BeManager:
 
     def _apt_in(self, plan: list[tuple[str, str]], args: tuple[str, ...]) -> tuple[
             upg.Change, ...]:
-        chroot = (self._chroot(self.runner, plan) if self._chroot is not None
-                  else upg.Chroot(self.runner, plan, out=self._out))
+        from beadm import upgrade as upg
+
+        self._release()  # the chroot makes its own namespace from the host's
+        chroot = (self._chroot(self._raw_runner, plan) if self._chroot is not None
+                  else upg.Chroot(self._raw_runner, plan, out=self._out))
         with chroot.mounted() as root:
             before = upg.packages(root)
             res = root.run(upg.apt_argv(args), check=False)
@@ -613,9 +706,10 @@ class BeManager:
         if snap is not None:
             self._snapshot_to_destroy(tree, be, snap)
             return f"snapshot {be_name}@{snap}"
-        self._refuse_destroy(tree, be)
-        if not force:
-            self._refuse_unique_vz(tree, be)
+        with self._hold():  # the guards' looks into BEs: in the backend's namespace
+            self._refuse_destroy(tree, be)
+            if not force:
+                self._refuse_unique_vz(tree, be)
         return f"BE {be_name} ({be.dataset} and {len(be.datasets) - 1} child datasets)"
 
     def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> None:
@@ -667,10 +761,19 @@ class BeManager:
         others = [b for b in tree.bes() if b.name not in (be.name, running)
                   and b.root.state != STATE_CREATING]
         plans = [[(d.name, rel) for d, rel in _mount_plan(b)] for b in [be, *others]]
-        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts())
+        from beadm import vzguard
+
+        def ro(b: BootEnv) -> Callable[[], Path | None]:
+            view = self._view(self._ref(b, running))
+            return lambda: view(False)
+
+        vzguard.refuse_unique(self.runner, be.name, plans[0], plans[1:], self.mounts(),
+                              views={b.dataset: ro(b) for b in [be, *others]})
 
     def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
         """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
+        from beadm import pvestate
+
         with self._changing():
             running = self.running_name()
             if running is None:
@@ -686,9 +789,10 @@ class BeManager:
         """Give BE ``name`` the drop-ins of the shared state in service (beadm.pvestate), if
         it lacks them: a BE cloned from a snapshot taken before ``init --shared-state``.
         Warns once (when they are written) that its own copy of that state is not used."""
-        altroot = self.zfs.pool_get(self.pool, "altroot")
+        from beadm import pvestate
+
         paths = pvestate.in_use(self.zfs.list_tree(self.pool, snapshots=False, depth=1),
-                                self.pool, altroot=altroot)
+                                self.pool, altroot=self._altroot())
         if not paths:
             return
         out = self._out if self._out is not None else sys.stdout
@@ -697,7 +801,7 @@ class BeManager:
                   f"({', '.join(paths)} are shared datasets)", file=out)
             return
         done = pvestate.prepare_be(self.runner, dataset, paths, mountinfo=self._mountinfo,
-                                   out=out)
+                                   out=out, view=self._view(BeRef(name, dataset)))
         if done.written:
             log.info("BE %s: wrote %s", name, ", ".join(str(p) for p in done.written))
         if done.written and done.hidden:
@@ -803,6 +907,8 @@ class BeManager:
             return self._prune(tree, policy)
 
     def _prune(self, tree: Tree, policy: retention.Policy) -> Pruned:
+        from beadm import retention
+
         space = self._space()
         props = self.zfs.snapshot_props(self.root, _PRUNE_PROPS, types="filesystem,snapshot")
         snaps = self._auto_snaps(tree, props)
@@ -864,6 +970,8 @@ class BeManager:
         return ""
 
     def _space(self) -> retention.Space:
+        from beadm import retention
+
         used, avail = self.zfs.space(self.pool)
         return retention.Space(free=avail, size=used + avail)
 
@@ -871,6 +979,8 @@ class BeManager:
                     props: dict[str, dict[str, str]]) -> list[retention.Snap]:
         """Every snapshot of every BE root, with its marks. Automatic: named
         ``beadm-auto-...`` *and* ``org.beadm:auto`` set on it locally."""
+        from beadm import retention
+
         out: list[retention.Snap] = []
         for be in tree.bes():
             if be.root.state == STATE_CREATING:
@@ -896,6 +1006,8 @@ class BeManager:
                   snaps: list[retention.Snap]) -> tuple[list[retention.Be], list[BeRef]]:
         """Every BE with its marks and, for an automatic one (``org.beadm:auto`` set
         locally on its root), why it is protected, if it is. Also every BE's ref."""
+        from beadm import retention
+
         running = self.running_name()
         bes = [b for b in tree.bes() if b.root.state != STATE_CREATING]
         refs = [self._ref(b, running) for b in bes]
@@ -1040,6 +1152,7 @@ class BeManager:
                 self.backend.post_rename(old_ref, new_ref)
                 self.zfs.inherit(target, PROP_STATE)
             except BaseException:
+                self._release()  # the undo starts from fresh ESP mounts, as a new command
                 undo.rollback()
                 raise
             return new_ref

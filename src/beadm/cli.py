@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import functools
-import json
 import logging
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from beadm import __version__, aptinfo, chroot, health
+# Only what every command needs is imported here; a module one command needs (json,
+# apt's hook input, the health checks, the retention policy, ...) is imported where
+# that command runs: start-up time is most of a short command's time (issue 15).
+from beadm import __version__, chroot
 from beadm import config as conf
 from beadm import watchdog as wd
 from beadm.backend import BootBackend
-from beadm.be import BeInfo, BeManager, Listing, Pruned
+from beadm.be import BeManager
 from beadm.errors import (
     BeadmError,
     BootError,
@@ -36,9 +37,12 @@ from beadm.errors import (
 from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
 from beadm.registry import backends, make_backend
-from beadm.rollback_guard import Report
 from beadm.runner import UNDER_BEADM, Runner, SubprocessRunner
 from beadm.zfs import Dataset
+
+if TYPE_CHECKING:
+    from beadm.be import BeInfo, Listing, Pruned
+    from beadm.rollback_guard import Report
 
 log = logging.getLogger("beadm")
 
@@ -444,6 +448,8 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
     done = mgr.upgrade(args.name, args.apt_args, description=args.description)
     dry = bool(args.dry_run)
     if args.json:
+        import json
+
         json.dump({"be": done.be.name, "dataset": done.be.dataset, "source": done.source,
                    "apt_args": list(done.apt_args), "dry_run": dry,
                    "changes": [{"kind": c.kind, "package": c.package, "old": c.old,
@@ -461,6 +467,8 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
 
 
 def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
+    from beadm import health
+
     res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot,
                          disarm=wd.disarm)
     if res.kind == "confirmed":
@@ -478,6 +486,8 @@ def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
 def _apt_hook(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
     """apt's DPkg::Pre-Install-Pkgs: read its whole action list first (apt writes it to a
     pipe), then nothing unless auto_snapshot = yes; never waits long for the lock."""
+    from beadm import aptinfo
+
     stdin = deps.stdin if deps.stdin is not None else sys.stdin
     try:
         text = stdin.read()
@@ -527,6 +537,8 @@ def _print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None
     policy = pruned.policy
     gone = {b.be.name for b in pruned.bes if b.destroy}
     if args.json:
+        import json
+
         json.dump({
             "pool": pruned.pool,
             "pool_free": pruned.space.free,
@@ -672,6 +684,8 @@ def human(n: int) -> str:
 
 
 def _when(epoch: int) -> str:
+    import datetime as dt
+
     return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
 
 
@@ -691,7 +705,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
         raise UsageError("list: -k and -K are exclusive")
     if args.json and args.script:
         raise UsageError("list: --json and -H are exclusive")
-    listing = mgr.listing(snapshots=args.all or args.snapshots or args.json)
+    listing = mgr.listing(snapshots=args.all or args.snapshots or args.json,
+                          bootfs=args.json)
     infos = list(listing.bes)
     if args.name is not None:
         infos = [i for i in infos if i.be.name == args.name]
@@ -703,6 +718,8 @@ def _list(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO) ->
     for pin in listing.state.pins:
         print(f"beadm: note: {pin.describe()}", file=err)
     if args.json:
+        import json
+
         reports = mgr.rollback_reports([i.be for i in infos])
         json.dump(_json(listing, infos, reports), out, indent=2)
         out.write("\n")

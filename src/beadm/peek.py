@@ -8,7 +8,7 @@ Used by the destroy guard (:mod:`beadm.vzguard`, ``/var/lib/vz``) and the activa
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -36,20 +36,29 @@ def relevant(plan: Plan, paths: Sequence[str]) -> list[tuple[str, str]]:
 
 @contextmanager
 def look_into(
-    runner: Runner, plan: Plan, mounts: Sequence[mnt.Mount], paths: Sequence[str]
+    runner: Runner, plan: Plan, mounts: Sequence[mnt.Mount], paths: Sequence[str],
+    *, view: Callable[[], Path | None] | None = None,
 ) -> Iterator[Path]:
     """The BE of ``plan`` as a directory, with at least ``paths`` (absolute, as inside the
-    BE) as the BE has them: where the BE is mounted already, or a temporary read-only
-    mount of the datasets that hold them."""
+    BE) as the BE has them: where the BE is mounted already; else, when only the BE's
+    root dataset holds them and ``view`` gives a mount of it (the backend's session has
+    the BE mounted for the same command: one mount, not two), there; else a temporary
+    read-only mount of the datasets that hold them."""
     where = mnt.zfs_mounts(list(mounts))
     top = plan[0][0]
     if top in where:
         yield Path(where[top][-1])
         return
+    needed = relevant(plan, paths)
+    if view is not None and [ds for ds, _ in needed] == [top]:
+        got = view()
+        if got is not None:
+            yield got
+            return
     tmp = tempfile.mkdtemp(prefix="beadm-")
     done: list[str] = []
     try:
-        for ds, rel in relevant(plan, paths):
+        for ds, rel in needed:
             target = tmp + rel
             if rel and not Path(target).is_dir():
                 continue  # no directory to mount it on in the read-only parent

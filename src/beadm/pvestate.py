@@ -34,7 +34,6 @@ from typing import TextIO
 from beadm import mounts as mnt
 from beadm.errors import BeadmError, RefusedError
 from beadm.runner import Runner
-from beadm.statecopy import allocated, empty_dir, sqlite_copy, sqlite_files, verify_copy
 from beadm.zfs import PROP_STATE, Dataset, Zfs
 
 log = logging.getLogger(__name__)
@@ -275,6 +274,7 @@ def prepare_be(
     tmpdir: str | None = None,
     out: TextIO | None = None,
     shared: Sequence[SharedPath] = SHARED,
+    view: Callable[[bool], Path | None] | None = None,
 ) -> BeState:
     """Give the BE ``be_dataset`` the drop-ins that the shared ``paths`` (see :func:`in_use`)
     need, where it lacks them, and find its own copies of those paths.
@@ -282,7 +282,9 @@ def prepare_be(
     A BE cloned from a snapshot taken before ``init --shared-state`` has neither the
     drop-ins nor an empty directory under the shared mounts. The BE is looked at where it
     is mounted (the running one at ``root_dir``), else through a temporary mount of its
-    root dataset alone (read-only in a dry run, which writes nothing)."""
+    root dataset alone (read-only in a dry run, which writes nothing): the one ``view``
+    gives (``view(writable)``: the backend's session mounts it for the same command), if
+    any, else a mount of its own."""
     units = dropins(paths, shared)
     if not units:
         return BeState((), ())
@@ -296,6 +298,10 @@ def prepare_be(
             return BeState(tuple(write_units(root, units, dry_run=dry, out=say)), ())
         written = write_units(Path(top), units, dry_run=dry, out=say)
         return BeState(tuple(written), tuple(own_copies(Path(top), paths)))
+    got = view(not dry) if view is not None else None
+    if got is not None:
+        written = write_units(got, units, dry_run=dry, out=say)
+        return BeState(tuple(written), tuple(own_copies(got, paths)))
     tmp = tempfile.mkdtemp(prefix="beadm-", dir=tmpdir)
     try:
         runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil" if dry else "zfsutil",
@@ -455,6 +461,9 @@ class Mover:
         self._switch_phase(spec, f)
 
     def _copy_phase(self, spec: SharedPath, f: Finding) -> None:
+        # the move only (sqlite3 is not imported by the commands that never move)
+        from beadm.statecopy import allocated, sqlite_copy, sqlite_files, verify_copy
+
         ds = f.dataset
         src = self.live(spec.path)
         need = allocated(src)
@@ -514,6 +523,8 @@ class Mover:
     def _remove_old_copy(self, spec: SharedPath) -> None:
         """Empty the BE's own directory under the new mount, seen through a (non-recursive)
         bind mount of the BE's root: only paths in the BE's root dataset are moved."""
+        from beadm.statecopy import empty_dir
+
         tmp = self._tmp()
         self.runner.run(["mount", "--bind", self.root_dir, tmp])
         try:

@@ -29,7 +29,7 @@ import difflib
 import os
 import re
 import stat
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,10 +327,11 @@ def compare(
 
 def inspect(
     runner: Runner, plan: Plan, mounts: Sequence[mnt.Mount], *, be: str, running: str,
-    running_root: Path, be_root: str,
+    running_root: Path, be_root: str, view: Callable[[], Path | None] | None = None,
 ) -> Report:
-    """Mount the BE of ``plan`` read-only (unless it is mounted) and compare it with the
-    running system at ``running_root``."""
+    """Mount the BE of ``plan`` read-only (unless it is mounted, or ``view`` has it: see
+    :func:`beadm.peek.look_into`) and compare it with the running system at
+    ``running_root``."""
     shared = shared_paths(mounts, be_root)
-    with look_into(runner, plan, mounts, PATHS) as top:
+    with look_into(runner, plan, mounts, PATHS, view=view) as top:
         return compare(running_root, top, be=be, running=running, shared=shared)

@@ -17,6 +17,7 @@ import os
 import shlex
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TextIO
@@ -86,6 +87,7 @@ class SubprocessRunner:
             print(f"would run: {shlex.join(args)}", file=self._out)
             return Result(args, 0, "", "")
         log.debug("run: %s", shlex.join(args))
+        start = time.monotonic()
         try:
             proc = subprocess.run(
                 args,
@@ -101,6 +103,8 @@ class SubprocessRunner:
             )
         except FileNotFoundError as exc:
             raise UnsupportedError(f"{args[0]}: command not found") from exc
+        # the timing log every profile reads (beadm -v; bench/speed.py sums it per command)
+        log.debug("took %.3fs: %s", time.monotonic() - start, shlex.join(args))
         result = Result(args, proc.returncode, proc.stdout, proc.stderr)
         if proc.returncode != 0:
             log.debug("exit %d: %s", proc.returncode, proc.stderr.strip())

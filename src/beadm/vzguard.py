@@ -10,7 +10,7 @@ looked at through temporary read-only mounts (:mod:`beadm.peek`).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from beadm import mounts as mnt
@@ -60,25 +60,28 @@ def unique_files(
     mounts: Sequence[mnt.Mount],
     *,
     live: Path = Path(VZ),
+    views: Mapping[str, Callable[[], Path | None]] | None = None,
 ) -> list[str]:
     """Files in the content dirs of the BE ``be``'s ``/var/lib/vz`` that are neither under
-    ``live`` nor in one of the ``others`` BEs (same name and size)."""
-    with look_into(runner, be, mounts, (VZ,)) as top:
+    ``live`` nor in one of the ``others`` BEs (same name and size). ``views``: by BE root
+    dataset, a mount of it the caller's session holds (see :func:`beadm.peek.look_into`)."""
+    views = views or {}
+    with look_into(runner, be, mounts, (VZ,), view=views.get(be[0][0])) as top:
         files = content(top / VZ.lstrip("/"))
     files = minus(files, content(live))
     for plan in others:
         if not files:
             break
-        with look_into(runner, plan, mounts, (VZ,)) as top:
+        with look_into(runner, plan, mounts, (VZ,), view=views.get(plan[0][0])) as top:
             files = minus(files, content(top / VZ.lstrip("/")))
     return sorted(files)
 
 
 def refuse_unique(
     runner: Runner, name: str, be: Plan, others: Sequence[Plan], mounts: Sequence[mnt.Mount],
-    *, live: Path = Path(VZ),
+    *, live: Path = Path(VZ), views: Mapping[str, Callable[[], Path | None]] | None = None,
 ) -> None:
     """Raise :class:`RefusedError` naming the files only the BE ``name`` holds."""
-    files = unique_files(runner, be, others, mounts, live=live)
+    files = unique_files(runner, be, others, mounts, live=live, views=views)
     if files:
         raise RefusedError(message(name, files))

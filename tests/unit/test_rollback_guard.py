@@ -4,9 +4,11 @@ the target BE are temporary directories (the fake runner's ``mount`` copies the 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from hypothesis import strategies as st
 from world import LIST_ARGV, LIST_FS_ARGV, row, without_snapshots
 
 from beadm import rollback_guard as rg
+from beadm.backend import BeRef
 from beadm.cli import Deps, main
 from beadm.errors import ClusterGuardError
 
@@ -359,3 +362,57 @@ def test_list_json_without_a_running_be_has_null(w: World) -> None:
     assert (rc, err) == (0, ""), err
     assert all(b["cluster_guard"] is None and b["network_drift"] is None
                for b in json.loads(out)["bes"])
+
+
+# -- one mount of the target per command (issue 15) ----------------------------------------
+
+
+class HoldingBackend(RecordingBackend):
+    """A backend whose held session has the target BE mounted (``be_view``), as the
+    systemd-boot backend's has when its hooks run in the same command."""
+
+    def __init__(self, old: Path) -> None:
+        super().__init__()
+        self.old = old
+        self.held = 0
+        self.views: list[tuple[str, bool]] = []
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
+
+    def release(self) -> None:
+        self.calls.append(("release",))
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        if not self.held:
+            return None
+        self.views.append((be.name, writable))
+        return self.old
+
+
+def test_the_guard_reads_the_backends_mount_of_the_target_instead_of_its_own(w: World) -> None:
+    w.backend = HoldingBackend(w.old)
+    write(w.cur, {"/etc/corosync/corosync.conf": conf("prod")})
+    rc, _, err = w.cli("activate", "old")
+    assert rc == 5 and "predates the cluster join" in err, err  # read from the view
+    assert w.mounted == []  # no mount of its own
+    assert w.backend.views == [("old", False)]
+    write(w.old, {"/etc/corosync/corosync.conf": conf("prod")})
+    rc, _, err = w.cli("activate", "old")
+    assert rc == 0, err
+    assert w.mounted == [] and [c[0] for c in w.backend.calls] == ["activate"]
+
+
+def test_list_json_reads_each_be_through_the_backends_view(w: World) -> None:
+    w.backend = HoldingBackend(w.old)
+    write(w.old, {"/etc/hostname": "elsewhere\n"})
+    rc, out, err = w.cli("list", "--json")
+    assert rc == 0, err
+    assert w.mounted == [] and w.backend.views == [("old", False)]
+    drift = {b["name"]: b["network_drift"] for b in json.loads(out)["bes"]}
+    assert drift == {"cur": [], "old": ["/etc/hostname"]}

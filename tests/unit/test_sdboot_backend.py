@@ -101,6 +101,17 @@ def test_activate_sets_efi_default_loader_conf_and_record(w: World) -> None:
     assert w.host.esp_mounts == before  # answered from EFI variables, no ESP mounted
 
 
+def test_activate_sets_the_record_with_one_zfs_command(w: World) -> None:
+    """Issue 15: activate's ZFS part is the record, set without asking first."""
+    with_pve2(w)
+    w.runner.calls.clear()
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    zfs = [c for c in w.runner.calls if c[0] in ("zfs", "zpool")]
+    assert zfs == [("zfs", "set", "org.beadm:next=pve-2", "rpool/ROOT")]
+    w.backend.activate(w.ref("pve-2"), temporary=False)  # again: the same, harmless
+    assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-2"
+
+
 def test_activate_survives_refresh_and_reinit(w: World) -> None:
     with_pve2(w)
     w.backend.activate(w.ref("pve-2"), temporary=False)

@@ -197,3 +197,111 @@ def test_namespace_left_when_propagation_cannot_be_set(monkeypatch: pytest.Monke
     with pytest.raises(CommandError):
         ns.enter()
     assert libc.calls == ["unshare", "setns"]
+
+
+# -- one session per command (issue 15) ------------------------------------------------
+
+
+def test_a_hold_shares_one_namespace_and_one_mount_of_each_esp_and_be(tmp_path: Path) -> None:
+    """The guard's look, the drop-ins and the backend hooks of one command: the ESPs and
+    the target BE are mounted once, in one namespace, and all unmounted when it ends."""
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    assert b.be_view(be, writable=False) is None  # nothing held: no view (nothing mounted)
+    assert mounts(r) == []
+    with b.hold():
+        view = b.be_view(be, writable=False)
+        assert view is not None and view.is_dir()
+        assert b.be_view(be, writable=False) == view
+        b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+        b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+        assert b.be_view(be, writable=True) == view  # remounted read-write, same place
+        assert [c[0] for c in mounts(r)].count("umount") == 0
+    ms = mounts(r)
+    assert [c[2] for c in ms if c[:2] == ("mount", "-t")] == ["zfs", "vfat", "vfat"]
+    assert ("mount", "-o", "remount,rw", str(view)) in ms
+    assert len([c for c in ms if c[0] == "umount"]) == 3
+    assert FakeNamespace.log == ["enter", "leave"]
+    assert list((tmp_path / "run").iterdir()) == []
+
+
+def test_release_unmounts_now_and_the_next_session_mounts_again(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    with b.hold():
+        b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+        b.release()
+        assert len([c for c in mounts(r) if c[0] == "umount"]) == 2
+        assert FakeNamespace.log == ["enter", "leave"]
+        b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+    assert len([c for c in mounts(r) if c[:3] == ("mount", "-t", "vfat")]) == 4
+    assert len([c for c in mounts(r) if c[0] == "umount"]) == 4
+    assert FakeNamespace.log == ["enter", "leave", "enter", "leave"]
+
+
+def test_without_a_hold_each_hook_has_its_own_session(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    b = SystemdBootBackend(r, host=h)
+    b.post_destroy(BeRef("x", "rpool/ROOT/x"))
+    b.post_destroy(BeRef("y", "rpool/ROOT/y"))
+    assert len([c for c in mounts(r) if c[:3] == ("mount", "-t", "vfat")]) == 4
+    assert FakeNamespace.log == ["enter", "leave", "enter", "leave"]
+
+
+class RecordingLibc:
+    def __init__(self, fail: bool = False) -> None:
+        self.calls: list[tuple[object, ...]] = []
+        self.fail = fail
+
+    def mount(self, *args: object) -> int:
+        self.calls.append(("mount", *args))
+        return -1 if self.fail else 0
+
+    def umount2(self, *args: object) -> int:
+        self.calls.append(("umount2", *args))
+        return -1 if self.fail else 0
+
+
+def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: no process per ESP mount, unmount or propagation change; the ZFS mounts of
+    BEs still go through mount(8) (its ZFS helper)."""
+    from beadm.sdboot import host as hostmod
+
+    libc = RecordingLibc()
+    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    inner = PropRunner()
+    m = hostmod.LibcMounts(inner)  # type: ignore[arg-type]
+    m.run(["mount", "--make-rslave", "/"], readonly=True)
+    m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/run/b/esp"], readonly=True)
+    m.run(["mount", "-t", "vfat", "-o", "ro,umask=0077", "/dev/sdb2", "/run/b/e2"], readonly=True)
+    m.run(["umount", "/run/b/esp"], readonly=True, check=False)
+    m.run(["umount", "-l", "/run/b/e2"], readonly=True, check=False)
+    m.run(["mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2", "/run/b/be-0"],
+          readonly=True)
+    assert libc.calls == [
+        ("mount", None, b"/", None, hostmod.MS_REC | hostmod.MS_SLAVE, None),
+        ("mount", b"/dev/sda2", b"/run/b/esp", b"vfat", 0, b"umask=0077"),
+        ("mount", b"/dev/sdb2", b"/run/b/e2", b"vfat", hostmod.MS_RDONLY, b"umask=0077"),
+        ("umount2", b"/run/b/esp", 0),
+        ("umount2", b"/run/b/e2", hostmod.MNT_DETACH),
+    ]
+    assert inner.calls == [("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2",
+                            "/run/b/be-0")]
+    libc.fail = True
+    with pytest.raises(CommandError):
+        m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/x"], readonly=True)
+    assert m.run(["umount", "/x"], readonly=True, check=False).returncode == 32
+
+
+def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
+    from beadm.runner import SubprocessRunner
+    from beadm.sdboot.host import LibcMounts
+
+    assert isinstance(SystemHost(SubprocessRunner()).mounter, LibcMounts)
+    r = PropRunner()
+    assert host(tmp_path, r).mounter is r

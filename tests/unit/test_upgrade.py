@@ -300,9 +300,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
     mi = tmp_path / "mountinfo"
     mi.write_text(MOUNTINFO)
     out, err = io.StringIO(), io.StringIO()
-    import beadm.be as bemod
-
-    real = bemod.upg.Chroot
+    real = upg.Chroot  # beadm.be imports beadm.upgrade where upgrade runs: patch the module
 
     def chroot(r: Runner, plan: Sequence[tuple[str, str]], **kw: object) -> upg.Chroot:
         return real(r, plan, tmp_base=str(run), namespace=FakeNamespace,
@@ -314,7 +312,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
                 lock_wait=0.2, euid=lambda: 0, stdin=io.StringIO(), stdout=out, stderr=err,
                 in_chroot=lambda: chrooted)
     mp = pytest.MonkeyPatch()
-    mp.setattr(bemod.upg, "Chroot", chroot)
+    mp.setattr(upg, "Chroot", chroot)
     try:
         rc = main(list(argv), deps=deps)
     finally:

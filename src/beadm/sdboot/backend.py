@@ -24,6 +24,7 @@ How the next boot is chosen and kept (see also ``docs`` in the package doc):
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import logging
@@ -103,6 +104,25 @@ class SystemdBootBackend:
         self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
         self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
 
+    # -- one session for the whole command (beadm.be holds it) -----------------------
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """Share one session (namespace, ESP and BE mounts) between every hook and look
+        into a BE until the hold ends (see :mod:`beadm.sdboot.host`)."""
+        return self.host.hold()
+
+    def release(self) -> None:
+        """Unmount everything of the held session now (it reopens when needed)."""
+        self.host.release()
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        """The root dataset of BE ``be`` (alone) mounted in the held session, valid until
+        it is released: what the activate guard and the shared-state drop-ins read and
+        write, so that the BE is mounted once per command. None when nothing is held."""
+        if not self.host.holding:
+            return None
+        with self.host.session() as s:
+            return s.be_root(be, writable=writable)
+
     # -- the record ----------------------------------------------------------------
     def _get_record(self, container: str) -> str | None:
         try:
@@ -113,10 +133,12 @@ class SystemdBootBackend:
         value = r.stdout.strip()
         return value if value and value != "-" else None
 
-    def _set_record(self, container: str, name: str | None) -> None:
+    def _set_record(self, container: str, name: str | None, *, ask: bool = True) -> None:
+        """``ask``: leave an equal record alone (a query first); else set it right away
+        (one process instead of two: activate, issue 15)."""
         if name is None:
             self._runner.run(["zfs", "inherit", RECORD, container])
-        elif self._get_record(container) != name:
+        elif not ask or self._get_record(container) != name:
             self._runner.run(["zfs", "set", f"{RECORD}={name}", container])
 
     # -- building blocks -----------------------------------------------------------
@@ -444,7 +466,7 @@ class SystemdBootBackend:
                 if self.host.efivars.get(ONESHOT) is not None:
                     self._set_efi(ONESHOT, None)  # a pending once-boot is overridden
                 self._assert_default(esps, errors, plan.default_id)
-                self._set_record(_container(be), be.name)
+                self._set_record(_container(be), be.name, ask=False)
                 self._each(esps, errors, "trial", _drop_counted)  # any trial ends here
             self._gc(esps, errors)
             self._raise(esps, errors)
@@ -542,6 +564,7 @@ class SystemdBootBackend:
         if self._runner.dry_run:
             self._runner.run(["proxmox-boot-tool", "refresh"])
             return
+        self.host.release()  # the refresh mounts the ESPs itself, in the host's namespace
         log.warning("%s: running proxmox-boot-tool refresh from the running BE", note)
         try:
             self._runner.run(["proxmox-boot-tool", "refresh"])

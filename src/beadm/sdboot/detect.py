@@ -20,6 +20,7 @@ itself (it reports them as before).
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from beadm import watchdog as wd
@@ -62,6 +63,15 @@ class GuardedBackend:
     @property
     def notes(self) -> list[str]:
         return self.inner.notes
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        return self.inner.hold()
+
+    def release(self) -> None:
+        self.inner.release()
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        return self.inner.be_view(be, writable=writable)
 
     def reason(self) -> str | None:
         """Why beadm cannot manage this host's boot (None: it can). Mounts the ESPs once."""

@@ -1,7 +1,12 @@
 """Access to the machine: ESP list, mounting ESPs and BEs, EFI variables.
 
-One :class:`Session` per backend call (one beadm command): each ESP is mounted at most
-once, lazily, and every mount is undone when the session closes, also on error.
+One :class:`Session` per backend call, or per whole command while the BE library holds
+the host (:meth:`SystemHost.hold`: the activate guard, the drop-ins and the backend then
+share one namespace, one mount of each ESP and of the target BE; issue 15): each ESP is
+mounted at most once, lazily, and every mount is undone when the session closes, also on
+error. The library releases the held session before anything that must happen in the
+host's own mount namespace (``beadm mount``/``umount``, unmounting a BE it destroys,
+``zfs destroy``/``rename``, the shared-state move, ``upgrade``'s chroot).
 
 Decision on the mount namespace: the process itself enters its own mount namespace
 (``unshare(CLONE_NEWNS)`` through ctypes, then ``mount --make-rslave /``) for the
@@ -25,23 +30,26 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
+import logging
 import os
+import shlex
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from beadm.backend import BeRef
-from beadm.errors import BeadmError, BootError, UnsupportedError
-from beadm.runner import Runner
+from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
+from beadm.runner import Result, Runner, SubprocessRunner
 from beadm.sdboot.efivars import EFIVARS, EfiVars
 from beadm.sdboot.store import EspStore
 
 UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
 CLONE_NEWNS = 0x00020000
+log = logging.getLogger(__name__)
 
 
 def read_uuids(etc_kernel: Path) -> list[str]:
@@ -87,6 +95,19 @@ class Host(Protocol):
 
     def session(self) -> contextlib.AbstractContextManager[Session]: ...
 
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """While held, every :meth:`session` is one and the same, kept open (its private
+        namespace, ESP and BE mounts) until the hold ends or :meth:`release`."""
+        ...
+
+    def release(self) -> None:
+        """Close the held session now (the next :meth:`session` of the hold opens a new
+        one): before anything that must happen in the host's mount namespace."""
+        ...
+
+    @property
+    def holding(self) -> bool: ...
+
     def proc_cmdline(self) -> str | None: ...
 
     def running_kernel(self) -> str: ...
@@ -98,6 +119,76 @@ class Host(Protocol):
 
 # -- the real machine ---------------------------------------------------------------
 
+MS_RDONLY = 0x1
+MS_REC = 0x4000
+MS_SLAVE = 0x80000
+MNT_DETACH = 0x2
+
+
+def _libc() -> ctypes.CDLL:
+    """The C library this process has loaded already (``ctypes.util.find_library`` would
+    run ``ldconfig -p`` to find it: a process, twice per session)."""
+    return ctypes.CDLL(None, use_errno=True)
+
+
+class LibcMounts:
+    """A runner for the mounts a session makes in its own private namespace: the mount
+    propagation (``mount --make-rslave /``), the ESPs (``mount -t vfat -o OPTS DEV DIR``)
+    and every unmount (``umount [-l] DIR``), done with mount(2)/umount2(2), the same
+    calls mount(8) and umount(8) make, without a process each (issue 15: under emulation
+    they were most of ``list``'s time). Anything else (the BEs' ``mount -t zfs``, which
+    needs the ZFS helper) goes to the real runner. Used only with the real runner
+    (:class:`~beadm.runner.SubprocessRunner`); these are queries (they run in a dry run
+    too, read-only), logged at debug level like every command."""
+
+    def __init__(self, runner: Runner) -> None:
+        self._runner = runner
+
+    @property
+    def dry_run(self) -> bool:
+        return self._runner.dry_run
+
+    def run(self, argv: Sequence[str], *, readonly: bool = False,
+            check: bool = True) -> Result:
+        args = tuple(argv)
+        call = _libc_call(args)
+        if call is None:
+            return self._runner.run(args, readonly=readonly, check=check)
+        log.debug("run: %s (mount(2))", shlex.join(args))
+        start = time.monotonic()
+        rc = call(_libc())
+        err = ctypes.get_errno() if rc != 0 else 0
+        log.debug("took %.3fs: %s", time.monotonic() - start, shlex.join(args))
+        if rc == 0:
+            return Result(args, 0, "", "")
+        result = Result(args, 32, "", f"{args[0]}: {os.strerror(err)}")
+        if check:
+            raise CommandError(list(args), 32, result.stderr)
+        return result
+
+
+def _libc_call(a: tuple[str, ...]) -> Callable[[ctypes.CDLL], int] | None:
+    """The libc call that does what argv ``a`` asks, for the forms :class:`LibcMounts`
+    takes; None for any other."""
+    def b(text: str) -> bytes:
+        return os.fsencode(text)
+
+    if a == ("mount", "--make-rslave", "/"):
+        return lambda c: int(c.mount(None, b"/", None, MS_REC | MS_SLAVE, None))
+    if len(a) == 7 and a[:3] == ("mount", "-t", "vfat") and a[3] == "-o":
+        opts = a[4].split(",")
+        flags = MS_RDONLY if "ro" in opts else 0
+        data = ",".join(o for o in opts if o not in ("ro", "rw"))
+        dev, target = a[5], a[6]
+        return lambda c: int(c.mount(b(dev), b(target), b"vfat", flags,
+                                     b(data) if data else None))
+    if len(a) == 2 and a[0] == "umount" and not a[1].startswith("-"):
+        return lambda c: int(c.umount2(b(a[1]), 0))
+    if len(a) == 3 and a[:2] == ("umount", "-l"):
+        return lambda c: int(c.umount2(b(a[2]), MNT_DETACH))
+    return None
+
+
 class PrivateNamespace:
     """Enter a mount namespace of our own (slave of the host's) for a while, then come
     back (see module doc)."""
@@ -108,7 +199,7 @@ class PrivateNamespace:
         self._cwd = "/"
 
     def enter(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = _libc()
         self._cwd = str(Path.cwd())
         self._old = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         if libc.unshare(CLONE_NEWNS) != 0:
@@ -125,7 +216,7 @@ class PrivateNamespace:
     def leave(self) -> None:
         if self._old is None:
             return
-        libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+        libc = _libc()
         rc = libc.setns(self._old, CLONE_NEWNS)
         os.close(self._old)
         self._old = None
@@ -147,7 +238,7 @@ class SystemSession:
 
     def _dir(self, name: str) -> Path:
         if self._ns is None:
-            self._ns = self._host.namespace_factory(self._host.runner)
+            self._ns = self._host.namespace_factory(self._host.mounter)
             self._ns.enter()
         if self._base is None:
             self._base = Path(tempfile.mkdtemp(prefix="beadm-", dir=self._host.tmp_base))
@@ -169,7 +260,7 @@ class SystemSession:
             d = self._dir(f"esp-{uuid}")
             opts = "ro,umask=0077" if host.runner.dry_run else "umask=0077"
             try:
-                host.runner.run(["mount", "-t", "vfat", "-o", opts, str(dev), str(d)],
+                host.mounter.run(["mount", "-t", "vfat", "-o", opts, str(dev), str(d)],
                                 readonly=True)
             except BeadmError as exc:
                 self._esps.append(Esp(uuid, None, f"ESP {uuid} cannot be mounted: {exc}"))
@@ -203,9 +294,9 @@ class SystemSession:
     def close(self) -> None:
         try:
             for d in reversed(self._mounted):
-                r = self._host.runner.run(["umount", str(d)], readonly=True, check=False)
+                r = self._host.mounter.run(["umount", str(d)], readonly=True, check=False)
                 if r.returncode != 0:
-                    self._host.runner.run(["umount", "-l", str(d)], readonly=True, check=False)
+                    self._host.mounter.run(["umount", "-l", str(d)], readonly=True, check=False)
             if self._base is not None:  # rmdir only: never recurse into a mount point
                 for d in [*self._base.iterdir(), self._base]:
                     with contextlib.suppress(OSError):
@@ -223,6 +314,9 @@ class SystemHost:
                  running_root: Path = Path("/"), tmp_base: str = "/run",
                  out: TextIO | None = None) -> None:
         self.runner = runner
+        #: the session's own mounts: mount(2) on the real machine, else (tests) the runner
+        self.mounter: Runner = LibcMounts(runner) if isinstance(runner, SubprocessRunner) \
+            else runner
         self.etc_kernel = etc_kernel
         self.dev_by_uuid = dev_by_uuid
         self.running_root = running_root
@@ -232,14 +326,40 @@ class SystemHost:
         self.esp_mounts = 0
         self.be_mounts = 0
         self.namespace_factory = PrivateNamespace
+        self._holds = 0
+        self._held: SystemSession | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        if self._holds:
+            if self._held is None:
+                self._held = SystemSession(self)
+            yield self._held
+            return
         s = SystemSession(self)
         try:
             yield s
         finally:
             s.close()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
+
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
 
     def proc_cmdline(self) -> str | None:
         try:
@@ -299,10 +419,34 @@ class DirHost:
         self.step: Callable[[str], None] | None = None
         self._kernel = kernel
         self._cmdline = cmdline
+        self._holds = 0
+        self._held: DirSession | None = None
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
+        if self._holds:
+            if self._held is None:
+                self._held = DirSession(self)
+            yield self._held
+            return
         yield DirSession(self)
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
+
+    def release(self) -> None:
+        self._held = None
+
+    @property
+    def holding(self) -> bool:
+        return self._holds > 0
 
     def proc_cmdline(self) -> str | None:
         return self._cmdline

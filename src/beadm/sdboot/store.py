@@ -30,13 +30,25 @@ ENTRIES_DIR = "loader/entries"
 LOADER_CONF = "loader/loader.conf"
 _TMP = ".beadm-tmp-"
 _STORE_NAME = re.compile(r"^[0-9a-f]{16}-(vmlinuz|initrd\.img)-.+$")
-_digest_cache: dict[tuple[int, int, int, int], str] = {}
+_digest_cache: dict[tuple[int, int, int, int, int], str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """sha256 of a file, hex; cached per (device, inode, size, mtime) for one process."""
+    """sha256 of a file, hex; cached for one process per (device, inode, size, mtime,
+    ctime).
+
+    Why no more (issue 15): a cache that outlives the process would need a key that
+    changes with the content, and stat has none that is certain across BEs: a clone has
+    the same inode numbers, sizes and times as its origin (identical content, until it
+    changes), but ``zfs receive`` and ``zfs rollback`` bring back old inodes with their
+    old times, dpkg and ``cp -p``/``touch -r`` set mtimes, and each mount of a dataset
+    gets a device number that the next mount of another one may reuse. Within one
+    process the device number may be reused too (a session mounts BE after BE): the
+    ctime, which no write, chmod or rename can leave unchanged and no program can set,
+    is part of the key for that reason. Hashing a BE's kernels is not where a command's
+    time goes (bench/README.md)."""
     st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
     if key not in _digest_cache:
         h = hashlib.sha256()
         with path.open("rb") as f:
