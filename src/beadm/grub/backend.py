@@ -166,6 +166,9 @@ class GrubBackend(EspBackend):
                                f"{headroom >> 20} MiB")
             return out
 
+        for esp in esps:  # a foreign custom.cfg anywhere: refuse before any write
+            if esp.store is not None:
+                self._menu(esp.store)
         found = problems(plan)
         if not found:
             return plan
@@ -345,6 +348,9 @@ class GrubBackend(EspBackend):
                     e.store and e.store.read_text(CUSTOM_CFG) is not None for e in esps):
                 log.debug("sync: no ESP has beadm's custom.cfg yet (no init): nothing to do")
                 return
+            for esp in esps:  # a foreign custom.cfg anywhere: refuse before any write
+                if esp.store is not None:
+                    self._menu(esp.store)
             errors: list[str] = []
             plans: dict[str, Plan] = {}
             for be in bes:
