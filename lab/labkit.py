@@ -48,6 +48,7 @@ MACHINE_RECIPE = (
     "fixtures/proxmox-boot-cleanup.service",
     "fixtures/proxmox-kernel-helper.postinst",
     "fixtures/build-standin",
+    "fixtures/000_proxmox_boot_header",
 )
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
