@@ -138,3 +138,76 @@ def test_grub_backend_on_real_zfs_and_fat(machine: tuple[GrubBackend, list[str]]
         assert "beadm-b-" not in out and f"beadm-a-{KVER}" in out
     assert backend.check([a]) == []
     nothing_mounted(uuids)
+
+
+FIXTURE = Path("/src/lab/fixtures/proxmox-boot-tool")
+
+
+def test_fixture_grub_mode_with_real_grub_keeps_beadm_menu(
+        pool_disks: list[Path], sh: Callable[..., str], tmp_path: Path) -> None:
+    """The proxmox-boot-tool fixture's GRUB mode with the image's real GRUB (legacy BIOS VM:
+    run without --uefi): ``init`` runs grub-install i386-pc into a disk laid out as Proxmox's
+    (p1 BIOS boot, p2 ESP), the ESP sync runs the real update-grub with the ESP on /boot; the
+    grub.cfg that grub-mkconfig writes sources custom.cfg; beadm's custom.cfg and grubenv
+    survive a second refresh, and GRUB's own tools accept them."""
+    assert not Path("/sys/firmware/efi").exists(), "run this VM without --uefi"
+    disk = pool_disks[1]
+    script = ("label: gpt\nsize=1MiB, type=21686148-6449-6E6F-744E-656564454649\n"
+              "size=300MiB, type=C12A7328-F81F-11D2-BA4B-00A0C93EC93B\n")
+    subprocess.run(["sfdisk", "-q", str(disk)], input=script, text=True, check=True)
+    sh("udevadm", "settle")
+    part = Path(f"{disk}-part2")
+    sh("mkfs.vfat", "-F", "32", "-i", "4242AAAA", str(part))
+    sh("udevadm", "settle")
+    uuid = "4242-AAAA"
+    uuids = Path("/etc/kernel/proxmox-boot-uuids")
+    had = uuids.read_text() if uuids.exists() else None
+    try:
+        out = sh("python3", str(FIXTURE), "init", str(part))
+        print(out)
+        assert "Installing grub i386-pc target.." in out
+        out = sh("python3", str(FIXTURE), "sync-esps")  # what the hook zz-proxmox-boot does
+        print(out)
+        listing = in_esp(uuid, sh, "ls -1 . grub grub/i386-pc | head -50; stat -c %s "
+                                   "grub/grubenv; cat grub/grub.cfg; cd / && umount /run/grbt")
+        kver = sh("uname", "-r").strip()
+        assert f"vmlinuz-{kver}" in listing and "core.img" in listing
+        assert "\n1024\n" in listing
+        assert "source $prefix/custom.cfg" in listing  # 41_custom, from the real grub-mkconfig
+        assert f"linux\t/vmlinuz-{kver}" in listing
+        # beadm on this ESP: a BE on real ZFS, its menu and a one-shot
+        alt = tmp_path / "alt"
+        sh("zpool", "create", "-f", "-R", str(alt), "-O", "mountpoint=none", POOL,
+           str(pool_disks[0]))
+        sh("zfs", "create", "-o", "canmount=off", f"{POOL}/ROOT")
+        sh("zfs", "create", "-o", "mountpoint=/", f"{POOL}/ROOT/a")
+        (alt / "boot").mkdir()
+        (alt / "etc/kernel").mkdir(parents=True)
+        (alt / f"boot/vmlinuz-{KVER}").write_bytes(b"K" * (1 << 20))
+        (alt / f"boot/initrd.img-{KVER}").write_bytes(b"I" * (2 << 20))
+        (alt / "etc/kernel/cmdline").write_text(f"root=ZFS={POOL}/ROOT/a boot=zfs\n")
+        sh("zfs", "umount", f"{POOL}/ROOT/a")
+        etc = tmp_path / "etc"
+        etc.mkdir()
+        (etc / "proxmox-boot-uuids").write_text(f"{uuid}\n")
+        runner = SubprocessRunner()
+        backend = GrubBackend(runner, host=SystemHost(runner, etc_kernel=etc,
+                                                      efivars=tmp_path / "efivars"))
+        a = BeRef("a", f"{POOL}/ROOT/a")
+        backend.activate(a, temporary=False)
+        backend.activate(a, temporary=True)
+        mine = "cat grub/custom.cfg; grub-editenv grub/grubenv list"
+        before = in_esp(uuid, sh, f"{mine}; cd / && umount /run/grbt")
+        assert f"next_entry=beadm-a-{KVER}" in before
+        sh("python3", str(FIXTURE), "sync-esps")  # a refresh: grub.cfg regenerated
+        after = in_esp(uuid, sh, f"grub-script-check grub/custom.cfg && {mine} && "
+                                 "cat grub/grub.cfg; cd / && umount /run/grbt")
+        assert after.startswith(before)
+        assert "source $prefix/custom.cfg" in after[len(before):]
+        assert backend.check([a]) == []
+    finally:
+        subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
+        if had is None:
+            uuids.unlink(missing_ok=True)
+        else:
+            uuids.write_text(had)
