@@ -82,8 +82,10 @@ def image_dir() -> Path:
     return cache_root() / image_hash()
 
 
-def machine_dir() -> Path:
-    return image_dir() / f"machine-{recipe_hash(MACHINE_RECIPE, image_hash())}"
+def machine_dir(legacy: bool = False) -> Path:
+    """The installed machine: UEFI + systemd-boot, or (``legacy``) SeaBIOS + GRUB."""
+    kind = "machine-legacy-" if legacy else "machine-"
+    return image_dir() / f"{kind}{recipe_hash(MACHINE_RECIPE, image_hash())}"
 
 
 @contextlib.contextmanager

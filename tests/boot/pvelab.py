@@ -72,7 +72,7 @@ def parse(output: str, returncode: int = 0) -> PvelabResult:
 
 
 def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = None,
-              echo: bool = True) -> PvelabResult:
+              echo: bool = True, legacy: bool = False) -> PvelabResult:
     """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
     echoed (pytest shows it for failing tests) unless ``echo`` is False."""
     with tempfile.TemporaryDirectory(prefix="pvelab-steps-") as tmp:
@@ -87,6 +87,8 @@ def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = Non
         argv = [str(PVELAB), "run", "--timeout", str(timeout)]
         if keep is not None:
             argv += ["--keep", str(keep)]
+        if legacy:
+            argv.append("--legacy")
         proc = subprocess.Popen([*argv, *map(str, paths)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         chunks = []
