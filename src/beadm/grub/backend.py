@@ -98,7 +98,9 @@ class GrubBackend(EspBackend):
         """Free store files no menu item names (after the menu was written)."""
         text = st.read_text(CUSTOM_CFG)
         m = menu.parse(text) if text is not None else Menu()
-        st.gc(referenced=m.store_paths() if m is not None else set())
+        if m is None:
+            return  # not beadm's menu: it cannot say what is in use, so nothing is freed
+        st.gc(referenced=m.store_paths())
 
     @staticmethod
     def _env(st: EspStore) -> dict[str, str]:
