@@ -137,13 +137,37 @@ def apt_mirrors() -> tuple[str, str]:
     return main, security
 
 
+#: A cached image or machine of another recipe is removed only when unused this long: several
+#: checkouts (worktrees, a CI clone) with different recipes may use the cache at once, and
+#: removing one in use breaks their runs (a VM's backing disk gone).
+STALE_AFTER = 2 * 86400
+USED_MARK = "last-used"
+
+
+def mark_used(entry: Path) -> None:
+    """Record that ``entry`` (an image or machine dir) is in use now."""
+    with contextlib.suppress(OSError):
+        (entry / USED_MARK).touch()
+
+
+def unused_for(entry: Path) -> float:
+    """Seconds since ``entry`` was last used (built, or found cached)."""
+    for mark in (entry / USED_MARK, entry / "complete", entry):
+        with contextlib.suppress(OSError):
+            return time.time() - mark.stat().st_mtime
+    return float("inf")
+
+
 def remove_stale(keep: Path) -> None:
-    """Keep at most the current image: remove other <hash> dirs (and leftover temp dirs)."""
+    """Remove other <hash> dirs (and leftover temp dirs) unused for STALE_AFTER seconds."""
     root = cache_root()
     for entry in root.iterdir():
         if entry == keep:
             continue
-        if HEX.match(entry.name) or entry.name.startswith(".tmp-"):
+        if entry.name.startswith(".tmp-") or (HEX.match(entry.name)
+                                              and unused_for(entry) >= STALE_AFTER):
+            # a .tmp- dir is a killed build's (builds hold the cache lock, as the caller
+            # does); another checkout's image is kept while it is in use
             log(f"removing stale cache entry {entry}")
             shutil.rmtree(entry, ignore_errors=True)
 
@@ -153,6 +177,7 @@ def build_image(force: bool = False) -> Path:
     target = image_dir()
     if (target / "complete").exists() and not force:
         log(f"lab image: cached at {target}")
+        mark_used(target)
         return target
     with cache_lock():
         if (target / "complete").exists() and not force:

@@ -38,16 +38,16 @@ def build_machine(legacy: bool = False) -> Path:
     target = labkit.machine_dir(legacy)
     if (target / "complete").exists():
         log(f"pve machine: cached at {target}")
+        labkit.mark_used(target)
         return target
     with labkit.cache_lock():
         if (target / "complete").exists():
             return target
-        for stale in image.glob("machine-*"):
-            if stale == target or stale.name.startswith("machine-legacy-") != legacy:
-                continue  # the other variant is not stale
+        for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
+            if stale == target or (not stale.name.startswith(".tmp-")
+                                   and labkit.unused_for(stale) < labkit.STALE_AFTER):
+                continue  # another checkout's machine (or the other variant), if in use
             log(f"pve machine: removing stale {stale}")
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in image.glob(".tmp-machine-*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
