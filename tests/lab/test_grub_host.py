@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -50,6 +51,8 @@ def grub_host(pool_disks: list[Path], esps: list[tuple[Path, str]], sh: Callable
     for n, (part, _) in enumerate(esps[:2]):
         sh("mount", "-t", "vfat", str(part), str(mnt))
         try:
+            for old in mnt.iterdir():  # exactly this layout: no leftovers of other lab tests
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
             (mnt / "EFI/proxmox").mkdir(parents=True, exist_ok=True)
             if n == 0:
                 (mnt / "EFI/systemd").mkdir(parents=True, exist_ok=True)
