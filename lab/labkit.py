@@ -48,6 +48,7 @@ MACHINE_RECIPE = (
     "fixtures/proxmox-boot-cleanup.service",
     "fixtures/proxmox-kernel-helper.postinst",
     "fixtures/build-standin",
+    "fixtures/000_proxmox_boot_header",
 )
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
@@ -81,8 +82,10 @@ def image_dir() -> Path:
     return cache_root() / image_hash()
 
 
-def machine_dir() -> Path:
-    return image_dir() / f"machine-{recipe_hash(MACHINE_RECIPE, image_hash())}"
+def machine_dir(legacy: bool = False) -> Path:
+    """The installed machine: UEFI + systemd-boot, or (``legacy``) SeaBIOS + GRUB."""
+    kind = "machine-legacy-" if legacy else "machine-"
+    return image_dir() / f"{kind}{recipe_hash(MACHINE_RECIPE, image_hash())}"
 
 
 @contextlib.contextmanager

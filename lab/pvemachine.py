@@ -24,15 +24,18 @@ from labkit import NO_RESULT, Disk, Share, log
 DISK_MIB = 8192
 ESP_MIB = 512
 FIRMWARE_MARKER = "BdsDxe"  # OVMF's first line on the serial console
+GRUB_MARKER = "GNU GRUB"  # SeaBIOS prints nothing on serial: GRUB's menu (serial terminal) is first
 FIRMWARE_SILENCE = 180  # seconds; it usually prints within 10-30 s, even under load
 ESP_VOLIDS = ("C0DE-0001", "C0DE-0002")
 SERIALS = ("pve-disk1", "pve-disk2")
 
 
-def build_machine() -> Path:
-    """Install the Proxmox-like machine unless a complete one is cached; return its dir."""
+def build_machine(legacy: bool = False) -> Path:
+    """Install the Proxmox-like machine unless a complete one is cached; return its dir.
+    ``legacy``: the legacy-BIOS variant (SeaBIOS, GRUB on the ESPs through the fixture's GRUB
+    mode), cached beside the UEFI one."""
     image = labkit.build_image()
-    target = labkit.machine_dir()
+    target = labkit.machine_dir(legacy)
     if (target / "complete").exists():
         log(f"pve machine: cached at {target}")
         labkit.mark_used(target)
@@ -41,11 +44,11 @@ def build_machine() -> Path:
         if (target / "complete").exists():
             return target
         for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
-            # a .tmp- dir is a killed install's (we hold the cache lock); another checkout's
-            # machine is kept while it is in use
-            if stale.name.startswith(".tmp-") or labkit.unused_for(stale) >= labkit.STALE_AFTER:
-                log(f"pve machine: removing stale {stale}")
-                shutil.rmtree(stale, ignore_errors=True)
+            if stale == target or (not stale.name.startswith(".tmp-")
+                                   and labkit.unused_for(stale) < labkit.STALE_AFTER):
+                continue  # another checkout's machine (or the other variant), if in use
+            log(f"pve machine: removing stale {stale}")
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
         log(f"pve machine: installing into {tmp} (about 20 minutes at 1 vCPU)")
@@ -56,17 +59,20 @@ def build_machine() -> Path:
             labkit.mkdisk(path, DISK_MIB, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}",
                           rest=labkit.ZFS_GUID, bios_boot=True)
             disks.append(Disk(path, SERIALS[n - 1]))
-        run = labkit.LabRun(command=["bash", "/src/lab/machine/install"], disks=0, esps=0,
-                            uefi=True, extra_disks=disks,
+        run = labkit.LabRun(command=["bash", "/src/lab/machine/install",
+                                     "legacy" if legacy else "uefi"], disks=0, esps=0,
+                            uefi=not legacy, extra_disks=disks,
                             extra_shares=[Share(image / "kernels", "kernels")],
                             timeout=2400, stream=True)
         rc = run.run()
         if rc != 0:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SystemExit(f"pve machine: installation FAILED (status {rc})")
-        shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
+        if not legacy:
+            shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
         for path in (tmp / "disk1.img", tmp / "disk2.img", tmp / "vars.fd"):
-            path.chmod(0o444)
+            if path.exists():
+                path.chmod(0o444)
         (tmp / "complete").write_text(f"installed in {time.monotonic() - start:.0f} s; "
                                       f"kernel {old}, pending update {new}\n")
         tmp.chmod(0o755)
@@ -85,6 +91,7 @@ class PveRun:
     verbose: bool = False
     mem: int = 2048
     idle_boots: int = 1  # power-ons in a row that may end (qemu exits) with no step done
+    legacy: bool = False  # the SeaBIOS + GRUB machine
     consoles: list[Path] = field(default_factory=list)
 
     def say(self, line: str) -> None:
@@ -116,8 +123,9 @@ class PveRun:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                             str(machine / f"disk{n}.img"), str(work / f"disk{n}.qcow2")],
                            check=True)
-        shutil.copyfile(machine / "vars.fd", work / "vars.fd")
-        (work / "vars.fd").chmod(0o644)
+        if not self.legacy:
+            shutil.copyfile(machine / "vars.fd", work / "vars.fd")
+            (work / "vars.fd").chmod(0o644)
         return share
 
     def run_once(self, machine: Path, attempt: int) -> int:
@@ -185,8 +193,10 @@ class PveRun:
             console = labkit.new_log_path("pvelab")
             self.consoles.append(console)
             vm = labkit.VM(disks=disks, shares=[Share(share, "pvelab"), Share(labkit.REPO, "src")],
-                           console_log=console, mem=self.mem, vars_fd=work / "vars.fd",
+                           console_log=console, mem=self.mem,
+                           vars_fd=None if self.legacy else work / "vars.fd",
                            no_reboot=True)  # a guest reboot ends qemu: each boot is a power-on
+            marker = GRUB_MARKER if self.legacy else FIRMWARE_MARKER
             stop = threading.Event()
 
             def watch(vm: labkit.VM = vm, stop: threading.Event = stop) -> None:
@@ -201,12 +211,12 @@ class PveRun:
             last_progress[0] = time.monotonic()
             status, text = vm.run_unlocked(self.timeout * (total + 2),
                                            self.echo_console if self.verbose else None,
-                                           ready_marker=FIRMWARE_MARKER,
+                                           ready_marker=marker,
                                            ready_timeout=FIRMWARE_SILENCE)
             stop.set()
             watcher.join()
             poll()
-            if status is None and FIRMWARE_MARKER not in text and silent_power_ons < 3:
+            if status is None and marker not in text and silent_power_ons < 3:
                 # OVMF under TCG occasionally hangs before printing anything; power on again
                 silent_power_ons += 1
                 self.say(f"PVELAB firmware printed nothing in {FIRMWARE_SILENCE} s: power-on again")
@@ -244,6 +254,6 @@ class PveRun:
                 self.say(f"PVELAB disks detached for the next power-on: {sorted(detached)}")
 
     def run(self) -> int:
-        machine = build_machine()
+        machine = build_machine(self.legacy)
         return labkit.retry_on_no_result("pvelab",
                                          lambda attempt: self.run_once(machine, attempt))

@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--backend",
         default="auto",
         choices=["auto", *backends()],
-        help="boot backend (default: auto: systemd-boot on proxmox-boot hosts, else none)",
+        help="boot backend (default: auto: on proxmox-boot hosts systemd-boot or grub, as "
+             "the ESPs boot; a mixed host is refused; else none)",
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True

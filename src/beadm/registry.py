@@ -1,10 +1,11 @@
 """The explicit registry of bootloader backends (name -> factory) and the ``auto`` choice.
 
-``auto``: ``none`` where no proxmox-boot uuids file exists; else systemd-boot behind the guard
-of :mod:`beadm.sdboot.detect`, which refuses every boot-changing command (exit 7, with the
-reason) unless every listed ESP is a systemd-boot ESP and the host booted in UEFI mode: GRUB
-hosts (legacy BIOS, or shim + GRUB) are never "activated". ``--backend systemd-boot`` names the
-backend explicitly, without the guard.
+``auto``: ``none`` where no proxmox-boot uuids file exists; else the choice of
+:mod:`beadm.sdboot.detect`: systemd-boot when every listed ESP is a systemd-boot ESP and the
+host booted in UEFI mode, GRUB when every ESP boots GRUB (``EFI/proxmox/grubx64.efi``, or a
+legacy-BIOS boot with ``grub/`` on the ESPs), and a refusal of every boot-changing command
+(exit 7, with the reason) otherwise: a mixed host, an ESP without a boot loader.
+``--backend systemd-boot`` and ``--backend grub`` name a backend explicitly, without the check.
 """
 
 from __future__ import annotations
@@ -30,14 +31,25 @@ def _systemd_boot(runner: Runner) -> BootBackend:
     return backend
 
 
+def _grub(runner: Runner) -> BootBackend:
+    try:
+        from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise UnsupportedError("the GRUB backend is not available") from exc
+    backend: BootBackend = GrubBackend(runner)
+    return backend
+
+
 def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBackend:
     try:
+        from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
         from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
         from beadm.sdboot.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise UnsupportedError("the systemd-boot backend is not available") from exc
     backend: BootBackend = GuardedBackend(SystemdBootBackend(runner),
-                                          efi_dir=efi_dir if efi_dir is not None else EFI_DIR)
+                                          efi_dir=efi_dir if efi_dir is not None else EFI_DIR,
+                                          grub=GrubBackend(runner))
     return backend
 
 
@@ -47,7 +59,7 @@ def _none(runner: Runner) -> BootBackend:
 
 def backends() -> dict[str, BackendFactory]:
     """Every backend by name (a fresh mapping each call: no module-level state)."""
-    return {"none": _none, "systemd-boot": _systemd_boot}
+    return {"none": _none, "systemd-boot": _systemd_boot, "grub": _grub}
 
 
 def sdboot_available() -> bool:

@@ -72,7 +72,7 @@ def parse(output: str, returncode: int = 0) -> PvelabResult:
 
 
 def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = None,
-              echo: bool = True, idle_boots: int = 1) -> PvelabResult:
+              echo: bool = True, idle_boots: int = 1, legacy: bool = False) -> PvelabResult:
     """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
     echoed (pytest shows it for failing tests) unless ``echo`` is False. ``idle_boots``:
     power-ons in a row that may end with no step run (failed boots of a trial)."""
@@ -88,6 +88,8 @@ def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = Non
         argv = [str(PVELAB), "run", "--timeout", str(timeout), "--idle-boots", str(idle_boots)]
         if keep is not None:
             argv += ["--keep", str(keep)]
+        if legacy:
+            argv.append("--legacy")
         proc = subprocess.Popen([*argv, *map(str, paths)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         chunks = []

@@ -1,15 +1,17 @@
-"""Issue 11 item 3 on real vfat and real OpenZFS: on a GRUB host, ``--backend auto`` refuses
-every boot-changing command (exit 7, one line saying why) before anything changes, and ``list``
-shows no BE as booting next although the pool's bootfs names one.
+"""Issues 11.3 and 14.3 on real vfat and real OpenZFS: on a host whose ESPs do not all boot the
+same way, ``--backend auto`` refuses every boot-changing command (exit 7, one line saying why)
+before anything changes, and ``list`` shows no BE as booting next although the pool's bootfs
+names one.
 
-Run it twice: ``lab/lab test --uefi -q tests/lab/test_grub_host.py`` (UEFI: the reason is the
-GRUB ESP, ``EFI/proxmox/grubx64.efi`` on the second ESP) and without ``--uefi`` (legacy BIOS:
-the reason is the boot mode, found without mounting an ESP)."""
+Run it twice: ``lab/lab test --uefi -q tests/lab/test_grub_host.py`` (UEFI: a mixed host, ESP 1
+systemd-boot, ESP 2 shim + GRUB with ``EFI/proxmox/grubx64.efi``) and without ``--uefi`` (legacy
+BIOS: GRUB boots, but ESP 1 has no ``grub/``, so Proxmox's refresh skips it)."""
 
 from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -49,6 +51,8 @@ def grub_host(pool_disks: list[Path], esps: list[tuple[Path, str]], sh: Callable
     for n, (part, _) in enumerate(esps[:2]):
         sh("mount", "-t", "vfat", str(part), str(mnt))
         try:
+            for old in mnt.iterdir():  # exactly this layout: no leftovers of other lab tests
+                shutil.rmtree(old) if old.is_dir() else old.unlink()
             (mnt / "EFI/proxmox").mkdir(parents=True, exist_ok=True)
             if n == 0:
                 (mnt / "EFI/systemd").mkdir(parents=True, exist_ok=True)
@@ -85,7 +89,8 @@ def grub_host(pool_disks: list[Path], esps: list[tuple[Path, str]], sh: Callable
 def test_grub_host_refuses_boot_changes_and_shows_no_next_boot(
         grub_host: list[tuple[Path, str]], sh: Callable[..., str]) -> None:
     uefi = Path("/sys/firmware/efi").is_dir()
-    why = grub_host[1][1] if uefi else "legacy BIOS mode"
+    why = (f"mixed host: ESP {grub_host[1][1]} boots with GRUB" if uefi
+           else f"ESP {grub_host[0][1]} has no GRUB (no grub/ directory)")
     print(f"booted in {'UEFI' if uefi else 'legacy BIOS'} mode; expecting {why!r}")
     before = [esp_digest(part, sh) for part, _ in grub_host]
     props = ("zfs", "get", "-H", "-r", "-t", "all", "-o", "name,property,value",

@@ -110,7 +110,7 @@ MODES = [pytest.param(False, id="plain-bash"), pytest.param(True, id="bash-compl
         ("beadm upgrade -- ", []),
         ("beadm upgrade --j", ["--json"]),
         ("beadm upgrade -n -- --j", []),
-        ("beadm --backend ", ["auto", "none", "systemd-boot"]),
+        ("beadm --backend ", ["auto", "none", "systemd-boot", "grub"]),
         ("beadm -n --root rpool/ROOT cr", ["create"]),
         ("beadm list -k ", ["date", "name", "space"]),
         ("beadm activate ", ["pve-1", "a.b", "axb"]),

@@ -40,8 +40,12 @@ def pbt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         monkeypatch.setattr(m, name, etc / fname)
     m.dpkg = ""
 
+    monkeypatch.setattr(m, "GRUB_PIN_SNIPPET", tmp_path / "grub.d" / "proxmox-kernel-pin.cfg")
+    monkeypatch.setattr(m, "ROOT_GRUB_CFG", tmp_path / "boot-grub.cfg")
+
     class Res:
         returncode = 0
+        stderr = ""
 
         @property
         def stdout(self) -> str:
@@ -185,3 +189,63 @@ def test_esp_sync_of_an_empty_list_checks_the_cmdline_and_touches_nothing(
     pbt.CMDLINE.write_text("boot=zfs quiet\n")
     with pytest.raises(pbt.Fail, match="root="):
         pbt.cmd_sync_esps()
+
+
+class Recorder:
+    """``run`` of the fixture: records argv, answers lsblk with a parent disk."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+
+    def __call__(self, *argv: str, check: bool = True) -> Any:
+        self.calls.append(argv)
+        out = "vda\n" if argv[0] == "lsblk" else ""
+
+        class Res:
+            returncode = 0
+            stdout = out
+            stderr = ""
+
+        return Res()
+
+
+def test_grub_refresh_regenerates_grub_cfg_with_the_esp_on_boot(
+        pbt: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GRUB mode (lab/GRUB-FACTS.md): kernels at the ESP root, the pin as a grub.d snippet,
+    then update-grub with the ESP bind-mounted on /boot, then /boot unmounted."""
+    rec = Recorder()
+    monkeypatch.setattr(pbt, "run", rec)
+    snippet = pbt.GRUB_PIN_SNIPPET
+    esp = tmp_path / "esp"
+    (esp / "grub").mkdir(parents=True)
+    kernels(pbt, "6.8.12-1-pve", "6.8.12-2-pve")
+    pbt.PIN.write_text("6.8.12-1-pve\n")
+    pbt.refresh_grub_esp(esp, ["6.8.12-1-pve", "6.8.12-2-pve"])
+    assert (esp / "vmlinuz-6.8.12-2-pve").read_text() == "kernel 6.8.12-2-pve"
+    assert snippet.read_text() == ('GRUB_DEFAULT="gnulinux-advanced->gnulinux-6.8.12-1-pve-'
+                                   'advanced-"\n')
+    assert rec.calls == [("mount", "--bind", str(esp), str(pbt.BOOT)), ("update-grub",),
+                         ("umount", str(pbt.BOOT))]
+    pbt.PIN.unlink()
+    pbt.refresh_grub_esp(esp, ["6.8.12-2-pve"])
+    assert not snippet.exists() and not (esp / "vmlinuz-6.8.12-1-pve").exists()
+
+
+@pytest.mark.parametrize("uefi", [False, True])
+def test_grub_init_installs_grub_on_the_esps_disk(pbt: Any, tmp_path: Path, uefi: bool,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = Recorder()
+    monkeypatch.setattr(pbt, "run", rec)
+    monkeypatch.setattr(pbt, "uefi_booted", lambda: uefi)
+    monkeypatch.setattr(pbt.shutil, "which", lambda name: None)
+    esp = tmp_path / "esp"
+    esp.mkdir()
+    pbt.install_grub(esp, pbt.parent_disk("/dev/vda2"))
+    installs = [c for c in rec.calls if c[0] == "grub-install"]
+    if uefi:
+        assert [c[c.index("--target") + 1] for c in installs] == ["x86_64-efi", "x86_64-efi"]
+        assert "--removable" in installs[1] and "--removable" not in installs[0]
+        assert all(c[c.index("--efi-directory") + 1] == str(esp) for c in installs)
+    else:
+        assert installs == [("grub-install", "--boot-directory", str(esp), "--target", "i386-pc",
+                             "--no-floppy", "--bootloader-id=proxmox", "/dev/vda")]

@@ -26,7 +26,14 @@ def test_auto_with_uuids(tmp_path: Path, fname: str, monkeypatch: pytest.MonkeyP
 
 def test_unknown_backend() -> None:
     with pytest.raises(UsageError):
-        registry.make_backend("grub", FakeRunner())
+        registry.make_backend("lilo", FakeRunner())
+
+
+def test_grub_is_registered() -> None:
+    from beadm.grub.backend import GrubBackend
+
+    assert isinstance(registry.make_backend("grub", FakeRunner()), GrubBackend)
+    assert registry.make_backend("grub", FakeRunner()).name == "grub"
 
 
 def test_registry_is_fresh_each_call() -> None:

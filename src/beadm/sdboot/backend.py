@@ -24,204 +24,36 @@ How the next boot is chosen and kept (see also ``docs`` in the package doc):
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import functools
 import logging
 import os
-import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TextIO
 
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootState, EspUsage, KernelPin
 from beadm.errors import BeadmError, BootError
-from beadm.runner import Runner
+from beadm.espboot import EspBackend, Plan, _container
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist, hooks, kernels, persist, resolve, trial
+from beadm.sdboot import esplist, kernels, resolve, trial
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
-from beadm.sdboot.host import Esp, Host, Session, SystemHost
+from beadm.sdboot.host import Esp
 from beadm.sdboot.kernels import version_key
 from beadm.sdboot.store import EspStore, file_digest, store_name
 
 log = logging.getLogger(__name__)
-RECORD = "org.beadm:next"
 PROXMOX_DEFAULT = "proxmox-*"
 
 
-@dataclass(frozen=True)
-class Plan:
-    """What a BE needs on every ESP: its entries (file name -> content, newest first)."""
-
-    be: BeRef
-    options: str
-    kernels: tuple[kernels.Kernel, ...]
-    pin: str | None = None  # Proxmox's kernel pin in the BE, when it has that kernel
-    running_kver: str | None = None  # the kernel running now, when this is the running BE
-
-    @property
-    def default_kver(self) -> str:
-        return self.pin or self.kernels[0].kver
-
-    def lean(self) -> Plan:
-        """The same BE on tight ESPs: only the kernel it boots, and the running BE also the
-        kernel running now (known to boot)."""
-        keep = [k for k in self.kernels if k.kver in (self.default_kver, self.running_kver)]
-        return replace(self, kernels=tuple(keep))
-
-    def files(self) -> list[tuple[Path, str]]:
-        """(source, basename) of every kernel and initrd the plan stores."""
-        return [(f, f"{kind}-{k.kver}") for k in self.kernels
-                for f, kind in ((k.vmlinuz, "vmlinuz"), (k.initrd, "initrd.img"))]
-
-    @property
-    def default_id(self) -> str:
-        """The entry the BE boots: its pinned kernel's (``proxmox-boot-tool kernel pin``,
-        also ``--next-boot``), else its newest kernel's."""
-        return ent.entry_filename(self.be.name, self.default_kver)
-
-    def fnames(self) -> list[str]:
-        return [ent.entry_filename(self.be.name, k.kver) for k in self.kernels]
-
-
-def _container(be: BeRef) -> str:
-    return be.dataset.rsplit("/", 1)[0]
-
-
-class SystemdBootBackend:
+class SystemdBootBackend(EspBackend):
     """BEs booted by systemd-boot from every ESP in ``/etc/kernel/proxmox-boot-uuids``."""
 
     name = "systemd-boot"
 
-    def __init__(self, runner: Runner, *, host: Host | None = None,
-                 out: TextIO | None = None) -> None:
-        self._runner = runner
-        self._out = out if out is not None else sys.stdout
-        self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
-        self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
-        self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
-
-    # -- one session for the whole command (beadm.be holds it) -----------------------
-    def hold(self) -> contextlib.AbstractContextManager[None]:
-        """Share one session (namespace, ESP and BE mounts) between every hook and look
-        into a BE until the hold ends (see :mod:`beadm.sdboot.host`)."""
-        return self.host.hold()
-
-    def release(self) -> None:
-        """Unmount everything of the held session now (it reopens when needed)."""
-        self.host.release()
-
-    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
-        """The root dataset of BE ``be`` (alone) mounted in the held session, valid until
-        it is released: what the activate guard and the shared-state drop-ins read and
-        write, so that the BE is mounted once per command. None when nothing is held."""
-        if not self.host.holding:
-            return None
-        with self.host.session() as s:
-            return s.be_root(be, writable=writable)
-
-    # -- the record ----------------------------------------------------------------
-    def _get_record(self, container: str) -> str | None:
-        try:
-            r = self._runner.run(["zfs", "get", "-H", "-p", "-o", "value", RECORD, container],
-                                 readonly=True)
-        except BeadmError:
-            return None
-        value = r.stdout.strip()
-        return value if value and value != "-" else None
-
-    def _set_record(self, container: str, name: str | None, *, ask: bool = True) -> None:
-        """``ask``: leave an equal record alone (a query first); else set it right away
-        (one process instead of two: activate, issue 15)."""
-        if name is None:
-            self._runner.run(["zfs", "inherit", RECORD, container])
-        elif not ask or self._get_record(container) != name:
-            self._runner.run(["zfs", "set", f"{RECORD}={name}", container])
-
     # -- building blocks -----------------------------------------------------------
-    def _plan(self, s: Session, be: BeRef, *, prepare: bool) -> Plan:
-        """Read BE ``be``'s kernels and command line (``prepare``: also write its cmdline
-        and hooks, which needs it mounted read-write)."""
-        root = s.be_root(be, writable=prepare)
-        fallback = self.host.proc_cmdline() if be.running else None
-        options = cmd.wanted(root, be.name, be.dataset, fallback)
-        if prepare:
-            self._write_cmdline(root, options)
-            hooks.install(root, dry_run=self._runner.dry_run, out=self._out)
-            if persist.install(root, dry_run=self._runner.dry_run, out=self._out) \
-                    and be.running and root == Path("/"):
-                note = persist.start_now(self._runner)
-                if note:
-                    self.warnings.append(note)
-        keep = self.host.running_kernel() if be.running else None
-        pin = kernels.pinned(root)
-        found = kernels.find(root / "boot", keep=keep, pin=pin)
-        if not found:
-            raise BootError(f"BE {be.name} has no kernel with an initrd in its /boot")
-        if pin is not None and all(k.kver != pin for k in found):
-            note = (f"BE {be.name}: the pinned kernel {pin} is not in its /boot "
-                    "(proxmox-boot-tool kernel unpin?): it boots its newest")
-            if note not in self.warnings:
-                self.warnings.append(note)
-            pin = None
-        return Plan(be, options, tuple(found), pin, keep)
-
-    def _esp_list_drift(self, s: Session, be: BeRef) -> tuple[esplist.EspList | None,
-                                                              list[esplist.Drift]]:
-        """The running root's ESP list and where BE ``be``'s own copy differs from it
-        (nothing for the running BE: its list is the reference)."""
-        if be.running:
-            return None, []
-        try:
-            want = esplist.EspList.of(self.host.etc_kernel)
-            if want is None:
-                return None, []
-            return want, esplist.drift(s.be_root(be, writable=False), want)
-        except OSError as exc:
-            raise BootError(f"BE {be.name}: cannot compare its ESP list: {exc}") from exc
-
-    def _carry_esp_list(self, s: Session, be: BeRef) -> None:
-        """Write the running root's ESP list into BE ``be`` where it differs (a BE cloned
-        before a disk replacement lists the gone ESP; see :mod:`beadm.sdboot.esplist`)."""
-        want, drift = self._esp_list_drift(s, be)
-        if want is None or not drift:
-            return
-        todo = []
-        for d in drift:
-            kept = d.would_drop(want, self.host.esp_present)
-            if kept:
-                note = esplist.describe(be.name, d, want, kept)
-                if note not in self.warnings:
-                    self.warnings.append(note)
-            else:
-                todo.append(d)
-        if not todo:
-            return
-        try:
-            esplist.carry(s.be_root(be, writable=True), todo, want,
-                          dry_run=self._runner.dry_run, out=self._out)
-        except OSError as exc:
-            raise BootError(f"BE {be.name}: cannot write its ESP list: {exc}") from exc
-
-    def _write_cmdline(self, root: Path, options: str) -> None:
-        path = root / cmd.CMDLINE
-        if cmd.first_line(path) == options:
-            return
-        if self._runner.dry_run:
-            print(f"would write {path}: {options}", file=self._out)
-            return
-        try:
-            rest = path.read_text(encoding="utf-8").splitlines()[1:]
-        except FileNotFoundError:
-            rest = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".cmdline.beadm-tmp")
-        tmp.write_text("\n".join([options, *rest]) + "\n", encoding="utf-8")
-        tmp.replace(path)
-
     def _entry(self, esp: EspStore, plan: Plan, k: kernels.Kernel) -> ent.Entry:
         linux = esp.put_file(k.vmlinuz, f"vmlinuz-{k.kver}")
         initrd = esp.put_file(k.initrd, f"initrd.img-{k.kver}")
@@ -280,14 +112,6 @@ class SystemdBootBackend:
                         + "; ".join(problems)
                         + " (destroy an unused BE, or remove old kernels, then retry)")
 
-    def _note_lean(self, names: list[str]) -> None:
-        one = len(names) == 1
-        note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if one else ''} only the "
-                f"kernel {'it boots' if one else 'they boot'} (and the running one), to leave "
-                "room for Proxmox's next kernel")
-        if note not in self.warnings:
-            self.warnings.append(note)
-
     def _fit_all(self, esps: list[Esp], plans: dict[str, Plan],
                  bes: list[BeRef]) -> tuple[dict[str, Plan], dict[str, str]]:
         """What ``sync`` may store on the ESPs (``check`` compares with the same): every BE's
@@ -330,46 +154,6 @@ class SystemdBootBackend:
             if fname not in keep and ent.strip_counter(fname) not in keep and e.be == name:
                 esp.remove_entry(fname)
 
-    def _each(self, esps: list[Esp], errors: list[str], step: str,
-              fn: Callable[[EspStore], object]) -> list[Esp]:
-        """Run ``fn`` on every available ESP; collect failures, return the ESPs that took it."""
-        done = []
-        for esp in esps:
-            if esp.store is None:
-                continue
-            try:
-                fn(esp.store)
-            except BootError as exc:
-                errors.append(exc.message)
-                esp.store = None  # leave this ESP alone for the rest of the command
-                continue
-            except OSError as exc:
-                errors.append(f"ESP {esp.uuid}: {step}: {exc}")
-                esp.store = None
-                continue
-            done.append(esp)
-        return done
-
-    def _raise(self, esps: list[Esp], errors: list[str]) -> None:
-        """End of a changing hook: raise what failed. An ESP whose device is missing (a
-        degraded mirror) is a loud warning, not an error, as long as one ESP is there:
-        the others took the change, and ``sync`` completes the missing one when it is
-        back (until then, booted from, it boots what it booted before)."""
-        problems = [e.error or f"ESP {e.uuid} failed" for e in esps
-                    if e.store is None and e.error and not e.missing] + errors
-        missing = [e for e in esps if e.missing]
-        if missing and len(missing) == len(esps):
-            problems.insert(0, "no ESP of the list is present: " +
-                            "; ".join(e.error or e.uuid for e in missing))
-        elif missing:
-            for e in missing:
-                note = (f"{e.error}: changed the other ESPs only; run 'beadm sync' once it "
-                        "is back (booted from meanwhile, it boots what it booted before)")
-                if note not in self.warnings:
-                    self.warnings.append(note)
-        if problems:
-            raise BootError("; ".join(problems))
-
     def _set_efi(self, var: str, value: str | None) -> bool:
         """Set (or with None delete) a loader variable; False when refused."""
         efi = self.host.efivars
@@ -404,11 +188,6 @@ class SystemdBootBackend:
 
     def post_create(self, be: BeRef) -> None:
         self._make_bootable(be)
-
-    def _exists(self, dataset: str) -> bool:
-        r = self._runner.run(["zfs", "list", "-H", "-o", "name", dataset], readonly=True,
-                             check=False)
-        return r.returncode == 0
 
     def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
         self.warnings = []
@@ -903,20 +682,6 @@ class SystemdBootBackend:
     def boot_state(self, bes: list[BeRef]) -> BootState:
         state = self._boot_state(bes)
         return replace(state, pins=self._running_pins(bes))
-
-    def _running_pins(self, bes: list[BeRef]) -> tuple[KernelPin, ...]:
-        """The running BE's kernel pin (files in / : no mount needed)."""
-        for be in bes:
-            if not be.running:
-                continue
-            with self.host.session() as s:
-                root = s.be_root(be, writable=False)
-                pin = kernels.pin_of(root)
-                if pin is None:
-                    return ()
-                have = kernels.find(root / "boot", limit=0, pin=pin.kver)
-                return (KernelPin(be.name, pin.kver, pin.once, bool(have)),)
-        return ()
 
     def _boot_state(self, bes: list[BeRef]) -> BootState:
         names = [b.name for b in bes]

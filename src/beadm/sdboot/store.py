@@ -261,13 +261,33 @@ class EspStore:
             return
         self._write_text(LOADER_CONF, new)
 
-    def gc(self) -> list[str]:
-        """Remove store files no entry on this ESP names, and leftover temporaries."""
-        referenced = set()
-        for e in self.entry_files().values():
-            referenced.update(e.store_paths())
+    def read_text(self, rel: str) -> str | None:
+        """A text file of the ESP (None: there is none)."""
+        try:
+            return (self.root / rel).read_text(encoding="utf-8", errors="replace")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write_text(self, rel: str, text: str) -> None:
+        """Write a whole file (temporary + fsync + rename), unless it already says ``text``."""
+        if self.read_text(rel) == text:
+            return
+        if self.dry_run:
+            print(f"would write ESP {self.uuid}:/{rel}", file=self._out)
+            return
+        self._write_text(rel, text)
+
+    def gc(self, referenced: set[str] | None = None) -> list[str]:
+        """Remove store files no entry on this ESP names, and leftover temporaries.
+        ``referenced``: the store paths (``beadm/<name>``) in use, when another boot loader's
+        menu (GRUB's) names them instead of systemd-boot entries."""
+        if referenced is None:
+            referenced = set()
+            for e in self.entry_files().values():
+                referenced.update(e.store_paths())
         removed: list[str] = []
-        for d in (self.root / ent.STORE_DIR, self.root / ENTRIES_DIR, self.root / "loader"):
+        for d in (self.root / ent.STORE_DIR, self.root / ENTRIES_DIR, self.root / "loader",
+                  self.root / "grub"):
             if not d.is_dir():
                 continue
             for p in sorted(d.iterdir()):

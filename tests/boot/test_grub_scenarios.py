@@ -1,0 +1,80 @@
+"""Issue 14 item 1: the GRUB backend's claims proven by rebooting the legacy-BIOS machine
+(SeaBIOS, GRUB i386-pc on both disks, its files and the kernels on the ESPs, as the fixture's
+GRUB mode lays them out; ``lab/pvelab run --legacy``). One machine, four boots, to keep VM time
+small: a (boots as installed, init keeps it booting), b (create + activate), c (survives
+``proxmox-boot-tool refresh`` and a manual ``update-grub`` run from the new BE), d (one-shot, then
+back), e (rename of an inactive BE), f (destroy from the new BE frees its files).
+
+The ``entry`` of a boot is the kernel GRUB loaded (BOOT_IMAGE): ``/vmlinuz-*`` is Proxmox's own
+entry at the ESP root, ``/beadm/*`` one of beadm's entries in custom.cfg."""
+
+from __future__ import annotations
+
+import pytest
+from pvelab import run_steps
+
+pytestmark = [pytest.mark.boot, pytest.mark.unproven]
+
+LIB = r"""
+root_is() { local r; r=$(findmnt -no SOURCE /)
+    [ "$r" = "$1" ] || { echo "root is $r, not $1"; exit 1; }; }
+flags() { beadm list -H | awk -F'\t' -v be="$1" '$1 == be { print $2 }'; }
+on_esps() { unshare --mount --propagation private sh -c '
+    mkdir -p /run/t/esp1 /run/t/esp2
+    mount -o ro /dev/disk/by-uuid/C0DE-0001 /run/t/esp1
+    mount -o ro /dev/disk/by-uuid/C0DE-0002 /run/t/esp2
+    '"$1"; }
+"""
+
+
+def test_grub_a_b_c_d_e_f_on_the_legacy_bios_machine() -> None:
+    res = run_steps(
+        LIB + """
+root_is rpool/ROOT/pve-1
+test ! -d /sys/firmware/efi
+test ! -e /etc/kernel/cmdline
+proxmox-boot-tool status | tee /dev/stderr | grep -q 'C0DE-0002 is configured with: grub'
+beadm init pve-1
+grep -q '^root=ZFS=rpool/ROOT/pve-1 ' /etc/kernel/cmdline
+on_esps 'grep -c "^menuentry" /run/t/esp1/grub/custom.cfg /run/t/esp2/grub/custom.cfg'
+test "$(flags pve-1)" = NR
+beadm create pve-2
+beadm create pve-x
+beadm rename pve-x pve-3
+on_esps '! grep -q "beadm-pve-x-" /run/t/esp1/grub/custom.cfg'
+beadm activate pve-2
+test "$(flags pve-2)" = R
+beadm check
+""",
+        LIB + """
+root_is rpool/ROOT/pve-2
+grep -q '^root=ZFS=rpool/ROOT/pve-2 ' /etc/kernel/cmdline
+grep -q 'root=ZFS=rpool/ROOT/pve-2 ' /etc/default/grub.d/zfs.cfg
+test "$(flags pve-2)" = NR
+beadm check
+proxmox-boot-tool refresh
+update-grub
+on_esps 'grep -q "root=ZFS=rpool/ROOT/pve-2" /run/t/esp1/grub/grub.cfg'
+test "$(flags pve-2)" = NR
+beadm check
+beadm activate -t pve-3
+test "$(flags pve-3)" = T
+""",
+        LIB + """
+root_is rpool/ROOT/pve-3
+test "$(flags pve-2)" = R
+""",
+        LIB + """
+root_is rpool/ROOT/pve-2
+beadm sync
+beadm destroy -F pve-3
+on_esps '! grep -q "beadm-pve-3-" /run/t/esp1/grub/custom.cfg /run/t/esp2/grub/custom.cfg'
+beadm check
+beadm list
+""",
+        timeout=1500, legacy=True)
+    assert res.returncode == 0, res.output
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-3",
+                         "rpool/ROOT/pve-2"]
+    assert res.entries[0].startswith("/vmlinuz-"), res.entries  # Proxmox's entry, as installed
+    assert all(e.startswith("/beadm/") for e in res.entries[1:]), res.entries
