@@ -32,6 +32,7 @@ from pathlib import Path
 LAB_DIR = Path(__file__).resolve().parent
 REPO = LAB_DIR.parent
 NO_RESULT = 125
+TIMED_OUT = 124  # the command started in the VM and did not finish in time
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 
@@ -553,7 +554,14 @@ class LabRun:
             else:
                 found = re.findall(r"^LAB-RC=(\d+)", text, re.M)
                 rc = int(found[-1]) if found else NO_RESULT
-            if rc == NO_RESULT:
+            if rc == NO_RESULT and "LAB-CMD-START" in text:
+                # the command ran and did not finish: a hang in it, not a VM that failed to
+                # come up; a second run would hang the same way (and hold a VM slot as long)
+                log(f"lab run: the command did not finish within {self.timeout:.0f} s "
+                    f"(qemu status {status}); not retried; console log: "
+                    f"{console}\n{console_tail(text)}")
+                rc = TIMED_OUT
+            elif rc == NO_RESULT:
                 log(f"lab run: the VM gave no result (qemu status {status}); console log: "
                     f"{console}\n{console_tail(text)}")
             elif rc != 0:

@@ -10,8 +10,11 @@ Fixtures for lab tests:
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +47,31 @@ def _in_lab_vm(request: pytest.FixtureRequest) -> None:
         if why:
             pytest.fail(f"lab test outside the lab VM ({why}): run it with lab/lab test",
                         pytrace=False)
+
+
+# One hung lab test must fail alone, with the stacks that show where it hangs, instead of
+# holding the VM until the run's own timeout (one hung test once cost CI an hour).
+TEST_TIMEOUT = float(os.environ.get("BEADM_LAB_TEST_TIMEOUT", "600"))
+
+
+@pytest.fixture(autouse=True)
+def _per_test_timeout(request: pytest.FixtureRequest) -> object:
+    if HERE not in request.path.parents or TEST_TIMEOUT <= 0:
+        yield None
+        return
+
+    def expired(signum: int, frame: object) -> None:
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        pytest.fail(f"lab test still running after {TEST_TIMEOUT:.0f} s "
+                    "(BEADM_LAB_TEST_TIMEOUT): stacks above", pytrace=True)
+
+    old = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, TEST_TIMEOUT)
+    try:
+        yield None
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def _by_id(prefix: str) -> list[Path]:
