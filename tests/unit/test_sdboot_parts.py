@@ -12,8 +12,9 @@ from hypothesis import strategies as st
 
 from beadm.errors import BootError
 from beadm.sdboot import cmdline, entries, kernels, loaderconf, resolve
+from beadm.sdboot import store as store_mod
 from beadm.sdboot.efivars import EfiRefused, EfiVars, decode, encode
-from beadm.sdboot.store import EspStore
+from beadm.sdboot.store import EspStore, content_name, file_digest, store_name
 
 NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
 TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
@@ -159,6 +160,45 @@ def test_store_dedups_by_content_and_gc_scans_entries(tmp_path: Path) -> None:
     st_.remove_entry("beadm-x-1.conf")
     st_.gc()
     assert st_.store_files() == []
+
+
+def test_content_name_takes_the_stored_name_of_equal_bytes_else_hashes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: a store file of the same basename and size whose bytes equal the source
+    gives the name without hashing; same size with other bytes, another basename or no
+    store: the sha256 name."""
+    esp = tmp_path / "esp"
+    (esp / "beadm").mkdir(parents=True)
+    st_ = EspStore(esp, "1111-AAAA")
+    kernel = tmp_path / "vmlinuz-6.1"
+    kernel.write_bytes(b"K" * 3000 + b"end")
+    hashed = store_name(file_digest(kernel), "vmlinuz-6.1")
+    # a name no hash would give: proves the bytes decided, not the digest
+    (esp / "beadm" / "0123456789abcdef-vmlinuz-6.1").write_bytes(b"K" * 3000 + b"end")
+    (esp / "beadm" / "fedcba9876543210-vmlinuz-6.1").write_bytes(b"K" * 3000 + b"xxx")
+    (esp / "beadm" / "00000000000000aa-initrd.img-6.1").write_bytes(b"K" * 3000 + b"end")
+    hashes: list[Path] = []
+    real = store_mod.file_digest
+    monkeypatch.setattr(store_mod, "file_digest",
+                        lambda p: hashes.append(p) or real(p))  # type: ignore[func-returns-value]
+    monkeypatch.setattr(store_mod, "_name_cache", {})
+    assert content_name(kernel, "vmlinuz-6.1", [st_]) == "0123456789abcdef-vmlinuz-6.1"
+    assert hashes == []
+    assert st_.put_file(kernel, "vmlinuz-6.1") == "/beadm/0123456789abcdef-vmlinuz-6.1"
+    assert hashes == []
+
+    other = tmp_path / "vmlinuz-6.2"
+    other.write_bytes(b"K" * 3000 + b"end")  # same bytes, another basename: no match
+    assert content_name(other, "vmlinuz-6.2", [st_]) == store_name(file_digest(other),
+                                                                   "vmlinuz-6.2")
+    changed = tmp_path / "k2" / "vmlinuz-6.1"
+    changed.parent.mkdir()
+    changed.write_bytes(b"K" * 3000 + b"yyy")  # same size, bytes of neither store file
+    assert content_name(changed, "vmlinuz-6.1", [st_]) == store_name(
+        real(changed), "vmlinuz-6.1")
+    assert hashes == [other, changed]
+    monkeypatch.setattr(store_mod, "_name_cache", {})
+    assert content_name(kernel, "vmlinuz-6.1") == hashed  # no store: the hash
 
 
 def test_store_full_esp_names_the_esp_and_leaves_no_temporary(

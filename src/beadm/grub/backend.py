@@ -40,7 +40,7 @@ from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
 from beadm.sdboot import esplist
 from beadm.sdboot.host import Esp, Session
-from beadm.sdboot.store import EspStore, file_digest, store_name
+from beadm.sdboot.store import EspStore, content_name
 
 log = logging.getLogger(__name__)
 _LINUX = re.compile(r"^\s*linux\s+(\S+)(.*)$")
@@ -77,16 +77,16 @@ class GrubBackend(EspBackend):
         return tuple(out)
 
     @staticmethod
-    def _want_items(plan: Plan) -> tuple[Item, ...]:
+    def _want_items(plan: Plan, stores: list[EspStore]) -> tuple[Item, ...]:
         """The items of ``plan`` as they must be, without writing anything."""
         return tuple(
             Item(be=plan.be.name, kver=k.kver,
                  title=ent.title_for(plan.be.name, plan.be.description, k.kver),
                  options=plan.options,
-                 linux=f"/{ent.STORE_DIR}/" + store_name(file_digest(k.vmlinuz),
-                                                        f"vmlinuz-{k.kver}"),
-                 initrd=f"/{ent.STORE_DIR}/" + store_name(file_digest(k.initrd),
-                                                         f"initrd.img-{k.kver}"))
+                 linux=f"/{ent.STORE_DIR}/" + content_name(k.vmlinuz, f"vmlinuz-{k.kver}",
+                                                          stores),
+                 initrd=f"/{ent.STORE_DIR}/" + content_name(k.initrd,
+                                                           f"initrd.img-{k.kver}", stores))
             for k in plan.kernels)
 
     @staticmethod
@@ -427,7 +427,8 @@ class GrubBackend(EspBackend):
                                  for d in drift]
             record = self._get_record(_container(bes[0])) if bes else None
             target = self._id(plans[record]) if record in plans else None
-            items = [i for p in plans.values() for i in self._want_items(p)]
+            stores = [e.store for e in s.esps() if e.store is not None]
+            items = [i for p in plans.values() for i in self._want_items(p, stores)]
             for esp in s.esps():
                 st = esp.store
                 if st is None:

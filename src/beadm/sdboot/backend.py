@@ -42,7 +42,7 @@ from beadm.sdboot import esplist, kernels, resolve, trial
 from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
 from beadm.sdboot.host import Esp
 from beadm.sdboot.kernels import version_key
-from beadm.sdboot.store import EspStore, file_digest, store_name
+from beadm.sdboot.store import EspStore, content_name
 
 log = logging.getLogger(__name__)
 PROXMOX_DEFAULT = "proxmox-*"
@@ -543,8 +543,8 @@ class SystemdBootBackend(EspBackend):
                 want = ent.Entry(
                     title=ent.title_for(plan.be.name, plan.be.description, k.kver),
                     version=k.kver, options=plan.options,
-                    linux="/beadm/" + _sname(k.vmlinuz, f"vmlinuz-{k.kver}"),
-                    initrd=("/beadm/" + _sname(k.initrd, f"initrd.img-{k.kver}"),),
+                    linux="/beadm/" + _sname(k.vmlinuz, f"vmlinuz-{k.kver}", st),
+                    initrd=("/beadm/" + _sname(k.initrd, f"initrd.img-{k.kver}", st),),
                     be=plan.be.name)
                 if e is None:
                     out.append(f"{where}: entry {fname} is missing")
@@ -815,10 +815,11 @@ def _fits(rooms: list[_Room], plans: Iterable[Plan],
     the old ones are freed (files are written first, freed last)."""
     wanted: dict[str, int] = {}
     entries = 0
+    stores = [room.store for room in rooms]
     for plan in plans:
         entries += len(plan.kernels)
         for src, basename in plan.files():
-            wanted[store_name(file_digest(src), basename)] = src.stat().st_size
+            wanted[content_name(src, basename, stores)] = src.stat().st_size
     for room in rooms:
         sizes = dict(wanted)
         for name in (kept or {}).get(room.store.uuid, set()):
@@ -971,5 +972,5 @@ def _old_owner(pattern: str | None, old: dict[str, dict[str, str]]) -> str | Non
     return None
 
 
-def _sname(path: Path, basename: str) -> str:
-    return store_name(file_digest(path), basename)
+def _sname(path: Path, basename: str, st: EspStore) -> str:
+    return content_name(path, basename, (st,))

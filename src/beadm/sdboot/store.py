@@ -18,7 +18,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
@@ -30,7 +30,15 @@ ENTRIES_DIR = "loader/entries"
 LOADER_CONF = "loader/loader.conf"
 _TMP = ".beadm-tmp-"
 _STORE_NAME = re.compile(r"^[0-9a-f]{16}-(vmlinuz|initrd\.img)-.+$")
-_digest_cache: dict[tuple[int, int, int, int, int], str] = {}
+_StatKey = tuple[int, int, int, int, int]
+_digest_cache: dict[_StatKey, str] = {}
+_name_cache: dict[tuple[_StatKey, str], str] = {}
+_CHUNK = 1 << 20
+
+
+def _stat_key(path: Path) -> _StatKey:
+    st = path.stat()
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def file_digest(path: Path) -> str:
@@ -45,14 +53,12 @@ def file_digest(path: Path) -> str:
     gets a device number that the next mount of another one may reuse. Within one
     process the device number may be reused too (a session mounts BE after BE): the
     ctime, which no write, chmod or rename can leave unchanged and no program can set,
-    is part of the key for that reason. Hashing a BE's kernels is not where a command's
-    time goes (bench/README.md)."""
-    st = path.stat()
-    key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+    is part of the key for that reason."""
+    key = _stat_key(path)
     if key not in _digest_cache:
         h = hashlib.sha256()
         with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
+            for block in iter(lambda: f.read(_CHUNK), b""):
                 h.update(block)
         _digest_cache[key] = h.hexdigest()
     return _digest_cache[key]
@@ -60,6 +66,47 @@ def file_digest(path: Path) -> str:
 
 def store_name(digest: str, basename: str) -> str:
     return f"{digest[:16]}-{basename}"
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    with a.open("rb") as fa, b.open("rb") as fb:
+        while True:
+            x = fa.read(_CHUNK)
+            if x != fb.read(_CHUNK):
+                return False
+            if not x:
+                return True
+
+
+def content_name(src: Path, basename: str, stores: Iterable[EspStore] = ()) -> str:
+    """The store name of ``src`` (``<sha256[:16]>-<basename>``).
+
+    Issue 15: sha256 runs at ~9 MB/s in a VM without SHA instructions, and a kernel +
+    initrd is 20-80 MB. When one of ``stores`` already holds a file of that basename and
+    size whose bytes equal ``src``'s, its name is the answer: it was named by the digest of
+    exactly those bytes when beadm wrote it, so no hash is needed (a byte compare reads
+    both files, which is several times faster than hashing one). Otherwise, or when no
+    store file matches byte for byte, the file is hashed. Cached per process like
+    :func:`file_digest` (stat key incl. ctime)."""
+    key = (_stat_key(src), basename)
+    found = _name_cache.get(key)
+    if found is not None:
+        return found
+    size = key[0][2]
+    for st in stores:
+        for cand in st.store_files():
+            if not cand.endswith("-" + basename) or len(cand) != 17 + len(basename):
+                continue
+            path = st.root / ent.STORE_DIR / cand
+            try:
+                if path.stat().st_size == size and _same_bytes(src, path):
+                    _name_cache[key] = cand
+                    return cand
+            except OSError:
+                continue
+    name = store_name(file_digest(src), basename)
+    _name_cache[key] = name
+    return name
 
 
 def _fsync_dir(path: Path) -> None:
@@ -166,7 +213,7 @@ class EspStore:
         ``cluster``: only the ones not stored yet (same test as :meth:`put_file`)."""
         need = 0
         for src, basename in files:
-            dest = self.root / ent.STORE_DIR / store_name(file_digest(src), basename)
+            dest = self.root / ent.STORE_DIR / content_name(src, basename, (self,))
             size = src.stat().st_size
             if not (dest.is_file() and dest.stat().st_size == size):
                 need += -(-size // cluster) * cluster
@@ -185,7 +232,7 @@ class EspStore:
 
     def put_file(self, src: Path, basename: str) -> str:
         """Store ``src`` by content; return the ESP path an entry names (``/beadm/...``)."""
-        name = store_name(file_digest(src), basename)
+        name = content_name(src, basename, (self,))
         rel = f"{ent.STORE_DIR}/{name}"
         dest = self.root / rel
         if dest.is_file() and dest.stat().st_size == src.stat().st_size:
