@@ -35,7 +35,7 @@ def beadm(*args: str) -> subprocess.CompletedProcess[str]:
 
 def esp_digest(part: Path, sh: Callable[..., str]) -> str:
     script = ("mkdir -p /run/grubt && mount -o ro " + str(part) + " /run/grubt && "
-              "cd /run/grubt && find . -type f -exec sha256sum {} + | sort; "
+              "cd /run/grubt && find . -type f -exec md5sum {} + | sort; "
               "find . | sort; cd / && umount /run/grubt")
     out = sh("unshare", "--mount", "--propagation", "private", "sh", "-c", script)
     return hashlib.sha256(out.encode()).hexdigest()

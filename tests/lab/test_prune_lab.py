@@ -10,7 +10,6 @@ again) must destroy exactly what the policy says and never touch what beadm did 
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TextIO
 
 import pytest
-from labpool import create_pool
+from labpool import create_pool, device_digest
 
 from beadm.backend import BeRef
 from beadm.cli import Deps, main
@@ -252,7 +251,7 @@ def esp_files(uuid: str) -> list[str]:
 
 
 def esp_hashes(uuids: list[str]) -> list[str]:
-    return [hashlib.sha256(Path(f"/dev/disk/by-uuid/{u}").read_bytes()).hexdigest()
+    return [device_digest(Path(f"/dev/disk/by-uuid/{u}"))
             for u in uuids]
 
 

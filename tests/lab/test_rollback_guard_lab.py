@@ -12,7 +12,6 @@ line putting ``a`` at ``/`` (and, for the shared case, ``<pool>/etc-corosync`` a
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import subprocess
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from labpool import create_pool
+from labpool import create_pool, device_digest
 
 from beadm.backend import BeRef
 from beadm.cli import Deps, main
@@ -151,7 +150,7 @@ def state(lab: Lab) -> tuple[str, list[str], list[str | None]]:
     """bootfs and every dataset property beadm may set, every ESP byte, the EFI variables."""
     ds = sh("zfs", "list", "-H", "-p", "-r", "-o", "name,canmount,org.beadm:next", POOL)
     bootfs = sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL)
-    esps = [hashlib.sha256(Path(f"/dev/disk/by-uuid/{u}").read_bytes()).hexdigest()
+    esps = [device_digest(Path(f"/dev/disk/by-uuid/{u}"))
             for u in lab.uuids]
     efi = SystemHost(SubprocessRunner(), etc_kernel=lab.etc_kernel, efivars=lab.efivars).efivars
     return ds + bootfs, esps, [efi.get(v) for v in (DEFAULT, ONESHOT)]

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from labpool import device_digest
 
 from beadm.backend import BeRef
 from beadm.runner import Runner, SubprocessRunner
@@ -143,9 +144,7 @@ def test_activate_carries_the_running_esp_list_on_real_zfs(
 def _state(sh: Callable[..., str], uuids: list[str],
            backend: SystemdBootBackend) -> tuple[str, list[str], list[str | None]]:
     """Every byte of every ESP, the pool's datasets and properties, the EFI variables."""
-    import hashlib
-
-    esps = [hashlib.sha256(Path(f"/dev/disk/by-uuid/{u}").read_bytes()).hexdigest()
+    esps = [device_digest(Path(f"/dev/disk/by-uuid/{u}"))
             for u in uuids]
     ds = sh("zfs", "list", "-H", "-p", "-t", "all", "-r", "-o",
             "name,origin,canmount,mountpoint,mounted,org.beadm:next,org.beadm:state,"
