@@ -78,3 +78,59 @@ beadm list
                          "rpool/ROOT/pve-2"]
     assert res.entries[0].startswith("/vmlinuz-"), res.entries  # Proxmox's entry, as installed
     assert all(e.startswith("/beadm/") for e in res.entries[1:]), res.entries
+
+
+CRASH_AFTER = r"""
+crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines containing TEXT
+    local c i=0
+    while :; do
+        c=$(grep -cF -- "$2" "$3" 2>/dev/null || true)
+        [ "${c:-0}" -lt "$1" ] || break
+        i=$((i + 1)); [ "$i" -lt 6000 ] || { echo "never saw $1 x '$2'"; cat "$3"; exit 1; }
+        sleep 0.05
+    done
+    echo "power off after: $(grep -F -- "$2" "$3" | tail -1)"
+    pvelab-crash off
+}
+"""
+
+
+def test_grub_i_power_off_during_activate_and_create_on_the_legacy_bios_machine() -> None:
+    """Scenario i with GRUB: power off while activate has both ESPs mounted read-write (custom.cfg
+    and grubenv being written), and while create copies the new BE's kernels to the first
+    ESP; the next boot is a consistent BE, ``sync`` + ``check`` pass, no temporary is left."""
+    res = run_steps(
+        LIB + CRASH_AFTER + """
+beadm init pve-1
+beadm create pve-2
+beadm -v activate pve-2 > /run/activate.log 2>&1 &
+crash_after 2 "run: mount -t vfat" /run/activate.log
+""",
+        LIB + CRASH_AFTER + """
+r=$(findmnt -no SOURCE /)
+echo "booted $r"
+case "$r" in rpool/ROOT/pve-1|rpool/ROOT/pve-2) ;; *) echo "not a consistent BE"; exit 1;; esac
+beadm list
+beadm sync
+beadm check
+beadm activate pve-2
+beadm -v create pve-3 > /run/create.log 2>&1 &
+crash_after 1 "run: mount -t vfat" /run/create.log
+""",
+        LIB + """
+root_is rpool/ROOT/pve-2
+beadm list
+beadm sync
+beadm check
+zfs list -H -o name -r rpool/ROOT
+on_esps '! ls -d /run/t/esp*/beadm/.beadm-tmp* /run/t/esp*/grub/.beadm-tmp* 2>/dev/null'
+if zfs list rpool/ROOT/pve-3 >/dev/null 2>&1; then
+    test "$(flags pve-3)" = ""   # a whole BE, bootable (check passed), not active
+    on_esps 'grep -q "beadm-pve-3-" /run/t/esp1/grub/custom.cfg &&
+        grep -q "beadm-pve-3-" /run/t/esp2/grub/custom.cfg'
+fi
+""",
+        timeout=1200, legacy=True)
+    assert res.returncode == 0, res.output
+    assert res.roots[1] in ("rpool/ROOT/pve-1", "rpool/ROOT/pve-2"), res.roots
+    assert res.roots[2] == "rpool/ROOT/pve-2", res.roots
