@@ -100,3 +100,20 @@ def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = Non
                 sys.stdout.write(line)
         rc = proc.wait()
     return parse("".join(chunks), rc)
+
+
+# A step's shell function: crash_after N TEXT LOG powers the machine off once LOG has N lines
+# containing TEXT (e.g. a command's `beadm -v` log of the commands it runs).
+CRASH_AFTER = r"""
+crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines containing TEXT
+    local c i=0
+    while :; do
+        c=$(grep -cF -- "$2" "$3" 2>/dev/null || true)
+        [ "${c:-0}" -lt "$1" ] || break
+        i=$((i + 1)); [ "$i" -lt 6000 ] || { echo "never saw $1 x '$2'"; cat "$3"; exit 1; }
+        sleep 0.05
+    done
+    echo "power off after: $(grep -F -- "$2" "$3" | tail -1)"
+    pvelab-crash off
+}
+"""

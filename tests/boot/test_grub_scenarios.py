@@ -11,7 +11,7 @@ entry at the ESP root, ``/beadm/*`` one of beadm's entries in custom.cfg."""
 from __future__ import annotations
 
 import pytest
-from pvelab import run_steps
+from pvelab import CRASH_AFTER, run_steps
 
 pytestmark = [pytest.mark.boot, pytest.mark.unproven]
 
@@ -79,20 +79,6 @@ beadm list
     assert res.entries[0].startswith("/vmlinuz-"), res.entries  # Proxmox's entry, as installed
     assert all(e.startswith("/beadm/") for e in res.entries[1:]), res.entries
 
-
-CRASH_AFTER = r"""
-crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines containing TEXT
-    local c i=0
-    while :; do
-        c=$(grep -cF -- "$2" "$3" 2>/dev/null || true)
-        [ "${c:-0}" -lt "$1" ] || break
-        i=$((i + 1)); [ "$i" -lt 6000 ] || { echo "never saw $1 x '$2'"; cat "$3"; exit 1; }
-        sleep 0.05
-    done
-    echo "power off after: $(grep -F -- "$2" "$3" | tail -1)"
-    pvelab-crash off
-}
-"""
 
 
 def test_grub_i_power_off_during_activate_and_create_on_the_legacy_bios_machine() -> None:

@@ -8,7 +8,7 @@ seen them pass: run them with ``pytest -m boot tests/boot/test_scenarios.py -k N
 from __future__ import annotations
 
 import pytest
-from pvelab import run_steps
+from pvelab import CRASH_AFTER, run_steps
 
 pytestmark = pytest.mark.boot
 
@@ -339,27 +339,14 @@ test "$(flags pve-3)" = NR
 def test_i_power_off_during_activate_and_create() -> None:
     """Power off while activate has both ESPs mounted read-write, and while create copies the
     new BE's kernels to the first ESP (found in ``beadm -v``'s log of the commands it runs)."""
-    crash_after = r"""
-crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines containing TEXT
-    local c i=0
-    while :; do
-        c=$(grep -cF -- "$2" "$3" 2>/dev/null || true)
-        [ "${c:-0}" -lt "$1" ] || break
-        i=$((i + 1)); [ "$i" -lt 6000 ] || { echo "never saw $1 x '$2'"; cat "$3"; exit 1; }
-        sleep 0.05
-    done
-    echo "power off after: $(grep -F -- "$2" "$3" | tail -1)"
-    pvelab-crash off
-}
-"""
     res = run_steps(*steps(
-        crash_after + """
+        CRASH_AFTER + """
 beadm init pve-1
 beadm create pve-2
 beadm -v activate pve-2 > /run/activate.log 2>&1 &
 crash_after 2 "run: mount -t vfat" /run/activate.log
 """,
-        crash_after + """
+        CRASH_AFTER + """
 r=$(findmnt -no SOURCE /)
 echo "booted $r"
 case "$r" in rpool/ROOT/pve-1|rpool/ROOT/pve-2) ;; *) echo "not a consistent BE"; exit 1;; esac
