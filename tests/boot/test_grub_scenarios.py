@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 from pvelab import CRASH_AFTER, run_steps
 
-pytestmark = [pytest.mark.boot, pytest.mark.unproven]
+pytestmark = pytest.mark.boot
 
 LIB = r"""
 root_is() { local r; r=$(findmnt -no SOURCE /)
