@@ -15,6 +15,11 @@ class Mount:
     mountpoint: str
     fstype: str
     source: str
+    options: str = ""  # the per-mount options ("rw,relatime", "ro,...")
+
+    @property
+    def writable(self) -> bool:
+        return "rw" in self.options.split(",")
 
 
 def _unescape(field: str) -> str:
@@ -42,7 +47,8 @@ def parse_mountinfo(text: str) -> list[Mount]:
         rf = right.split(" ")
         if len(lf) < 5 or len(rf) < 2:
             continue
-        mounts.append(Mount(_unescape(lf[4]), rf[0], _unescape(rf[1])))
+        mounts.append(Mount(_unescape(lf[4]), rf[0], _unescape(rf[1]),
+                            lf[5] if len(lf) > 5 else ""))
     return mounts
 
 

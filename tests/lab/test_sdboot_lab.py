@@ -12,6 +12,7 @@ import pytest
 from labpool import device_digest
 
 from beadm.backend import BeRef
+from beadm.errors import BootError
 from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
 from beadm.sdboot.efivars import DEFAULT, EFIVARS, ONESHOT
@@ -106,6 +107,53 @@ def test_backend_on_real_zfs_and_fat(machine: tuple[SystemdBootBackend, list[str
     nothing_mounted(sh, uuids)
     efi.delete(DEFAULT)
 
+
+
+def test_a_be_mounted_by_hand_is_checked_and_activated_where_it_is(
+        machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str],
+        tmp_path: Path) -> None:
+    """A BE mounted already (``beadm mount``, an admin's mount): real ZFS refuses a second
+    mount of it, so check, activate and sync use that mount (read-write) and leave it
+    mounted; mounted read-only when activate must write into it, activate fails naming it."""
+    backend, uuids = machine
+    a, b = BeRef("a", f"{POOL}/ROOT/a"), BeRef("b", f"{POOL}/ROOT/b")
+    where = tmp_path / "b"
+    where.mkdir()
+    try:
+        backend.init(a)
+        backend.post_create(b)
+        sh("mount", "-t", "zfs", "-o", "zfsutil", b.dataset, str(where))
+        try:
+            # a second mount of a mounted dataset fails on real ZFS: what this is about
+            second = subprocess.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", b.dataset,
+                                     str(tmp_path)], capture_output=True, text=True)
+            assert second.returncode != 0, "ZFS mounted a mounted dataset twice"
+            assert backend.check([a, b]) == []
+            backend.activate(b, temporary=False)
+            assert backend.boot_state([a, b]).next_boot == "b"
+            backend.sync([a, b])
+            assert f" {where} " in Path("/proc/self/mountinfo").read_text()  # still there
+            assert (where / "etc/kernel/cmdline").read_text().startswith(
+                f"root=ZFS={b.dataset} ")
+        finally:
+            sh("umount", str(where))
+        # b without an ESP list: activate must write the running one into it
+        sh("sh", "-c", f"mount -t zfs -o zfsutil {b.dataset} {where} && "
+                       f"rm {where}/etc/kernel/proxmox-boot-uuids && umount {where}")
+        sh("mount", "-t", "zfs", "-o", "ro,zfsutil", b.dataset, str(where))
+        try:
+            with pytest.raises(BootError, match=f"BE b is mounted read-only at {where}"):
+                backend.activate(b, temporary=False)
+        finally:
+            sh("umount", str(where))
+        nothing_mounted(sh, uuids)
+    finally:
+        backend.post_destroy(b)
+        backend.post_destroy(a)
+        efi = backend.host.efivars
+        for var in (DEFAULT, ONESHOT):
+            if efi.get(var) is not None:
+                efi.delete(var)
 
 
 def test_activate_carries_the_running_esp_list_on_real_zfs(

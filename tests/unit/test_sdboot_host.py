@@ -305,3 +305,43 @@ def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path)
     assert isinstance(SystemHost(SubprocessRunner()).mounter, LibcMounts)
     r = PropRunner()
     assert host(tmp_path, r).mounter is r
+
+
+def _mountinfo(tmp: Path, *lines: tuple[str, str, str]) -> Path:
+    """A mountinfo file: (mount point, per-mount options, dataset) zfs mounts after /."""
+    text = "22 1 0:21 / / rw,relatime shared:1 - zfs rpool/ROOT/pve-1 rw,xattr\n"
+    for n, (where, opts, ds) in enumerate(lines, 30):
+        text += f"{n} 22 0:{n} / {where} {opts} shared:{n} - zfs {ds} rw,xattr\n"
+    path = tmp / "mountinfo"
+    path.write_text(text)
+    return path
+
+
+def test_a_be_mounted_already_is_used_where_it_is_and_left_mounted(tmp_path: Path) -> None:
+    """`beadm mount pve-2 /mnt/x`, then a command that looks into pve-2: ZFS refuses a second
+    mount of a mounted dataset, so the session uses /mnt/x (writable: it is rw), mounts
+    nothing for it and does not unmount it."""
+    r = PropRunner()
+    h = host(tmp_path, r)
+    h.mountinfo = _mountinfo(tmp_path, ("/mnt/x", "rw,relatime", "rpool/ROOT/pve-2"))
+    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    with h.session() as s:
+        assert s.be_root(be, writable=False) == Path("/mnt/x")
+        assert s.be_root(be, writable=True) == Path("/mnt/x")
+        assert s.be_root(BeRef("pve-3", "rpool/ROOT/pve-3"), writable=False) != Path("/mnt/x")
+    zfs = [c for c in mounts(r) if "zfs" in c or (c[0] == "umount" and "be-" in c[-1])]
+    assert [c[-2] for c in zfs if c[0] == "mount"] == ["rpool/ROOT/pve-3"]
+    assert all("/mnt/x" not in c for c in r.calls)
+
+
+def test_a_be_mounted_read_only_elsewhere_is_not_remounted_for_writing(tmp_path: Path) -> None:
+    r = PropRunner()
+    h = host(tmp_path, r)
+    h.mountinfo = _mountinfo(tmp_path, ("/mnt/ro", "ro,relatime", "rpool/ROOT/pve-2"))
+    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    with h.session() as s:
+        assert s.be_root(be, writable=False) == Path("/mnt/ro")
+        with pytest.raises(BootError, match="BE pve-2 is mounted read-only at /mnt/ro: "
+                                            "unmount it"):
+            s.be_root(be, writable=True)
+    assert not any("remount" in " ".join(c) for c in r.calls)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
+from beadm import mounts as mnt
 from beadm.backend import BeRef
 from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
 from beadm.runner import Result, Runner, SubprocessRunner
@@ -234,7 +235,8 @@ class SystemSession:
         self._base: Path | None = None
         self._mounted: list[Path] = []
         self._esps: list[Esp] | None = None
-        self._bes: dict[str, tuple[Path, bool]] = {}
+        self._bes: dict[str, tuple[Path, bool]] = {}  # dataset -> (where, writable)
+        self._foreign: set[str] = set()  # of those, mounted by someone else: never remounted
 
     def _dir(self, name: str) -> Path:
         if self._ns is None:
@@ -279,10 +281,20 @@ class SystemSession:
         if have and (have[1] or not writable):
             return have[0]
         host = self._host
+        if have and be.dataset in self._foreign:
+            raise BootError(f"BE {be.name} is mounted read-only at {have[0]}: unmount it "
+                            f"(beadm umount {be.name}) and retry")
         if have:  # mounted read-only, now needed writable
             host.runner.run(["mount", "-o", "remount,rw", str(have[0])], readonly=True)
             self._bes[be.dataset] = (have[0], True)
             return have[0]
+        # mounted already (``beadm mount``, an admin's mount): ZFS refuses a second mount of
+        # a dataset ("dataset is busy"), so use that one, and leave it mounted afterwards
+        found = host.mounted_at(be.dataset)
+        if found is not None:
+            self._foreign.add(be.dataset)
+            self._bes[be.dataset] = found
+            return self.be_root(be, writable=writable)
         d = self._dir(f"be-{len(self._bes)}")
         opts = "zfsutil" if writable else "ro,zfsutil"
         host.runner.run(["mount", "-t", "zfs", "-o", opts, be.dataset, str(d)], readonly=True)
@@ -312,8 +324,9 @@ class SystemHost:
     def __init__(self, runner: Runner, *, etc_kernel: Path = Path("/etc/kernel"),
                  efivars: Path = EFIVARS, dev_by_uuid: Path = Path("/dev/disk/by-uuid"),
                  running_root: Path = Path("/"), tmp_base: str = "/run",
-                 out: TextIO | None = None) -> None:
+                 out: TextIO | None = None, mountinfo: Path = mnt.MOUNTINFO) -> None:
         self.runner = runner
+        self.mountinfo = mountinfo
         #: the session's own mounts: mount(2) on the real machine, else (tests) the runner
         self.mounter: Runner = LibcMounts(runner) if isinstance(runner, SubprocessRunner) \
             else runner
@@ -328,6 +341,15 @@ class SystemHost:
         self.namespace_factory = PrivateNamespace
         self._holds = 0
         self._held: SystemSession | None = None
+
+    def mounted_at(self, dataset: str) -> tuple[Path, bool] | None:
+        """Where ``dataset`` is mounted already (the last such mount) and whether that
+        mount is writable; None when it is not mounted."""
+        found = None
+        for m in mnt.read_mounts(self.mountinfo):
+            if m.fstype == "zfs" and m.source == dataset:
+                found = (Path(m.mountpoint), m.writable)
+        return found
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
