@@ -317,14 +317,22 @@ def _mountinfo(tmp: Path, *lines: tuple[str, str, str]) -> Path:
     return path
 
 
+PVE2 = BeRef("pve-2", "rpool/ROOT/pve-2")
+
+
+def _host_with_pve2_at(tmp: Path, where: str, opts: str) -> tuple[PropRunner, SystemHost]:
+    r = PropRunner()
+    h = host(tmp, r)
+    h.mountinfo = _mountinfo(tmp, (where, opts, PVE2.dataset))
+    return r, h
+
+
 def test_a_be_mounted_already_is_used_where_it_is_and_left_mounted(tmp_path: Path) -> None:
     """`beadm mount pve-2 /mnt/x`, then a command that looks into pve-2: ZFS refuses a second
     mount of a mounted dataset, so the session uses /mnt/x (writable: it is rw), mounts
     nothing for it and does not unmount it."""
-    r = PropRunner()
-    h = host(tmp_path, r)
-    h.mountinfo = _mountinfo(tmp_path, ("/mnt/x", "rw,relatime", "rpool/ROOT/pve-2"))
-    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    r, h = _host_with_pve2_at(tmp_path, "/mnt/x", "rw,relatime")
+    be = PVE2
     with h.session() as s:
         assert s.be_root(be, writable=False) == Path("/mnt/x")
         assert s.be_root(be, writable=True) == Path("/mnt/x")
@@ -335,10 +343,8 @@ def test_a_be_mounted_already_is_used_where_it_is_and_left_mounted(tmp_path: Pat
 
 
 def test_a_be_mounted_read_only_elsewhere_is_not_remounted_for_writing(tmp_path: Path) -> None:
-    r = PropRunner()
-    h = host(tmp_path, r)
-    h.mountinfo = _mountinfo(tmp_path, ("/mnt/ro", "ro,relatime", "rpool/ROOT/pve-2"))
-    be = BeRef("pve-2", "rpool/ROOT/pve-2")
+    r, h = _host_with_pve2_at(tmp_path, "/mnt/ro", "ro,relatime")
+    be = PVE2
     with h.session() as s:
         assert s.be_root(be, writable=False) == Path("/mnt/ro")
         with pytest.raises(BootError, match="BE pve-2 is mounted read-only at /mnt/ro: "
