@@ -35,6 +35,10 @@ NO_RESULT = 125
 TIMED_OUT = 124  # the command started in the VM and did not finish in time
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot: OVMF built with SMM and Secure Boot, and variables with Microsoft's keys enrolled
+# (Secure Boot on), as on a PC that boots Debian's shim
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 
 # Files that define the image: changing one of them changes the hash and rebuilds it.
 IMAGE_RECIPE = ("image/build-rootfs",)
@@ -51,6 +55,11 @@ MACHINE_RECIPE = (
     "fixtures/build-standin",
     "fixtures/000_proxmox_boot_header",
 )
+# The Secure Boot machine is made from a copy of the UEFI one: its recipe adds this.
+SECUREBOOT_RECIPE = ("machine/install-secureboot",)
+#: The installed machines: "uefi" (OVMF + systemd-boot), "legacy" (SeaBIOS + GRUB i386-pc),
+#: "secureboot" (OVMF with Secure Boot on + shim + Debian's signed GRUB).
+VARIANTS = ("uefi", "legacy", "secureboot")
 ESP_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 BIOS_BOOT_GUID = "21686148-6449-6E6F-744E-656564454649"
 ZFS_GUID = "6A898CC3-1DD2-11B2-99A6-080020736631"
@@ -83,10 +92,13 @@ def image_dir() -> Path:
     return cache_root() / image_hash()
 
 
-def machine_dir(legacy: bool = False) -> Path:
-    """The installed machine: UEFI + systemd-boot, or (``legacy``) SeaBIOS + GRUB."""
-    kind = "machine-legacy-" if legacy else "machine-"
-    return image_dir() / f"{kind}{recipe_hash(MACHINE_RECIPE, image_hash())}"
+def machine_dir(variant: str = "uefi") -> Path:
+    """The installed machine of ``variant`` (VARIANTS)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"no machine variant {variant!r}")
+    recipe = MACHINE_RECIPE + (SECUREBOOT_RECIPE if variant == "secureboot" else ())
+    kind = "machine-" if variant == "uefi" else f"machine-{variant}-"
+    return image_dir() / f"{kind}{recipe_hash(recipe, image_hash())}"
 
 
 @contextlib.contextmanager
@@ -225,6 +237,11 @@ def mkdisk(path: Path, size_mib: int, esp_mib: int, volid: str, label: str,
         table += f"type={rest}\n"
     subprocess.run(["sfdisk", "-q", str(path)], input=table, text=True, check=True,
                    stdout=subprocess.DEVNULL)
+    format_esp(path, esp_mib, volid, label)
+
+
+def format_esp(path: Path, esp_mib: int, volid: str, label: str) -> None:
+    """A new, empty FAT32 file system in the ESP of a disk made by mkdisk (it starts at 1 MiB)."""
     sectors = esp_mib * 2048
     subprocess.run(["mkfs.vfat", "-F", "32", "-s", "1", "-S", "512", "--offset", "2048",
                     "-h", "2048", "-i", volid.replace("-", ""), "-n", label, str(path),
@@ -302,6 +319,7 @@ class VM:
     initrd: Path | None = None
     append: str = ""
     vars_fd: Path | None = None
+    secure_boot: bool = False  # OVMF's Secure Boot build (needs SMM); vars_fd must be set
     no_reboot: bool = True
     extra: list[str] = field(default_factory=list)
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
@@ -312,13 +330,17 @@ class VM:
         self._kill_reason = reason
 
     def argv(self) -> list[str]:
-        argv = ["qemu-system-x86_64", "-machine", "q35", "-accel", "tcg,thread=multi",
+        argv = ["qemu-system-x86_64", "-machine", "q35,smm=on" if self.secure_boot else "q35",
+                "-accel", "tcg,thread=multi",
                 "-cpu", "max", "-smp", str(self.smp), "-m", str(self.mem), "-nodefaults",
                 "-display", "none", "-serial", "stdio", "-device", "virtio-rng-pci"]
         if self.no_reboot:
             argv.append("-no-reboot")
         if self.vars_fd is not None:
-            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}",
+            code = OVMF_CODE_SECBOOT if self.secure_boot else OVMF_CODE
+            if self.secure_boot:  # only SMM code may write the variables
+                argv += ["-global", "driver=cfi.pflash01,property=secure,value=on"]
+            argv += ["-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={code}",
                      "-drive", f"if=pflash,format=raw,unit=1,file={self.vars_fd}"]
         if self.kernel is not None:
             argv += ["-kernel", str(self.kernel), "-append", self.append]

@@ -28,14 +28,19 @@ GRUB_MARKER = "GNU GRUB"  # SeaBIOS prints nothing on serial: GRUB's menu (seria
 FIRMWARE_SILENCE = 180  # seconds; it usually prints within 10-30 s, even under load
 ESP_VOLIDS = ("C0DE-0001", "C0DE-0002")
 SERIALS = ("pve-disk1", "pve-disk2")
+MOK_OWNER = "605dab50-e046-4300-abb6-3dd810dd8b23"  # shim's owner GUID for MokList entries
 
 
-def build_machine(legacy: bool = False) -> Path:
-    """Install the Proxmox-like machine unless a complete one is cached; return its dir.
-    ``legacy``: the legacy-BIOS variant (SeaBIOS, GRUB on the ESPs through the fixture's GRUB
-    mode), cached beside the UEFI one."""
+def build_machine(variant: str = "uefi") -> Path:
+    """Install the Proxmox-like machine of ``variant`` (labkit.VARIANTS) unless a complete one
+    is cached; return its dir. "legacy": SeaBIOS, GRUB on the ESPs through the fixture's GRUB
+    mode; "secureboot": made from a copy of the UEFI machine (build_secureboot). Each is cached
+    beside the others."""
+    if variant == "secureboot":
+        return build_secureboot()
+    legacy = variant == "legacy"
     image = labkit.build_image()
-    target = labkit.machine_dir(legacy)
+    target = labkit.machine_dir(variant)
     if (target / "complete").exists():
         log(f"pve machine: cached at {target}")
         labkit.mark_used(target)
@@ -43,12 +48,7 @@ def build_machine(legacy: bool = False) -> Path:
     with labkit.cache_lock():
         if (target / "complete").exists():
             return target
-        for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
-            if stale == target or (not stale.name.startswith(".tmp-")
-                                   and labkit.unused_for(stale) < labkit.STALE_AFTER):
-                continue  # another checkout's machine (or the other variant), if in use
-            log(f"pve machine: removing stale {stale}")
-            shutil.rmtree(stale, ignore_errors=True)
+        remove_stale_machines(image, target)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
         start = time.monotonic()
         log(f"pve machine: installing into {tmp} (about 20 minutes at 1 vCPU)")
@@ -81,6 +81,80 @@ def build_machine(legacy: bool = False) -> Path:
         return target
 
 
+def remove_stale_machines(image: Path, target: Path) -> None:
+    """Other machines of the image (other recipes) unused for a while, and killed builds."""
+    for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
+        if stale == target or (not stale.name.startswith(".tmp-")
+                               and labkit.unused_for(stale) < labkit.STALE_AFTER):
+            continue  # another checkout's machine (or another variant), if in use
+        log(f"pve machine: removing stale {stale}")
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def build_secureboot() -> Path:
+    """The Secure Boot machine: a copy of the UEFI machine's disks with both ESPs formatted
+    again, turned into a Proxmox Secure Boot ZFS install by lab/machine/install-secureboot
+    (GRUB mode: shim + Debian's signed GRUB; zfs modules signed with a key made here), and
+    OVMF variables with Microsoft's keys (Secure Boot on) plus that key's cert in MokList, as
+    ``mokutil --import`` + MokManager would leave it (virt-fw-vars from the dev venv edits the
+    variable store offline). The key is kept in the machine dir (mok.key, mok.der)."""
+    uefi = build_machine("uefi")
+    image = labkit.image_dir()
+    target = labkit.machine_dir("secureboot")
+    if (target / "complete").exists():
+        log(f"pve machine (Secure Boot): cached at {target}")
+        labkit.mark_used(target)
+        return target
+    with labkit.cache_lock():
+        if (target / "complete").exists():
+            return target
+        remove_stale_machines(image, target)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
+        start = time.monotonic()
+        log(f"pve machine (Secure Boot): making it in {tmp} from {uefi.name}")
+        try:
+            keys = tmp / "keys"
+            keys.mkdir()
+            subprocess.run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes",
+                            "-days", "36500", "-subj", "/CN=beadm lab module signing key/",
+                            "-outform", "DER", "-keyout", str(keys / "mok.key"),
+                            "-out", str(keys / "mok.der")],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            disks = []
+            for n in (1, 2):
+                path = tmp / f"disk{n}.img"
+                subprocess.run(["cp", "--sparse=always", str(uefi / path.name), str(path)],
+                               check=True)
+                path.chmod(0o644)
+                labkit.format_esp(path, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}")
+                disks.append(Disk(path, SERIALS[n - 1]))
+            run = labkit.LabRun(command=["bash", "/src/lab/machine/install-secureboot"],
+                                disks=0, esps=0, uefi=True, extra_disks=disks,
+                                extra_shares=[Share(image / "kernels", "kernels"),
+                                              Share(keys, "keys")],
+                                timeout=1800, stream=True)
+            rc = run.run()
+            if rc != 0:
+                raise SystemExit(f"pve machine (Secure Boot): installation FAILED (status {rc})")
+            shutil.copyfile(labkit.OVMF_VARS_MS, tmp / "vars.fd")
+            venv_python = subprocess.run([str(labkit.REPO / "tools" / "dev-venv")], check=True,
+                                         stdout=subprocess.PIPE, text=True).stdout.strip()
+            subprocess.run([str(Path(venv_python).parent / "virt-fw-vars"), "--inplace",
+                            str(tmp / "vars.fd"), "--add-mok", MOK_OWNER,
+                            str(keys / "mok.der")], check=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        for name in ("disk1.img", "disk2.img", "vars.fd"):
+            (tmp / name).chmod(0o444)
+        (tmp / "complete").write_text(f"made from {uefi.name} in "
+                                      f"{time.monotonic() - start:.0f} s\n")
+        tmp.chmod(0o755)
+        tmp.rename(target)
+        log(f"pve machine (Secure Boot): made in {time.monotonic() - start:.0f} s at {target}")
+        return target
+
+
 @dataclass
 class PveRun:
     """One `lab/pvelab run` call: fresh overlays, then every step in its own boot."""
@@ -91,7 +165,7 @@ class PveRun:
     verbose: bool = False
     mem: int = 2048
     idle_boots: int = 1  # power-ons in a row that may end (qemu exits) with no step done
-    legacy: bool = False  # the SeaBIOS + GRUB machine
+    variant: str = "uefi"  # labkit.VARIANTS
     consoles: list[Path] = field(default_factory=list)
 
     def say(self, line: str) -> None:
@@ -123,7 +197,7 @@ class PveRun:
             subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", "raw", "-b",
                             str(machine / f"disk{n}.img"), str(work / f"disk{n}.qcow2")],
                            check=True)
-        if not self.legacy:
+        if self.variant != "legacy":
             shutil.copyfile(machine / "vars.fd", work / "vars.fd")
             (work / "vars.fd").chmod(0o644)
         return share
@@ -194,9 +268,10 @@ class PveRun:
             self.consoles.append(console)
             vm = labkit.VM(disks=disks, shares=[Share(share, "pvelab"), Share(labkit.REPO, "src")],
                            console_log=console, mem=self.mem,
-                           vars_fd=None if self.legacy else work / "vars.fd",
+                           vars_fd=None if self.variant == "legacy" else work / "vars.fd",
+                           secure_boot=self.variant == "secureboot",
                            no_reboot=True)  # a guest reboot ends qemu: each boot is a power-on
-            marker = GRUB_MARKER if self.legacy else FIRMWARE_MARKER
+            marker = GRUB_MARKER if self.variant == "legacy" else FIRMWARE_MARKER
             stop = threading.Event()
 
             def watch(vm: labkit.VM = vm, stop: threading.Event = stop) -> None:
@@ -254,6 +329,6 @@ class PveRun:
                 self.say(f"PVELAB disks detached for the next power-on: {sorted(detached)}")
 
     def run(self) -> int:
-        machine = build_machine(self.legacy)
+        machine = build_machine(self.variant)
         return labkit.retry_on_no_result("pvelab",
                                          lambda attempt: self.run_once(machine, attempt))

@@ -72,7 +72,8 @@ def parse(output: str, returncode: int = 0) -> PvelabResult:
 
 
 def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = None,
-              echo: bool = True, idle_boots: int = 1, legacy: bool = False) -> PvelabResult:
+              echo: bool = True, idle_boots: int = 1, legacy: bool = False,
+              secureboot: bool = False) -> PvelabResult:
     """Run the steps in a fresh Proxmox-like machine; returns the parsed result. The output is
     echoed (pytest shows it for failing tests) unless ``echo`` is False. ``idle_boots``:
     power-ons in a row that may end with no step run (failed boots of a trial)."""
@@ -90,6 +91,8 @@ def run_steps(*steps: str | Path, timeout: float = 1200, keep: Path | None = Non
             argv += ["--keep", str(keep)]
         if legacy:
             argv.append("--legacy")
+        if secureboot:
+            argv.append("--secureboot")
         proc = subprocess.Popen([*argv, *map(str, paths)], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True)
         chunks = []
