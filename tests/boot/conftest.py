@@ -27,6 +27,7 @@ VM_MINUTES: dict[str, float] = {  # ~2 minutes a boot under TCG, two VMs on two 
     "test_upgrade_installs_the_kernel_update_in_a_new_be_then_trial_boot_runs_it": 9,
     "test_h_be_from_snapshot_before_kernel_update_boots_older_kernel": 9,
     "test_c_activate_survives_refresh_reinit_and_initramfs_update": 8,
+    "test_secure_boot_be_created_activated_booted_and_one_shot_back": 7,
     "test_activation_survives_reinit_refresh_and_refused_efi_writes": 7,
     "test_b_e_create_activate_reboot_then_renamed_inactive_be_boots_with_new_name": 7,
     "test_d_activate_once_then_back_also_after_a_crash": 7,

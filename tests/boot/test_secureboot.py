@@ -31,7 +31,7 @@ secure() {  # Secure Boot is on, the kernel is locked down, and zfs.ko was check
     modinfo -F signer zfs | grep -qx 'beadm lab module signing key'
     test -e /sys/module/zfs
     # taint E (8192): an unsigned module was loaded (zfs taints P and O, CDDL out of tree)
-    (( ($(cat /proc/sys/kernel/tainted) & 8192) == 0 )) || { echo "unsigned module loaded"; exit 1; }
+    (( ($(cat /proc/sys/kernel/tainted) & 8192) == 0 )) || { echo "unsigned module"; exit 1; }
 }
 """
 
