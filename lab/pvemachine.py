@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,125 +35,110 @@ MOK_OWNER = "605dab50-e046-4300-abb6-3dd810dd8b23"  # shim's owner GUID for MokL
 def build_machine(variant: str = "uefi") -> Path:
     """Install the Proxmox-like machine of ``variant`` (labkit.VARIANTS) unless a complete one
     is cached; return its dir. "legacy": SeaBIOS, GRUB on the ESPs through the fixture's GRUB
-    mode; "secureboot": made from a copy of the UEFI machine (build_secureboot). Each is cached
+    mode; "secureboot": made from a copy of the UEFI machine (make_secureboot). Each is cached
     beside the others."""
-    if variant == "secureboot":
-        return build_secureboot()
-    legacy = variant == "legacy"
     image = labkit.build_image()
-    target = labkit.machine_dir(variant)
+    if variant == "secureboot":
+        uefi = build_machine("uefi")
+        return cached_machine(labkit.machine_dir(variant), "pve machine (Secure Boot)",
+                              lambda tmp: make_secureboot(tmp, image, uefi))
+    return cached_machine(labkit.machine_dir(variant), "pve machine",
+                          lambda tmp: install(tmp, image, legacy=variant == "legacy"))
+
+
+def cached_machine(target: Path, what: str, make: Callable[[Path], str]) -> Path:
+    """``target`` when a complete one is cached; else, under the cache lock, ``make(tmp)``
+    fills a temp dir beside it and returns what to say in its ``complete`` file; its disks and
+    NVRAM are made read-only (every run boots overlays and copies) and the dir is renamed into
+    place. A make that fails or is interrupted leaves nothing."""
     if (target / "complete").exists():
-        log(f"pve machine: cached at {target}")
+        log(f"{what}: cached at {target}")
         labkit.mark_used(target)
         return target
     with labkit.cache_lock():
         if (target / "complete").exists():
             return target
-        remove_stale_machines(image, target)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
+        for stale in [*target.parent.glob("machine-*"), *target.parent.glob(".tmp-machine-*")]:
+            if stale == target or (not stale.name.startswith(".tmp-")
+                                   and labkit.unused_for(stale) < labkit.STALE_AFTER):
+                continue  # another checkout's machine (or another variant), if in use
+            log(f"{what}: removing stale {stale}")
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=target.parent))
         start = time.monotonic()
-        log(f"pve machine: installing into {tmp} (about 20 minutes at 1 vCPU)")
-        old, new = ((image / "kernels" / f"{k}.kver").read_text().strip() for k in ("old", "new"))
-        disks = []
-        for n in (1, 2):
-            path = tmp / f"disk{n}.img"
-            labkit.mkdisk(path, DISK_MIB, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}",
-                          rest=labkit.ZFS_GUID, bios_boot=True)
-            disks.append(Disk(path, SERIALS[n - 1]))
-        run = labkit.LabRun(command=["bash", "/src/lab/machine/install",
-                                     "legacy" if legacy else "uefi"], disks=0, esps=0,
-                            uefi=not legacy, extra_disks=disks,
-                            extra_shares=[Share(image / "kernels", "kernels")],
-                            timeout=2400, stream=True)
-        rc = run.run()
-        if rc != 0:
+        log(f"{what}: making it in {tmp}")
+        try:
+            said = make(tmp)
+        except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise SystemExit(f"pve machine: installation FAILED (status {rc})")
-        if not legacy:
-            shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
-        for path in (tmp / "disk1.img", tmp / "disk2.img", tmp / "vars.fd"):
-            if path.exists():
-                path.chmod(0o444)
-        (tmp / "complete").write_text(f"installed in {time.monotonic() - start:.0f} s; "
-                                      f"kernel {old}, pending update {new}\n")
+            raise
+        for name in ("disk1.img", "disk2.img", "vars.fd"):
+            if (tmp / name).exists():
+                (tmp / name).chmod(0o444)
+        (tmp / "complete").write_text(f"{said}; made in {time.monotonic() - start:.0f} s\n")
         tmp.chmod(0o755)
         tmp.rename(target)
-        log(f"pve machine: installed in {time.monotonic() - start:.0f} s at {target}")
+        log(f"{what}: made in {time.monotonic() - start:.0f} s at {target}")
         return target
 
 
-def remove_stale_machines(image: Path, target: Path) -> None:
-    """Other machines of the image (other recipes) unused for a while, and killed builds."""
-    for stale in [*image.glob("machine-*"), *image.glob(".tmp-machine-*")]:
-        if stale == target or (not stale.name.startswith(".tmp-")
-                               and labkit.unused_for(stale) < labkit.STALE_AFTER):
-            continue  # another checkout's machine (or another variant), if in use
-        log(f"pve machine: removing stale {stale}")
-        shutil.rmtree(stale, ignore_errors=True)
+def install(tmp: Path, image: Path, legacy: bool) -> str:
+    """The machine installed by lab/machine/install (about 20 minutes at 1 vCPU)."""
+    old, new = ((image / "kernels" / f"{k}.kver").read_text().strip() for k in ("old", "new"))
+    disks = []
+    for n in (1, 2):
+        path = tmp / f"disk{n}.img"
+        labkit.mkdisk(path, DISK_MIB, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}",
+                      rest=labkit.ZFS_GUID, bios_boot=True)
+        disks.append(Disk(path, SERIALS[n - 1]))
+    run = labkit.LabRun(command=["bash", "/src/lab/machine/install",
+                                 "legacy" if legacy else "uefi"], disks=0, esps=0,
+                        uefi=not legacy, extra_disks=disks,
+                        extra_shares=[Share(image / "kernels", "kernels")],
+                        timeout=2400, stream=True)
+    rc = run.run()
+    if rc != 0:
+        raise SystemExit(f"pve machine: installation FAILED (status {rc})")
+    if not legacy:
+        shutil.copyfile(labkit.OVMF_VARS, tmp / "vars.fd")
+    return f"installed; kernel {old}, pending update {new}"
 
 
-def build_secureboot() -> Path:
+def make_secureboot(tmp: Path, image: Path, uefi: Path) -> str:
     """The Secure Boot machine: a copy of the UEFI machine's disks with both ESPs formatted
     again, turned into a Proxmox Secure Boot ZFS install by lab/machine/install-secureboot
     (GRUB mode: shim + Debian's signed GRUB; zfs modules signed with a key made here), and
     OVMF variables with Microsoft's keys (Secure Boot on) plus that key's cert in MokList, as
     ``mokutil --import`` + MokManager would leave it (virt-fw-vars from the dev venv edits the
-    variable store offline). The key is kept in the machine dir (mok.key, mok.der)."""
-    uefi = build_machine("uefi")
-    image = labkit.image_dir()
-    target = labkit.machine_dir("secureboot")
-    if (target / "complete").exists():
-        log(f"pve machine (Secure Boot): cached at {target}")
-        labkit.mark_used(target)
-        return target
-    with labkit.cache_lock():
-        if (target / "complete").exists():
-            return target
-        remove_stale_machines(image, target)
-        tmp = Path(tempfile.mkdtemp(prefix=".tmp-machine-", dir=image))
-        start = time.monotonic()
-        log(f"pve machine (Secure Boot): making it in {tmp} from {uefi.name}")
-        try:
-            keys = tmp / "keys"
-            keys.mkdir()
-            subprocess.run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes",
-                            "-days", "36500", "-subj", "/CN=beadm lab module signing key/",
-                            "-outform", "DER", "-keyout", str(keys / "mok.key"),
-                            "-out", str(keys / "mok.der")],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            disks = []
-            for n in (1, 2):
-                path = tmp / f"disk{n}.img"
-                subprocess.run(["cp", "--sparse=always", str(uefi / path.name), str(path)],
-                               check=True)
-                path.chmod(0o644)
-                labkit.format_esp(path, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}")
-                disks.append(Disk(path, SERIALS[n - 1]))
-            run = labkit.LabRun(command=["bash", "/src/lab/machine/install-secureboot"],
-                                disks=0, esps=0, uefi=True, extra_disks=disks,
-                                extra_shares=[Share(image / "kernels", "kernels"),
-                                              Share(keys, "keys")],
-                                timeout=1800, stream=True)
-            rc = run.run()
-            if rc != 0:
-                raise SystemExit(f"pve machine (Secure Boot): installation FAILED (status {rc})")
-            shutil.copyfile(labkit.OVMF_VARS_MS, tmp / "vars.fd")
-            venv_python = subprocess.run([str(labkit.REPO / "tools" / "dev-venv")], check=True,
-                                         stdout=subprocess.PIPE, text=True).stdout.strip()
-            subprocess.run([str(Path(venv_python).parent / "virt-fw-vars"), "--inplace",
-                            str(tmp / "vars.fd"), "--add-mok", MOK_OWNER,
-                            str(keys / "mok.der")], check=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        for name in ("disk1.img", "disk2.img", "vars.fd"):
-            (tmp / name).chmod(0o444)
-        (tmp / "complete").write_text(f"made from {uefi.name} in "
-                                      f"{time.monotonic() - start:.0f} s\n")
-        tmp.chmod(0o755)
-        tmp.rename(target)
-        log(f"pve machine (Secure Boot): made in {time.monotonic() - start:.0f} s at {target}")
-        return target
+    variable store offline). The key is kept in the machine dir (keys/mok.key, keys/mok.der)."""
+    keys = tmp / "keys"
+    keys.mkdir()
+    subprocess.run(["openssl", "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes",
+                    "-days", "36500", "-subj", "/CN=beadm lab module signing key/",
+                    "-outform", "DER", "-keyout", str(keys / "mok.key"),
+                    "-out", str(keys / "mok.der")],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    disks = []
+    for n in (1, 2):
+        path = tmp / f"disk{n}.img"
+        subprocess.run(["cp", "--sparse=always", str(uefi / path.name), str(path)], check=True)
+        path.chmod(0o644)
+        labkit.format_esp(path, ESP_MIB, ESP_VOLIDS[n - 1], f"ESP{n}")
+        disks.append(Disk(path, SERIALS[n - 1]))
+    run = labkit.LabRun(command=["bash", "/src/lab/machine/install-secureboot"],
+                        disks=0, esps=0, uefi=True, extra_disks=disks,
+                        extra_shares=[Share(image / "kernels", "kernels"), Share(keys, "keys")],
+                        timeout=1800, stream=True)
+    rc = run.run()
+    if rc != 0:
+        raise SystemExit(f"pve machine (Secure Boot): installation FAILED (status {rc})")
+    shutil.copyfile(labkit.OVMF_VARS_MS, tmp / "vars.fd")
+    venv_python = subprocess.run([str(labkit.REPO / "tools" / "dev-venv")], check=True,
+                                 stdout=subprocess.PIPE, text=True).stdout.strip()
+    subprocess.run([str(Path(venv_python).parent / "virt-fw-vars"), "--inplace",
+                    str(tmp / "vars.fd"), "--add-mok", MOK_OWNER, str(keys / "mok.der")],
+                   check=True)
+    return f"made from {uefi.name}"
 
 
 @dataclass

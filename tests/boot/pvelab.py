@@ -120,3 +120,19 @@ crash_after() {  # crash_after N TEXT LOG: power off once LOG has N lines contai
     pvelab-crash off
 }
 """
+
+
+# Shell functions for steps on the GRUB machines (legacy BIOS, Secure Boot): root_is DATASET
+# fails unless DATASET is mounted at /; flags BE prints beadm list's flags of BE; on_esps CMD
+# runs CMD with both ESPs mounted read-only at /run/t/esp1 and /run/t/esp2, in a private mount
+# namespace.
+GRUB_LIB = r"""
+root_is() { local r; r=$(findmnt -no SOURCE /)
+    [ "$r" = "$1" ] || { echo "root is $r, not $1"; exit 1; }; }
+flags() { beadm list -H | awk -F'\t' -v be="$1" '$1 == be { print $2 }'; }
+on_esps() { unshare --mount --propagation private sh -c '
+    mkdir -p /run/t/esp1 /run/t/esp2
+    mount -o ro /dev/disk/by-uuid/C0DE-0001 /run/t/esp1
+    mount -o ro /dev/disk/by-uuid/C0DE-0002 /run/t/esp2
+    '"$1"; }
+"""

@@ -11,20 +11,11 @@ entry at the ESP root, ``/beadm/*`` one of beadm's entries in custom.cfg."""
 from __future__ import annotations
 
 import pytest
-from pvelab import CRASH_AFTER, run_steps
+from pvelab import CRASH_AFTER, GRUB_LIB, run_steps
 
 pytestmark = pytest.mark.boot
 
-LIB = r"""
-root_is() { local r; r=$(findmnt -no SOURCE /)
-    [ "$r" = "$1" ] || { echo "root is $r, not $1"; exit 1; }; }
-flags() { beadm list -H | awk -F'\t' -v be="$1" '$1 == be { print $2 }'; }
-on_esps() { unshare --mount --propagation private sh -c '
-    mkdir -p /run/t/esp1 /run/t/esp2
-    mount -o ro /dev/disk/by-uuid/C0DE-0001 /run/t/esp1
-    mount -o ro /dev/disk/by-uuid/C0DE-0002 /run/t/esp2
-    '"$1"; }
-"""
+LIB = GRUB_LIB
 
 
 def test_grub_a_b_c_d_e_f_on_the_legacy_bios_machine() -> None:
