@@ -24,6 +24,7 @@ from beadm import mounts as mnt
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootBackend, BootState, EspUsage
 from beadm.errors import (
+    BeadmError,
     ClusterGuardError,
     ExistsError,
     InvalidNameError,
@@ -865,7 +866,8 @@ class BeManager:
         """Snapshot the running BE (or, with ``--root``, the one that boots next) as
         ``beadm-auto-YYYYmmdd-HHMMSS`` marked ``org.beadm:auto=apt``, unless the same apt
         ``run`` took one already (then only its importance is added); prune before and
-        after. Refused, with nothing taken, when the pool stays below the floor."""
+        after (a prune that fails is a warning: the snapshot is still taken). Refused,
+        with nothing taken, when the pool stays below the floor."""
         _check_description(description)
         with self._changing() as tree:
             be, _ = self._source(tree, None)
@@ -875,8 +877,10 @@ class BeManager:
                 if mine.get(PROP_APT_RUN) == run and PROP_AUTO in mine:
                     if important and not mine.get(PROP_IMPORTANT):
                         self.zfs.set(s.name, PROP_IMPORTANT, important)
-                    return AutoSnapshot(s.name, True, self._prune(tree, policy))
-            self._prune(tree, policy)
+                    return AutoSnapshot(s.name, True, self._prune_or_warn(tree, policy))
+            # the snapshot to go back to matters more than the room a prune makes: a prune
+            # that fails is a warning, and the snapshot is taken if the pool is above the floor
+            self._prune_or_warn(tree, policy)
             tree = self._tree()
             space = self._space()
             floor = policy.pool_min_free.of(space.size)
@@ -899,7 +903,15 @@ class BeManager:
                 marks[PROP_APT_RUN] = run
             full = f"{be.dataset}@{snap}"
             self.zfs.snapshot(full, recursive=True, props=marks)  # one atomic step
-            return AutoSnapshot(full, False, self._prune(self._tree(), policy))
+            return AutoSnapshot(full, False, self._prune_or_warn(self._tree(), policy))
+
+    def _prune_or_warn(self, tree: Tree, policy: retention.Policy) -> Pruned:
+        """``_prune``; when it fails, a warning and nothing pruned (what it did stays done)."""
+        try:
+            return self._prune(tree, policy)
+        except BeadmError as exc:
+            log.warning("warning: prune failed: %s", exc)
+            return Pruned((), self._space(), policy, self.pool)
 
     def prune(self, policy: retention.Policy) -> Pruned:
         """Destroy the automatic snapshots and BEs the policy lets go (``beadm.retention``)."""

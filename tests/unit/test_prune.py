@@ -134,6 +134,20 @@ def test_auto_snapshot_once_per_apt_run(tmp_path: Path) -> None:
         ("zfs", "set", "org.beadm:important=kernel", f"rpool/ROOT/pve-1@{SNAPS[3]}")]
 
 
+def test_auto_snapshot_is_taken_when_the_prune_before_it_fails(tmp_path: Path) -> None:
+    # the oldest automatic snapshot beyond keep cannot be destroyed (say, held by zfs hold)
+    mgr, runner = world(tmp_path, LISTING, props(*SNAPS))
+    oldest = ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")
+    runner.fail(*oldest, stderr="cannot destroy snapshot: dataset is busy")
+    done = mgr.auto_snapshot(description="apt", important="", run="", policy=Policy(keep=3))
+    assert done.snapshot == "rpool/ROOT/pve-1@beadm-auto-20261126-120000"
+    snap = ("zfs", "snapshot", "-r", "-o", "org.beadm:auto=apt", "-o",
+            "org.beadm:description=apt", done.snapshot)
+    # tried before (failed), taken, tried again after (failed again): warnings, no error
+    assert [c for c in runner.calls if c in (oldest, snap)] == [oldest, snap, oldest]
+    assert done.pruned.decisions == ()
+
+
 def test_auto_snapshot_refused_below_the_floor(tmp_path: Path) -> None:
     mgr, runner = world(tmp_path, LIST_TEXT, "", free=10)
     with pytest.raises(RefusedError, match="no automatic snapshot: pool rpool has 10 bytes"):
