@@ -192,6 +192,31 @@ def test_apt_hook_once_per_apt_run(pool: Path) -> None:
     assert everything() == before
 
 
+def test_apt_hook_takes_its_snapshot_when_the_prune_fails(pool: Path) -> None:
+    """The oldest of two automatic snapshots beyond ``keep`` is held (``zfs hold``), so the
+    prune's ``zfs destroy`` of it fails: the hook still takes its snapshot, says so, and warns
+    that the prune failed; the held snapshot stays."""
+    old = [f"{ROOT}/pve-1@beadm-auto-2026010{n}-000000" for n in (1, 2)]
+    for name in old:
+        sh("zfs", "snapshot", "-r", "-o", "org.beadm:auto=apt", name)
+    sh("zfs", "hold", "lab", old[0])
+    CONF.write_text("auto_snapshot = yes\nkeep = 1\nkeep_important = 0\npool_min_free = 1%\n")
+    hook = f"beadm --root {ROOT} --backend none apt-hook"
+    stdin = "VERSION 3\n\nzsh 5.8 amd64 none < 5.9 amd64 none /x/zsh_5.9_amd64.deb\n"
+    try:
+        res = subprocess.run(["sh", "-c", hook], input=stdin, capture_output=True, text=True,
+                             check=False)
+        assert res.returncode == 0, res.stderr
+        new = [s for s in snaps() if s.startswith("beadm-auto-") and "-2026010" not in s]
+        assert len(new) == 1, snaps()
+        assert f"automatic snapshot {ROOT}/pve-1@{new[0]} taken" in res.stdout
+        assert "warning: prune failed" in res.stderr and "busy" in res.stderr, res.stderr
+        assert old[0] in everything()
+        assert prop(f"{ROOT}/pve-1/var@{new[0]}", "org.beadm:auto") == "apt"
+    finally:
+        sh("zfs", "release", "lab", old[0])
+
+
 # -- automatic BEs and the ESP floor (systemd-boot backend, real FAT32 ESPs) ---------------
 
 BPOOL = "prunebe"
