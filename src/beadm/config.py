@@ -10,9 +10,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from beadm.errors import UsageError
-from beadm.retention import Floor, Policy
+
+if TYPE_CHECKING:  # imported where a file is read: every command reads CONFIG_PATH's name,
+    # only prune and the apt hook read the file (start-up time, issue 15)
+    from beadm.retention import Floor, Policy
 
 CONFIG_PATH = Path("/etc/beadm/beadm.conf")
 
@@ -29,10 +33,16 @@ _SIZE = re.compile(r"^(\d+)([KMGT]?)$")
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
+def _default_policy() -> Policy:
+    from beadm.retention import Policy
+
+    return Policy()
+
+
 @dataclass(frozen=True)
 class Config:
     auto_snapshot: bool = False
-    policy: Policy = field(default_factory=Policy)
+    policy: Policy = field(default_factory=_default_policy)
 
 
 def load(path: Path = CONFIG_PATH) -> Config:
@@ -46,6 +56,8 @@ def load(path: Path = CONFIG_PATH) -> Config:
 
 
 def parse(text: str, path: Path = CONFIG_PATH) -> Config:
+    from beadm.retention import Policy
+
     values = dict(DEFAULTS)
     for n, raw in enumerate(text.split("\n"), 1):
         line = raw.strip()
@@ -93,6 +105,8 @@ def _value(key: str, value: str, where: str) -> object:
 
 
 def _floor(value: str) -> Floor:
+    from beadm.retention import Floor
+
     v = value.strip().upper()
     if v.endswith("%"):
         num = v[:-1]
