@@ -8,12 +8,9 @@ behind (datasets and snapshots marked ``org.beadm:state=creating``), then do the
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
-import shlex
 import sys
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -60,6 +57,8 @@ from beadm.zfs import (
 )
 
 if TYPE_CHECKING:  # imported where used: each is one command's (start-up time, issue 15)
+    import datetime as dt
+
     from beadm import pvestate, retention, rollback_guard
     from beadm import upgrade as upg
 
@@ -251,7 +250,7 @@ class BeManager:
         root: str | None = None,
         mountinfo: Path = mnt.MOUNTINFO,
         lock: Lock | None = None,
-        clock: Callable[[], dt.datetime] = dt.datetime.now,
+        clock: Callable[[], dt.datetime] | None = None,  # default: datetime.now
         running_root: Path = Path("/"),
         out: TextIO | None = None,
         chroot: Callable[[Runner, list[tuple[str, str]]], upg.Chroot] | None = None,
@@ -266,7 +265,7 @@ class BeManager:
         self._root_override = root
         self._mountinfo = mountinfo
         self._lock = lock if lock is not None else Lock()
-        self._clock = clock
+        self._clock = clock if clock is not None else _now
         self._root: str | None = None
         self._root_checked = False
         self._altroot_value: str | None = None
@@ -687,6 +686,8 @@ class BeManager:
             if res.returncode != 0:
                 tail = [ln for ln in res.stderr.splitlines() if ln.strip()]
                 why = tail[-1].strip() if tail else f"exit status {res.returncode}"
+                import shlex
+
                 raise UpgradeError(f"apt-get {shlex.join(args)} exited {res.returncode}: {why}")
             after = upg.packages(root)
         return upg.diff(before, after)
@@ -1375,6 +1376,8 @@ class BeManager:
                 raise RefusedError(f"BE {name} is already mounted at {where[be.dataset][-1]}")
             made_dir = False
             if directory is None:
+                import tempfile
+
                 if self.runner.dry_run:
                     directory = str(Path(tempfile.gettempdir()) / "beadm-XXXXXXXX")
                 else:
@@ -1441,12 +1444,20 @@ class BeManager:
         top = [m.mountpoint for m in self.mounts() if m.fstype == "zfs" and m.source == be.dataset]
         for p in sorted(points, key=lambda p: (p.count("/"), p), reverse=True):
             self.runner.run(["umount", "-f", p] if force else ["umount", p])
+        import tempfile
+
         for p in top:
             parent = Path(p).parent
             ours = Path(p).name.startswith("beadm-") and str(parent) == tempfile.gettempdir()
             if ours and not self.runner.dry_run:
                 _rmdir(p)
         return True
+
+
+def _now() -> dt.datetime:
+    import datetime
+
+    return datetime.datetime.now()
 
 
 def _bootable(tree: Tree) -> list[BootEnv]:

@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -685,9 +686,8 @@ def human(n: int) -> str:
 
 
 def _when(epoch: int) -> str:
-    import datetime as dt
-
-    return dt.datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M")
+    # time (built in), not datetime (an import for list): the same local time and format
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
 
 
 def _sorted(infos: Sequence[BeInfo], key: str | None, reverse: bool) -> list[BeInfo]:
