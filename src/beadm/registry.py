@@ -10,7 +10,6 @@ legacy-BIOS boot with ``grub/`` on the ESPs), and a refusal of every boot-changi
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 from beadm.backend import BackendFactory, BootBackend, NoopBackend
@@ -63,6 +62,8 @@ def backends() -> dict[str, BackendFactory]:
 
 
 def sdboot_available() -> bool:
+    import importlib.util
+
     try:
         return importlib.util.find_spec(SDBOOT_MODULE) is not None
     except ImportError:

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shlex
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -80,6 +78,9 @@ class SubprocessRunner:
         return self._dry_run
 
     def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+        import shlex
+        import subprocess  # here: --help and a usage error run no command (issue 15)
+
         args = tuple(argv)
         if not args or not all(isinstance(a, str) for a in args):
             raise TypeError(f"argv must be a non-empty sequence of str, got {argv!r}")
