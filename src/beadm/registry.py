@@ -11,10 +11,14 @@ legacy-BIOS boot with ``grub/`` on the ESPs), and a refusal of every boot-changi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from beadm.backend import BackendFactory, BootBackend, NoopBackend
 from beadm.errors import UnsupportedError, UsageError
 from beadm.runner import Runner
+
+if TYPE_CHECKING:
+    from beadm.grub.backend import GrubBackend
 
 #: Files whose presence means the host boots through proxmox-boot-tool's ESPs.
 UUIDS_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")
@@ -41,14 +45,22 @@ def _grub(runner: Runner) -> BootBackend:
 
 def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBackend:
     try:
-        from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
         from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
         from beadm.sdboot.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise UnsupportedError("the systemd-boot backend is not available") from exc
+
+    def grub() -> GrubBackend:
+        """Built (and its modules imported) only where the guard finds GRUB ESPs."""
+        try:
+            from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
+        except ImportError as exc:
+            raise UnsupportedError("the GRUB backend is not available") from exc
+        return GrubBackend(runner)
+
     backend: BootBackend = GuardedBackend(SystemdBootBackend(runner),
                                           efi_dir=efi_dir if efi_dir is not None else EFI_DIR,
-                                          grub=GrubBackend(runner))
+                                          make_grub=grub)
     return backend
 
 

@@ -21,6 +21,7 @@ booting next (not even the pool's ``bootfs``), ``check`` reports the reason, and
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -55,13 +56,24 @@ class GuardedBackend:
     name = SDBOOT
 
     def __init__(self, inner: SystemdBootBackend, *, efi_dir: Path = EFI_DIR,
-                 grub: GrubBackend | None = None) -> None:
+                 grub: GrubBackend | None = None,
+                 make_grub: Callable[[], GrubBackend] | None = None) -> None:
         self.inner = inner
-        self.grub = grub
+        self._grub = grub
+        self._make_grub = make_grub  # or the GRUB backend, built when first asked for
         self._efi_dir = efi_dir
         self._reason: str | None = None
         self._kind = SDBOOT
         self._checked = False
+
+    @property
+    def grub(self) -> GrubBackend | None:
+        """The GRUB backend, if there is one: ``grub``, or ``make_grub()`` once it is needed
+        (a GRUB host; a systemd-boot host never imports it: start-up time, issue 15)."""
+        if self._grub is None and self._make_grub is not None:
+            self._grub = self._make_grub()
+            self._make_grub = None
+        return self._grub
 
     @property
     def warnings(self) -> list[str]:
