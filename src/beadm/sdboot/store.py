@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import sys
@@ -56,6 +55,8 @@ def file_digest(path: Path) -> str:
     is part of the key for that reason."""
     key = _stat_key(path)
     if key not in _digest_cache:
+        import hashlib  # here: it loads OpenSSL, and list hashes nothing (issue 15)
+
         h = hashlib.sha256()
         with path.open("rb") as f:
             for block in iter(lambda: f.read(_CHUNK), b""):
