@@ -34,7 +34,6 @@ import logging
 import os
 import shlex
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -228,6 +227,20 @@ class PrivateNamespace:
             os.chdir(self._cwd)
 
 
+def _new_dir(parent: str, prefix: str) -> Path:
+    """A new directory ``parent/prefix<12 random hex digits>``, mode 0700: what
+    ``tempfile.mkdtemp(prefix=prefix, dir=parent)`` makes, without importing tempfile
+    (shutil, random, bz2, lzma: start-up time of every command that mounts an ESP, issue 15)."""
+    for _ in range(100):
+        d = Path(parent) / f"{prefix}{os.urandom(6).hex()}"
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        return d
+    raise FileExistsError(f"no unused name for a directory {parent}/{prefix}...")
+
+
 class SystemSession:
     def __init__(self, host: SystemHost) -> None:
         self._host = host
@@ -243,7 +256,7 @@ class SystemSession:
             self._ns = self._host.namespace_factory(self._host.mounter)
             self._ns.enter()
         if self._base is None:
-            self._base = Path(tempfile.mkdtemp(prefix="beadm-", dir=self._host.tmp_base))
+            self._base = _new_dir(self._host.tmp_base, "beadm-")
         d = self._base / name
         d.mkdir(mode=0o700)
         return d
