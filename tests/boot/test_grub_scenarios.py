@@ -1,9 +1,10 @@
-"""Issue 14 item 1: the GRUB backend's claims proven by rebooting the legacy-BIOS machine
-(SeaBIOS, GRUB i386-pc on both disks, its files and the kernels on the ESPs, as the fixture's
-GRUB mode lays them out; ``lab/pvelab run --legacy``). One machine, four boots, to keep VM time
-small: a (boots as installed, init keeps it booting), b (create + activate), c (survives
-``proxmox-boot-tool refresh`` and a manual ``update-grub`` run from the new BE), d (one-shot, then
-back), e (rename of an inactive BE), f (destroy from the new BE frees its files).
+"""Issue 14: the GRUB backend's claims proven by rebooting the legacy-BIOS machine (SeaBIOS,
+GRUB i386-pc on both disks, its files and the kernels on the ESPs, as the fixture's GRUB mode
+lays them out; ``lab/pvelab run --legacy``) and the Secure Boot machine (UEFI, shim + signed
+GRUB; ``--secureboot``). One machine, four boots, to keep VM time small: a (boots as
+installed, init keeps it booting), b (create + activate), c (survives ``proxmox-boot-tool
+refresh`` and a manual ``update-grub`` run from the new BE), d (one-shot, then back), e (rename
+of an inactive BE), f (destroy from the new BE frees its files).
 
 The ``entry`` of a boot is the kernel GRUB loaded (BOOT_IMAGE): ``/vmlinuz-*`` is Proxmox's own
 entry at the ESP root, ``/beadm/*`` one of beadm's entries in custom.cfg."""
@@ -18,11 +19,26 @@ pytestmark = pytest.mark.boot
 LIB = GRUB_LIB
 
 
-def test_grub_a_b_c_d_e_f_on_the_legacy_bios_machine() -> None:
+# Secure Boot machine: Secure Boot is on, the kernel is locked down, and the zfs.ko it runs
+# was signed by the machine's key (its cert reached the kernel through shim's MOK list)
+SECURE = r"""
+mokutil --sb-state | tee /dev/stderr | grep -qx 'SecureBoot enabled'
+grep -q '\[integrity\]' /sys/kernel/security/lockdown
+modinfo -F signer zfs | grep -qx 'beadm lab module signing key'
+test -e /sys/module/zfs
+# taint E (8192): an unsigned module was loaded (zfs taints P and O: CDDL, out of tree)
+(( ($(cat /proc/sys/kernel/tainted) & 8192) == 0 )) || { echo "unsigned module"; exit 1; }
+"""
+
+
+def grub_a_to_f(secureboot: bool) -> None:
+    """Scenarios a-f in one machine, four boots: the legacy-BIOS one, or (``secureboot``)
+    the Secure Boot one, where every step first checks that Secure Boot is on."""
+    lib = LIB + (SECURE if secureboot else "")
+    firmware = ("test -d /sys/firmware/efi" if secureboot else "test ! -d /sys/firmware/efi")
     res = run_steps(
-        LIB + """
+        lib + firmware + """
 root_is rpool/ROOT/pve-1
-test ! -d /sys/firmware/efi
 test ! -e /etc/kernel/cmdline
 proxmox-boot-tool status | tee /dev/stderr | grep -q 'C0DE-0002 is configured with: grub'
 beadm init pve-1
@@ -37,7 +53,7 @@ beadm activate pve-2
 test "$(flags pve-2)" = R
 beadm check
 """,
-        LIB + """
+        lib + """
 root_is rpool/ROOT/pve-2
 grep -q '^root=ZFS=rpool/ROOT/pve-2 ' /etc/kernel/cmdline
 grep -q 'root=ZFS=rpool/ROOT/pve-2 ' /etc/default/grub.d/zfs.cfg
@@ -50,12 +66,15 @@ test "$(flags pve-2)" = NR
 beadm check
 beadm activate -t pve-3
 test "$(flags pve-3)" = T
+on_esps 'grep -x "next_entry=beadm-pve-3-.*" /run/t/esp1/grub/grubenv /run/t/esp2/grub/grubenv'
 """,
-        LIB + """
+        lib + """
 root_is rpool/ROOT/pve-3
 test "$(flags pve-2)" = R
+# GRUB read next_entry and cleared it on the ESP it booted from (disk 1)
+on_esps '! grep -q "^next_entry=." /run/t/esp1/grub/grubenv'
 """,
-        LIB + """
+        lib + """
 root_is rpool/ROOT/pve-2
 beadm sync
 beadm destroy -F pve-3
@@ -63,13 +82,24 @@ on_esps '! grep -q "beadm-pve-3-" /run/t/esp1/grub/custom.cfg /run/t/esp2/grub/c
 beadm check
 beadm list
 """,
-        timeout=1500, legacy=True)
+        timeout=1500, legacy=not secureboot, secureboot=secureboot)
     assert res.returncode == 0, res.output
     assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-2", "rpool/ROOT/pve-3",
                          "rpool/ROOT/pve-2"]
     assert res.entries[0].startswith("/vmlinuz-"), res.entries  # Proxmox's entry, as installed
     assert all(e.startswith("/beadm/") for e in res.entries[1:]), res.entries
 
+
+def test_grub_a_b_c_d_e_f_on_the_legacy_bios_machine() -> None:
+    grub_a_to_f(secureboot=False)
+
+
+def test_grub_a_b_c_d_e_f_with_secure_boot_on() -> None:
+    """Issue 14 item 2: OVMF's Secure Boot firmware with Microsoft's keys, shim + Debian's
+    signed GRUB on both ESPs (``proxmox-boot-tool init <ESP> grub``), Debian's signed kernel,
+    zfs modules signed with a key enrolled in the firmware's MOK list (``lab/pvelab run
+    --secureboot``; lab/machine/install-secureboot)."""
+    grub_a_to_f(secureboot=True)
 
 
 def test_grub_i_power_off_during_activate_and_create_on_the_legacy_bios_machine() -> None:
