@@ -268,8 +268,9 @@ class RecordingLibc:
 
 def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Issue 15: no process per ESP mount, unmount or propagation change; the ZFS mounts of
-    BEs still go through mount(8) (its ZFS helper)."""
+    """Issue 15: no process per ESP or BE mount, unmount or propagation change; a ZFS
+    mount with other options than ``[ro,]zfsutil`` goes through mount(8) (its ZFS helper),
+    as does one whose mount(2) fails (the helper then says why, in its words)."""
     from beadm.sdboot import host as hostmod
 
     libc = RecordingLibc()
@@ -283,19 +284,36 @@ def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
     m.run(["umount", "-l", "/run/b/e2"], readonly=True, check=False)
     m.run(["mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2", "/run/b/be-0"],
           readonly=True)
+    m.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", "rpool/ROOT/pve-3", "/run/b/be-1"],
+          readonly=True)
+    helper = [("mount", "-t", "zfs", "-o", "zfsutil,noatime", "rpool/ROOT/a", "/run/b/x"),
+              ("mount", "-t", "zfs", "-o", "ro", "rpool/ROOT/b", "/run/b/y"),
+              ("mount", "-t", "zfs", "-o", "ro,rw,zfsutil", "rpool/ROOT/c", "/run/b/z"),
+              ("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/d", "/run/b,x")]
+    for argv in helper:
+        m.run(argv, readonly=True)
     assert libc.calls == [
         ("mount", None, b"/", None, hostmod.MS_REC | hostmod.MS_SLAVE, None),
         ("mount", b"/dev/sda2", b"/run/b/esp", b"vfat", 0, b"umask=0077"),
         ("mount", b"/dev/sdb2", b"/run/b/e2", b"vfat", hostmod.MS_RDONLY, b"umask=0077"),
         ("umount2", b"/run/b/esp", 0),
         ("umount2", b"/run/b/e2", hostmod.MNT_DETACH),
+        ("mount", b"rpool/ROOT/pve-2", b"/run/b/be-0", b"zfs", 0,
+         b"zfsutil,mntpoint=/run/b/be-0"),
+        ("mount", b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", hostmod.MS_RDONLY,
+         b"ro,zfsutil,mntpoint=/run/b/be-1"),
     ]
-    assert inner.calls == [("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2",
-                            "/run/b/be-0")]
+    assert inner.calls == helper
     libc.fail = True
     with pytest.raises(CommandError):
         m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/x"], readonly=True)
     assert m.run(["umount", "/x"], readonly=True, check=False).returncode == 32
+    inner.calls.clear()
+    m.run(["mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2", "/run/b/be-2"],
+          readonly=True)
+    assert libc.calls[-1][:4] == ("mount", b"rpool/ROOT/pve-2", b"/run/b/be-2", b"zfs")
+    assert inner.calls == [("mount", "-t", "zfs", "-o", "zfsutil", "rpool/ROOT/pve-2",
+                            "/run/b/be-2")]
 
 
 def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
