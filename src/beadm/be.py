@@ -269,6 +269,7 @@ class BeManager:
         self._root: str | None = None
         self._root_checked = False
         self._altroot_value: str | None = None
+        self._bootfs_read: str | None = None  # read with altroot, not yet asked for
 
     # -- where BEs live ------------------------------------------------------------------
 
@@ -302,10 +303,18 @@ class BeManager:
         return get
 
     def _altroot(self) -> str:
-        """The pool's ``altroot`` (fixed while the pool is imported: asked once)."""
+        """The pool's ``altroot`` (fixed while the pool is imported: asked once, with
+        ``bootfs``, which the next :meth:`_bootfs` takes instead of asking again)."""
         if self._altroot_value is None:
-            self._altroot_value = self.zfs.pool_get(self.pool, "altroot")
+            self._bootfs_read = self._read_pool()
+        assert self._altroot_value is not None
         return self._altroot_value
+
+    def _read_pool(self) -> str:
+        """``bootfs`` and ``altroot`` with one ``zpool get`` (issue 15); keeps altroot."""
+        got = self.zfs.pool_props(self.pool, ("bootfs", "altroot"))
+        self._altroot_value = got["altroot"]
+        return got["bootfs"]
 
     @property
     def root(self) -> str:
@@ -371,7 +380,17 @@ class BeManager:
                 )
 
     def _bootfs(self) -> str:
-        return self.zfs.pool_get(self.pool, "bootfs")
+        """The pool's ``bootfs`` now; the value read with ``altroot`` serves once (it was
+        read in this command, under the lock, and beadm changes bootfs only through
+        :meth:`_set_bootfs`, which drops it)."""
+        if self._bootfs_read is not None:
+            value, self._bootfs_read = self._bootfs_read, None
+            return value
+        return self._read_pool()
+
+    def _set_bootfs(self, dataset: str) -> None:
+        self._bootfs_read = None
+        self.zfs.pool_set(self.pool, "bootfs", dataset)
 
     def _ref(self, be: BootEnv, running: str | None) -> BeRef:
         return BeRef(be.name, be.dataset, be.description, be.name == running)
@@ -1159,8 +1178,8 @@ class BeManager:
 
                 undo.done(f"rename of {old} to {new}", unrename)
                 if bootfs == be.dataset:
-                    self.zfs.pool_set(self.pool, "bootfs", target)
-                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+                    self._set_bootfs(target)
+                    undo.done("bootfs", lambda: self._set_bootfs(bootfs))
                 backend_ran.append(True)
                 self.backend.post_rename(old_ref, new_ref)
                 self.zfs.inherit(target, PROP_STATE)
@@ -1184,7 +1203,7 @@ class BeManager:
                 if bootfs is None:
                     bootfs = self._bootfs()
                 if bootfs == old_ds:
-                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
+                    self._set_bootfs(be.dataset)
                 old_ref = BeRef(old, old_ds, be.description, False)
                 self.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
             self.zfs.inherit(be.dataset, PROP_STATE)
@@ -1226,8 +1245,8 @@ class BeManager:
         installer's pve-1 has canmount=on). Each change is logged in ``undo``."""
         bootfs = self._bootfs()
         if dataset is not None and bootfs != dataset:
-            self.zfs.pool_set(self.pool, "bootfs", dataset)
-            undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
+            self._set_bootfs(dataset)
+            undo.done("bootfs", lambda: self._set_bootfs(bootfs))
         for other in tree.bes():
             for d in other.datasets:
                 if d.canmount == "on":

@@ -205,6 +205,17 @@ class Zfs:
         argv = ["zpool", "get", "-H", "-p", "-o", "value", prop, pool]
         return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
 
+    def pool_props(self, pool: str, props: Sequence[str]) -> dict[str, str]:
+        """Several pool properties with one ``zpool get`` (each ``zpool`` process costs
+        0.2-0.4 s under emulation, issue 15): {property: value}, ``-`` read as empty."""
+        argv = ["zpool", "get", "-H", "-p", "-o", "property,value", ",".join(props), pool]
+        got = {k: _dash(v) for k, v in _records(self.runner.run(argv, readonly=True).stdout, 2)}
+        missing = [p for p in props if p not in got]
+        if missing:
+            raise ValueError(f"zpool get {','.join(props)} {pool} did not print "
+                             f"{', '.join(missing)}")
+        return got
+
     # -- changes -----------------------------------------------------------------------
 
     def snapshot(

@@ -26,6 +26,11 @@ class Answer:
     hook: Callable[[tuple[str, ...]], None] | None = None
 
 
+def pool_props(bootfs: str = "-", altroot: str = "-") -> str:
+    """What ``zpool get -H -p -o property,value bootfs,altroot POOL`` prints."""
+    return f"bootfs\t{bootfs}\naltroot\t{altroot}\n"
+
+
 class FakeRunner:
     def __init__(self, *, dry_run: bool = False) -> None:
         self._dry_run = dry_run

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import pool_props
 from world import LIST_TEXT, SNAP, manager, row
 
 from beadm.backend import BeRef
@@ -152,7 +153,7 @@ def test_altroot_is_not_copied_into_mountpoints(tmp_path: Path) -> None:
     from beadm.zfs import parse_get
 
     mgr, runner, _ = manager(tmp_path)
-    runner.on("zpool", "get", "-H", "-p", "-o", "value", "altroot", stdout="/mnt/x\n")
+    runner.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1", altroot="/mnt/x"))
     text = "rpool/ROOT/pve-1\tmountpoint\t/mnt/x\tlocal\n"
     text += "rpool/ROOT/pve-1/var\tmountpoint\t/mnt/x/var\tlocal\n"
     assert len(parse_get(text)) == 2

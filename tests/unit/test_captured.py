@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fakes import pool_props
 from world import FIXTURES, manager
 
 from beadm.zfs import parse_get, parse_list
@@ -37,7 +38,7 @@ def test_parse_captured_get() -> None:
 def test_listing_and_create_on_captured_output(tmp_path: Path) -> None:
     mgr, runner, _ = manager(tmp_path, listing=LIST, mountinfo="", root="rpool/ROOT")
     runner.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET)
-    runner.on("zpool", "get", "-H", "-p", "-o", "value", "altroot", stdout="/mnt/lab\n")
+    runner.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1", altroot="/mnt/lab"))
     lst = mgr.listing()
     assert [(i.be.name, i.active) for i in lst.bes] == [("pve-1", "R"), ("pve-2", "-")]
     assert [s.snapname for s in lst.bes[0].be.snapshots][-1] == "manual"

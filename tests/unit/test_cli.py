@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm import __version__
@@ -28,7 +28,7 @@ def run(
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=listing)
         r.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         runners.append(r)
         return r
@@ -240,7 +240,7 @@ def _list_with_backend(tmp_path: Path, backend: object) -> tuple[int, str, str]:
     def make_runner(dry: bool, out: object = None) -> FakeRunner:
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=LIST_TEXT)
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         return r
 
     (tmp_path / "mi").write_text(MOUNTINFO)

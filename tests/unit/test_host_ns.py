@@ -73,8 +73,20 @@ def test_create_asks_the_pools_altroot_once(tmp_path: Path) -> None:
     mgr, runner, _ = manager(tmp_path)
     mgr.create("pve-3")
     asked = [c for c in runner.calls if c[:2] == ("zpool", "get")]
-    assert [c[-2] for c in asked] == ["altroot"]
+    assert [c[-2] for c in asked] == ["bootfs,altroot"]
     kinds = [" ".join(c[:2]) for c in runner.calls]
     assert kinds == ["zfs list", "zfs get", "zpool get", "zfs snapshot", "zfs clone",
                      "zfs clone", "zfs list", "zfs inherit", "zfs inherit", "zfs inherit",
                      "zfs inherit"], kinds
+
+
+def test_activate_reads_the_pool_once_and_again_after_changing_bootfs(tmp_path: Path) -> None:
+    """Issue 15: altroot (the shared-state check) and bootfs (before moving it) come from
+    one ``zpool get``; after beadm set bootfs, the next question asks the pool again."""
+    mgr, runner, _ = manager(tmp_path)
+    mgr.activate("pve-2")
+    kinds = [" ".join(c[:3]) for c in runner.calls if c[0] == "zpool"]
+    assert kinds == ["zpool get -H", "zpool set bootfs=rpool/ROOT/pve-2"], kinds
+    assert mgr._bootfs() == "rpool/ROOT/pve-1"  # the fake pool's answer, asked again
+    assert [" ".join(c[:2]) for c in runner.calls if c[0] == "zpool"][-1] == "zpool get"
+    assert len([c for c in runner.calls if c[:2] == ("zpool", "get")]) == 2

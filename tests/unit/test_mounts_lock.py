@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm.cli import Deps, main
@@ -76,7 +76,7 @@ def _cli(tmp_path: Path, *argv: str, hook_wait: float,
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=LIST_TEXT)
         r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         return r
 

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
 from beadm import aptinfo, config
@@ -251,7 +251,7 @@ def cli(tmp_path: Path, *argv: str, conf: str | None = None, stdin: str = "",
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=listing)
         r.on(*LIST_FS_ARGV, stdout=listing)
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         r.on(*PROPS_ARGV, stdout=got)
         r.on(*SPACE_ARGV, stdout="100000\n900000\n")

@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from sdboot_world import K1, UUIDS, World
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
@@ -90,7 +90,7 @@ def test_prune_never_destroys_a_protected_be(tmp_path: Path) -> None:
     backend = RecordingBackend(BootState(next_boot="u1", once="u2", trial="u3"))
     mgr, runner, _ = world(tmp_path, listing, got, backend=backend, mountinfo=mounted)
     # u7 goes (older than the newest 1, u9); every other one is protected
-    runner.on("zpool", "get", "-H", "-p", "-o", "value", "bootfs", stdout="rpool/ROOT/pve-2\n")
+    runner.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-2"))
     pruned = mgr.prune(Policy(keep=1, keep_important=0))
     reasons = {d.be.name: d.reason for d in pruned.bes}
     assert reasons == {
@@ -211,7 +211,7 @@ def cli(tmp_path: Path, *argv: str, conf: str = "keep = 1\n") -> tuple[int, str,
         r.out = plan  # where the CLI wants a dry run's plan
         r.on(*LIST_ARGV, stdout=listing)
         r.on(*LIST_FS_ARGV, stdout=listing)
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         r.on(*PROPS_ARGV, stdout=marks("u1", "u2", "u3"))
         r.on(*SPACE_ARGV, stdout="100000\n900000\n")

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from world import LIST_ARGV, LIST_FS_ARGV, row, without_snapshots
@@ -84,7 +84,7 @@ class World:
         r = FakeRunner(dry_run=dry)
         r.on(*LIST_ARGV, stdout=LISTING)
         r.on(*LIST_FS_ARGV, stdout=without_snapshots(LISTING))
-        r.on("zpool", "get", "-H", "-p", "-o", "value", "bootfs", stdout=f"{R}/cur\n")
+        r.on("zpool", "get", stdout=pool_props(f"{R}/cur"))
 
         def mount(argv: tuple[str, ...]) -> None:
             assert argv[4] == "ro,zfsutil", "a BE must be looked at read-only"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from fakes import pool_props
 from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
@@ -494,7 +495,7 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
         r.out = out
         r.on(*LIST_ARGV, stdout=LIST_TEXT)
         r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         r.on("zfs", "get", "-H", "-p", "-o", "value", stdout="-\n")
         r.on("zfs", "list", "-H", "-o", "name", "rpool/ROOT/pve-3", returncode=1,

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, SNAP, manager, row
 from world import without_snapshots as fs_only
 
@@ -292,7 +292,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
         r = ChrootRunner(dry_run=dry, apt_rc=apt_rc)
         r.on(*LIST_ARGV, stdout=listing)
         r.on(*LIST_FS_ARGV, stdout=fs_only(listing))
-        r.on("zpool", "get", stdout="rpool/ROOT/pve-1\n")
+        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
         r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
         runners.append(r)
         return r

@@ -86,3 +86,19 @@ def test_runner_keeps_non_utf8_output() -> None:
     res = SubprocessRunner().run([sys.executable, "-c", code], readonly=True)
     assert res.stdout == "a\udcffb\n"
     assert res.stderr == "\udcfe"
+
+
+def test_pool_props_reads_several_properties_with_one_zpool_get() -> None:
+    from fakes import FakeRunner
+
+    from beadm.zfs import Zfs
+
+    r = FakeRunner()
+    r.on("zpool", "get", stdout="bootfs\trpool/ROOT/pve-1\naltroot\t-\n")
+    assert Zfs(r).pool_props("rpool", ("bootfs", "altroot")) == {
+        "bootfs": "rpool/ROOT/pve-1", "altroot": ""}
+    assert r.calls == [("zpool", "get", "-H", "-p", "-o", "property,value", "bootfs,altroot",
+                        "rpool")]
+    r.on("zpool", "get", stdout="bootfs\t-\n")
+    with pytest.raises(ValueError, match="did not print altroot"):
+        Zfs(r).pool_props("rpool", ("bootfs", "altroot"))

@@ -6,7 +6,7 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from fakes import FakeRunner, RecordingBackend
+from fakes import FakeRunner, RecordingBackend, pool_props
 
 from beadm.be import BeManager
 from beadm.lock import Lock
@@ -64,7 +64,7 @@ def manager(
     runner = runner if runner is not None else FakeRunner()
     runner.on(*LIST_ARGV, stdout=listing)
     runner.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
-    runner.on("zpool", "get", "-H", "-p", "-o", "value", "bootfs", stdout=bootfs + "\n")
+    runner.on("zpool", "get", stdout=pool_props(bootfs))
     runner.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
     mi = tmp_path / "mountinfo"
     mi.write_text(mountinfo)
