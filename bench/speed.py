@@ -225,7 +225,7 @@ class Bench:
             groups.setdefault(_kind(cmd), []).append(t)
         for kind, ts in sorted(groups.items(), key=lambda kv: -sum(kv[1])):
             print(f"     {len(ts):3d} x {kind:28s} {sum(ts) * 1000:6.0f} ms")
-        if what in ("create", f"activate {OTHER}", "list --json"):
+        if what in ("list", "create", f"activate {OTHER}", "list --json"):
             self._cprofile(what, args)
 
     def _cprofile(self, what: str, args: list[str]) -> None:
@@ -246,6 +246,12 @@ class Bench:
             lines = [ln for ln in buf.getvalue().splitlines() if re.match(r"\s+\d", ln)]
             print("     cProfile, cumulative (ncalls tottime percall cumtime percall where):")
             for ln in lines[:14]:
+                print("       " + ln.strip()[:150])
+            buf = io.StringIO()  # where the interpreter itself spends it (any module)
+            pstats.Stats(f.name, stream=buf).sort_stats("tottime").print_stats(8)
+            lines = [ln for ln in buf.getvalue().splitlines() if re.match(r"\s+\d", ln)]
+            print("     cProfile, own time (ncalls tottime percall cumtime percall where):")
+            for ln in lines[:8]:
                 print("       " + ln.strip()[:150])
         if what == "create":
             self.sh(*self.beadm("destroy", "-F", f"prof-c-{self.serial}"))
