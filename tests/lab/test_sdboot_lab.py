@@ -109,6 +109,51 @@ def test_backend_on_real_zfs_and_fat(machine: tuple[SystemdBootBackend, list[str
 
 
 
+def test_a_sessions_be_mounts_are_mount2_calls_that_real_zfs_takes(
+        machine: tuple[SystemdBootBackend, list[str]], tmp_path: Path) -> None:
+    """Issue 15: the session mounts a BE with mount(2) as libzfs does (no ZFS helper
+    process). On real ZFS: the mount is a zfs mount of the dataset, ``ro`` is honoured,
+    the ``mntpoint=`` hint lets a ``.zfs/snapshot`` automount work under it, and a mount
+    that the kernel refuses goes through the helper, whose message the error carries."""
+    from beadm.errors import CommandError
+    from beadm.sdboot.host import LibcMounts
+
+    m = LibcMounts(SubprocessRunner())
+    ro, rw = tmp_path / "ro", tmp_path / "rw"
+    ro.mkdir()
+    rw.mkdir()
+    m.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", f"{POOL}/ROOT/a", str(ro)], readonly=True)
+    try:
+        m.run(["mount", "-t", "zfs", "-o", "zfsutil", f"{POOL}/ROOT/b", str(rw)],
+              readonly=True)
+        try:
+            rows = {ln.split(" - ")[0].split()[4]: ln
+                    for ln in Path("/proc/self/mountinfo").read_text().splitlines()}
+            assert f" - zfs {POOL}/ROOT/a " in rows[str(ro)]
+            assert rows[str(ro)].split()[5].startswith("ro")
+            assert f" - zfs {POOL}/ROOT/b " in rows[str(rw)]
+            assert rows[str(rw)].split()[5].startswith("rw")
+            with pytest.raises(OSError, match="Read-only file system"):
+                (ro / "etc/beadm-probe").write_text("x")
+            (rw / "etc/beadm-probe").write_text("x")
+            (rw / "etc/beadm-probe").unlink()
+            assert (ro / ".zfs/snapshot/s/etc/kernel/cmdline").read_text().startswith(
+                f"root=ZFS={POOL}/ROOT/a ")
+        finally:
+            m.run(["umount", str(rw)], readonly=True)
+        with pytest.raises(CommandError) as got:
+            m.run(["mount", "-t", "zfs", "-o", "zfsutil", f"{POOL}/ROOT/nope", str(rw)],
+                  readonly=True)
+        assert "mount -t zfs" in str(got.value) and "nope" in str(got.value)
+        assert f"{POOL}/ROOT/nope" in got.value.stderr, got.value.stderr  # the helper's words
+    finally:
+        subprocess.run(["umount", str(ro / ".zfs/snapshot/s")], check=False,
+                       capture_output=True)
+        if m.run(["umount", str(ro)], readonly=True, check=False).returncode != 0:
+            m.run(["umount", "-l", str(ro)], readonly=True)
+    assert f"{POOL}/ROOT" not in Path("/proc/self/mountinfo").read_text()
+
+
 def test_a_be_mounted_by_hand_is_checked_and_activated_where_it_is(
         machine: tuple[SystemdBootBackend, list[str]], sh: Callable[..., str],
         tmp_path: Path) -> None:

@@ -144,7 +144,9 @@ class LibcMounts:
     for ``ro``, and the options string as given plus ``mntpoint=DIR`` (the kernel's hint
     for the ``.zfs`` snapshot automounts). It skips the helper's checks that matter to
     ``zfs mount`` but not here (a ``legacy`` or ``canmount=off`` dataset is mounted all
-    the same: a private, temporary mount). When the call fails, for any reason, the
+    the same: a private, temporary mount), and no SELinux ``context=`` options (libzfs
+    adds them only for a dataset whose context properties are set; Proxmox runs without
+    SELinux). When the call fails, for any reason, the
     helper is run instead: it fails with its own message (or, with a kernel module that
     wants the options otherwise, succeeds), so errors read as before.
 
