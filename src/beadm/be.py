@@ -270,6 +270,7 @@ class BeManager:
         self._root_checked = False
         self._altroot_value: str | None = None
         self._bootfs_read: str | None = None  # read with altroot, not yet asked for
+        self._changes = 0  # depth of _changing: the lock is held
 
     # -- where BEs live ------------------------------------------------------------------
 
@@ -304,9 +305,12 @@ class BeManager:
 
     def _altroot(self) -> str:
         """The pool's ``altroot`` (fixed while the pool is imported: asked once, with
-        ``bootfs``, which the next :meth:`_bootfs` takes instead of asking again)."""
+        ``bootfs``; in a changing command, which holds the lock, the next :meth:`_bootfs`
+        of that command takes that value instead of asking again)."""
         if self._altroot_value is None:
-            self._bootfs_read = self._read_pool()
+            bootfs = self._read_pool()
+            if self._changes:
+                self._bootfs_read = bootfs
         assert self._altroot_value is not None
         return self._altroot_value
 
@@ -381,8 +385,8 @@ class BeManager:
 
     def _bootfs(self) -> str:
         """The pool's ``bootfs`` now; the value read with ``altroot`` serves once (it was
-        read in this command, under the lock, and beadm changes bootfs only through
-        :meth:`_set_bootfs`, which drops it)."""
+        read in this changing command, under the lock, and is dropped when the command
+        ends; beadm changes bootfs only through :meth:`_set_bootfs`, which drops it too)."""
         if self._bootfs_read is not None:
             value, self._bootfs_read = self._bootfs_read, None
             return value
@@ -405,9 +409,15 @@ class BeManager:
         """Hold the lock; yield the tree with stale half-created BEs removed. ``boot``: the
         command changes what boots, so the backend may refuse it first (``preflight``)."""
         with self._lock, self._hold():
-            if boot:
-                self._preflight()
-            yield self._cleanup_stale(self._tree())
+            self._changes += 1
+            try:
+                if boot:
+                    self._preflight()
+                yield self._cleanup_stale(self._tree())
+            finally:
+                self._changes -= 1
+                if not self._changes:
+                    self._bootfs_read = None
 
     def _preflight(self) -> None:
         self.backend.preflight()

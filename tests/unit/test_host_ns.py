@@ -90,3 +90,14 @@ def test_activate_reads_the_pool_once_and_again_after_changing_bootfs(tmp_path: 
     assert mgr._bootfs() == "rpool/ROOT/pve-1"  # the fake pool's answer, asked again
     assert [" ".join(c[:2]) for c in runner.calls if c[0] == "zpool"][-1] == "zpool get"
     assert len([c for c in runner.calls if c[:2] == ("zpool", "get")]) == 2
+
+
+def test_a_bootfs_read_with_altroot_does_not_outlive_its_command(tmp_path: Path) -> None:
+    """A library user keeps one BeManager across commands; bootfs changed in between (by
+    another beadm process) is seen: the value read with altroot served only its command."""
+    from fakes import pool_props
+
+    mgr, runner, _ = manager(tmp_path)
+    mgr.create("pve-3")  # reads altroot (and bootfs with it), never asks for bootfs
+    runner.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-2"))
+    assert mgr.listing().bootfs == "rpool/ROOT/pve-2"
