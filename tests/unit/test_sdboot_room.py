@@ -57,6 +57,27 @@ def test_a_be_sharing_stored_kernels_needs_no_room(w: World,
         assert w.booted(u) == "pve-2"
 
 
+def test_free_space_is_asked_only_when_an_esp_lacks_a_file(
+        w: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 15: statvfs on FAT counts every free cluster the first time after a mount, so
+    the room check asks for it only where a file is to be stored."""
+    asked: list[Path] = []
+    real = sdb._free_space
+
+    def free_space(p: Path) -> tuple[int, int]:
+        asked.append(Path(p))
+        return real(p)
+
+    monkeypatch.setattr(sdb, "_free_space", free_space)
+    w.add_be("pve-2", clone_of="pve-1")  # the same kernels, stored on both ESPs
+    w.backend.post_create(w.ref("pve-2"))
+    w.backend.activate(w.ref("pve-2"), temporary=False)
+    assert asked == []
+    w.add_be("pve-3", {"6.9.1-1-pve": b"a newer kernel" * 50}, clone_of="pve-1")
+    w.backend.post_create(w.ref("pve-3"))
+    assert sorted(asked) == sorted(w.esps[u] for u in UUIDS)
+
+
 def test_activate_of_a_be_whose_kernels_left_the_esp_checks_room_too(
         w: World, monkeypatch: pytest.MonkeyPatch) -> None:
     w.add_be("pve-2", {"6.9.1-1-pve": b"a newer kernel" * 50}, clone_of="pve-1")

@@ -84,6 +84,12 @@ class SystemdBootBackend(EspBackend):
             if st is None:
                 continue
             try:
+                # Every file stored already (the usual activate, a create from the running
+                # BE): nothing to fit, and no statvfs, which on FAT counts the free clusters
+                # of the whole FAT the first time after a mount (~0.2 s an ESP under
+                # emulation, issue 15). Names are cached: asking again with clusters is cheap.
+                if not st.bytes_to_add(plan.files(), 1):
+                    continue
                 free, cluster = _free_space(st.root)
                 need = st.bytes_to_add(plan.files(), cluster)
                 headroom = st.proxmox_pair_bytes()
