@@ -269,8 +269,6 @@ class BeManager:
         self._root: str | None = None
         self._root_checked = False
         self._altroot_value: str | None = None
-        self._bootfs_read: str | None = None  # read with altroot, not yet asked for
-        self._changes = 0  # depth of _changing: the lock is held
 
     # -- where BEs live ------------------------------------------------------------------
 
@@ -305,12 +303,9 @@ class BeManager:
 
     def _altroot(self) -> str:
         """The pool's ``altroot`` (fixed while the pool is imported: asked once, with
-        ``bootfs``; in a changing command, which holds the lock, the next :meth:`_bootfs`
-        of that command takes that value instead of asking again)."""
+        ``bootfs``; any :meth:`_bootfs` asked before has brought it)."""
         if self._altroot_value is None:
-            bootfs = self._read_pool()
-            if self._changes:
-                self._bootfs_read = bootfs
+            self._read_pool()
         assert self._altroot_value is not None
         return self._altroot_value
 
@@ -384,17 +379,8 @@ class BeManager:
                 )
 
     def _bootfs(self) -> str:
-        """The pool's ``bootfs`` now; the value read with ``altroot`` serves once (it was
-        read in this changing command, under the lock, and is dropped when the command
-        ends; beadm changes bootfs only through :meth:`_set_bootfs`, which drops it too)."""
-        if self._bootfs_read is not None:
-            value, self._bootfs_read = self._bootfs_read, None
-            return value
+        """The pool's ``bootfs`` now (asked every time; altroot comes with it)."""
         return self._read_pool()
-
-    def _set_bootfs(self, dataset: str) -> None:
-        self._bootfs_read = None
-        self.zfs.pool_set(self.pool, "bootfs", dataset)
 
     def _ref(self, be: BootEnv, running: str | None) -> BeRef:
         return BeRef(be.name, be.dataset, be.description, be.name == running)
@@ -409,15 +395,9 @@ class BeManager:
         """Hold the lock; yield the tree with stale half-created BEs removed. ``boot``: the
         command changes what boots, so the backend may refuse it first (``preflight``)."""
         with self._lock, self._hold():
-            self._changes += 1
-            try:
-                if boot:
-                    self._preflight()
-                yield self._cleanup_stale(self._tree())
-            finally:
-                self._changes -= 1
-                if not self._changes:
-                    self._bootfs_read = None
+            if boot:
+                self._preflight()
+            yield self._cleanup_stale(self._tree())
 
     def _preflight(self) -> None:
         self.backend.preflight()
@@ -1188,8 +1168,8 @@ class BeManager:
 
                 undo.done(f"rename of {old} to {new}", unrename)
                 if bootfs == be.dataset:
-                    self._set_bootfs(target)
-                    undo.done("bootfs", lambda: self._set_bootfs(bootfs))
+                    self.zfs.pool_set(self.pool, "bootfs", target)
+                    undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
                 backend_ran.append(True)
                 self.backend.post_rename(old_ref, new_ref)
                 self.zfs.inherit(target, PROP_STATE)
@@ -1213,7 +1193,7 @@ class BeManager:
                 if bootfs is None:
                     bootfs = self._bootfs()
                 if bootfs == old_ds:
-                    self._set_bootfs(be.dataset)
+                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
                 old_ref = BeRef(old, old_ds, be.description, False)
                 self.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
             self.zfs.inherit(be.dataset, PROP_STATE)
@@ -1237,26 +1217,28 @@ class BeManager:
         with self._changing(boot=True) as tree:
             be = self._need(tree, name)
             running = self.running_name()
+            bootfs = self._bootfs()  # first: altroot (the drop-ins) comes with it (issue 15)
             self._before_it_boots(be, running, force=force, on_report=on_report)
             ref = self._ref(be, running)
             undo = UndoLog()
             try:
-                self._point_pool_at(tree, None if temporary else be.dataset, undo)
+                self._point_pool_at(tree, None if temporary else be.dataset, bootfs, undo)
                 self.backend.activate(ref, temporary=temporary)
             except BaseException:
                 undo.rollback()
                 raise
             return ref
 
-    def _point_pool_at(self, tree: Tree, dataset: str | None, undo: UndoLog) -> None:
-        """The pool's ``bootfs`` to ``dataset`` (None: left alone), and no BE dataset with
-        ``canmount=on``: the initramfs mounts the booted BE (and its children) explicitly,
-        and `zfs mount -a` must skip every other BE, including the one running now (the
-        installer's pve-1 has canmount=on). Each change is logged in ``undo``."""
-        bootfs = self._bootfs()
+    def _point_pool_at(self, tree: Tree, dataset: str | None, bootfs: str,
+                       undo: UndoLog) -> None:
+        """The pool's ``bootfs`` (read under this command's lock) to ``dataset`` (None: left
+        alone), and no BE dataset with ``canmount=on``: the initramfs mounts the booted BE
+        (and its children) explicitly, and `zfs mount -a` must skip every other BE,
+        including the one running now (the installer's pve-1 has canmount=on). Each change
+        is logged in ``undo``."""
         if dataset is not None and bootfs != dataset:
-            self._set_bootfs(dataset)
-            undo.done("bootfs", lambda: self._set_bootfs(bootfs))
+            self.zfs.pool_set(self.pool, "bootfs", dataset)
+            undo.done("bootfs", lambda: self.zfs.pool_set(self.pool, "bootfs", bootfs))
         for other in tree.bes():
             for d in other.datasets:
                 if d.canmount == "on":
@@ -1320,11 +1302,12 @@ class BeManager:
                                    "to fall back to")
             if running == name:
                 raise UsageError(f"BE {name} is running: a trial is for another BE")
+            bootfs = self._bootfs()  # first: altroot (the drop-ins) comes with it (issue 15)
             self._before_it_boots(be, running, force=force, on_report=on_report)
             back = self._ref(tree.be(running), running)
             undo = UndoLog()
             try:
-                self._point_pool_at(tree, back.dataset, undo)
+                self._point_pool_at(tree, back.dataset, bootfs, undo)
                 hook(self._ref(be, running), back, tries, watchdog)
             except BaseException:
                 undo.rollback()

@@ -201,10 +201,6 @@ class Zfs:
         argv = ["zfs", "get", "-H", "-p", "-o", "value", prop, name]
         return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
 
-    def pool_get(self, pool: str, prop: str) -> str:
-        argv = ["zpool", "get", "-H", "-p", "-o", "value", prop, pool]
-        return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
-
     def pool_props(self, pool: str, props: Sequence[str]) -> dict[str, str]:
         """Several pool properties with one ``zpool get`` (each ``zpool`` process costs
         0.2-0.4 s under emulation, issue 15): {property: value}, ``-`` read as empty."""

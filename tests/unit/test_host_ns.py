@@ -94,7 +94,8 @@ def test_activate_reads_the_pool_once_and_again_after_changing_bootfs(tmp_path: 
 
 def test_a_bootfs_read_with_altroot_does_not_outlive_its_command(tmp_path: Path) -> None:
     """A library user keeps one BeManager across commands; bootfs changed in between (by
-    another beadm process) is seen: the value read with altroot served only its command."""
+    another beadm process) is seen: only altroot, fixed while the pool is imported, is kept
+    from the zpool get that read both."""
     from fakes import pool_props
 
     mgr, runner, _ = manager(tmp_path)
