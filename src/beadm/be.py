@@ -597,15 +597,17 @@ class BeManager:
             if not upgrading:
                 undo.done(f"boot entries of {name}", lambda: self.backend.post_destroy(ref))
                 self.backend.post_create(ref)
-            # Commit: clear the in-progress marks, the BE root's last.
-            if made_snapshot:
-                for d in src.datasets:
-                    self.zfs.inherit(f"{d.name}@{snap}", PROP_STATE)
-            for clone in reversed(clones):
-                if upgrading and clone == target:
-                    self.zfs.set(clone, PROP_STATE, STATE_UPGRADING)
-                else:
-                    self.zfs.inherit(clone, PROP_STATE)
+            # Commit: clear the in-progress marks, in one `zfs inherit` (one process, not
+            # one a dataset: issue 15). zfs clears them one by one in name order, so a kill
+            # can leave any subset cleared; each is a state the next changing command
+            # finishes (_cleanup_stale): a BE whose root is still marked is removed with
+            # its snapshot, a marked child dataset or snapshot of a finished BE is unmarked.
+            marked = [f"{d.name}@{snap}" for d in src.datasets] if made_snapshot else []
+            marked += [c for c in clones if not (upgrading and c == target)]
+            if marked:
+                self.zfs.inherit_all(marked, PROP_STATE)
+            if upgrading:  # its mark changes last
+                self.zfs.set(target, PROP_STATE, STATE_UPGRADING)
         except BaseException:
             if not self.runner.dry_run:  # a dry run did nothing: there is nothing to undo
                 self._release()  # the undo starts from fresh ESP mounts, as a new command

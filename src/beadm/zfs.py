@@ -232,6 +232,12 @@ class Zfs:
     def inherit(self, name: str, prop: str) -> None:
         self.runner.run(["zfs", "inherit", prop, name])
 
+    def inherit_all(self, names: Sequence[str], prop: str) -> None:
+        """``zfs inherit PROP NAME...``: one process for many datasets and snapshots. Not
+        atomic: zfs clears them one at a time, sorted by name (not in the given order), and
+        goes on past one that fails; a caller must be safe with any subset cleared."""
+        self.runner.run(["zfs", "inherit", prop, *names])
+
     def promote(self, name: str) -> None:
         self.runner.run(["zfs", "promote", name])
 

@@ -134,7 +134,8 @@ class PveWorld:
             k, v = a[2].split("=", 1)
             self.ds[a[3]][k] = v
         elif a[:2] == ("zfs", "inherit"):
-            self.ds[a[3]].pop(a[2], None)
+            for name in a[3:]:
+                self.ds[name].pop(a[2], None)
         elif a[:2] == ("zfs", "mount"):
             self._mount_over(a[2], str(self.live(self.ds[a[2]]["mountpoint"])))
         elif a[:3] == ("mount", "-t", "zfs"):

@@ -55,7 +55,8 @@ class PropRunner:
             k, _, v = a[2].partition("=")
             self.props[(a[3], k)] = v
         elif a[:2] == ("zfs", "inherit"):
-            self.props.pop((a[3], a[2]), None)
+            for name in a[3:]:
+                self.props.pop((name, a[2]), None)
         elif a[0] == "false":
             if check:
                 raise CommandError(list(a), 1, "failed")

@@ -76,8 +76,7 @@ def test_create_asks_the_pools_altroot_once(tmp_path: Path) -> None:
     assert [c[-2] for c in asked] == ["bootfs,altroot"]
     kinds = [" ".join(c[:2]) for c in runner.calls]
     assert kinds == ["zfs list", "zfs get", "zpool get", "zfs snapshot", "zfs clone",
-                     "zfs clone", "zfs list", "zfs inherit", "zfs inherit", "zfs inherit",
-                     "zfs inherit"], kinds
+                     "zfs clone", "zfs list", "zfs inherit"], kinds
 
 
 def test_activate_reads_the_pool_once_and_again_after_changing_bootfs(tmp_path: Path) -> None:

@@ -158,8 +158,8 @@ def test_create_from_a_snapshot_before_the_move_gets_the_dropins_while_still_mar
     heads = [c[:3] if c[0] == "zfs" else c[:1] for c in runner.changes]
     # clones, then the drop-in (mount, write, umount), then the marks cleared
     assert heads == [("zfs", "clone", "-o"), ("zfs", "clone", "-o"), ("mount",), ("umount",),
-                     ("zfs", "inherit", "org.beadm:state"),
                      ("zfs", "inherit", "org.beadm:state")]
+    assert runner.changes[-1][3:] == ("rpool/ROOT/pve-3", "rpool/ROOT/pve-3/var")
     assert runner.changes[2][-2] == "rpool/ROOT/pve-3"
     assert backend.calls == [("post_create", ref)]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
