@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
+
+from beadm.record import record
 
 _KERNEL = re.compile(r"^(?:(?:proxmox|pve)-kernel-\d|linux-image-)")
 _SHELLS = frozenset({"sh", "dash", "bash", "busybox"})
@@ -32,7 +33,7 @@ _SHELLS = frozenset({"sh", "dash", "bash", "busybox"})
 DESCRIPTION_LEN = 200
 
 
-@dataclass(frozen=True)
+@record
 class Change:
     name: str
     old: str  # "" when not installed before

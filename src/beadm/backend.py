@@ -9,13 +9,13 @@ registry (``beadm.registry``), never discovered by import side effects.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Protocol
 
+from beadm.record import record
 from beadm.runner import Runner
 
 
-@dataclass(frozen=True)
+@record
 class BeRef:
     """What a backend needs to know about one BE."""
 
@@ -25,7 +25,7 @@ class BeRef:
     running: bool = False  # mounted at / right now
 
 
-@dataclass(frozen=True)
+@record
 class KernelPin:
     """``proxmox-boot-tool kernel pin KVER [--next-boot]`` in a BE: the kernel it boots."""
 
@@ -42,7 +42,7 @@ class KernelPin:
         return f"BE {self.be} boots kernel {self.kver}: pinned {how} (proxmox-boot-tool kernel pin)"
 
 
-@dataclass(frozen=True)
+@record
 class BootState:
     """Which BEs boot next, as the boot chain really stands (not as beadm last wrote it)."""
 
@@ -57,7 +57,7 @@ class BootState:
     trial_tries: int | None = None  # its tries left (the most any ESP holds)
 
 
-@dataclass(frozen=True)
+@record
 class EspUsage:
     """One ESP's space as the retention policy sees it (``esp_usage``), in bytes: its
     size, what is free, and each file beadm keeps on it (an entry, a stored kernel or

@@ -13,7 +13,6 @@ import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -40,6 +39,7 @@ from beadm.names import (
     same_but_case,
     split_be_snapshot,
 )
+from beadm.record import record
 from beadm.runner import Result, Runner
 from beadm.tree import AUTO_PREFIX, SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
@@ -119,7 +119,7 @@ AUTO_UPGRADE = "upgrade"
 _YES = ("yes", "on", "true", "1")
 
 
-@dataclass(frozen=True)
+@record
 class BeInfo:
     """One BE as ``list`` shows it."""
 
@@ -142,7 +142,7 @@ class BeInfo:
         return flags or "-"
 
 
-@dataclass(frozen=True)
+@record
 class TrialOutcome:
     """What ``trial_boot`` did: ``none`` (no trial pending), ``confirmed`` (the BE on trial
     is the default now), ``failed`` (a check failed: the previous default is back),
@@ -153,7 +153,7 @@ class TrialOutcome:
     why: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
+@record
 class Pruned:
     """What ``prune`` decided (and, unless a dry run, did), with the pool's and the ESPs'
     space before (``esps`` None: unknown, or not looked at: no automatic BE may go)."""
@@ -172,7 +172,7 @@ class Pruned:
         return retention.esp_free_after(esp, {b.be.name for b in self.bes if b.destroy})
 
 
-@dataclass(frozen=True)
+@record
 class AutoSnapshot:
     """What the apt hook did: ``snapshot`` taken now, or ``same_run`` (an earlier dpkg
     session of this apt run took it), and the prune after it."""
@@ -182,7 +182,7 @@ class AutoSnapshot:
     pruned: Pruned
 
 
-@dataclass(frozen=True)
+@record
 class Upgraded:
     """What ``upgrade`` did: the new BE (ready to try), cloned from ``source``, and the
     package changes apt made in it (empty in a dry run)."""
@@ -193,7 +193,7 @@ class Upgraded:
     changes: tuple[upg.Change, ...]
 
 
-@dataclass(frozen=True)
+@record
 class Listing:
     root: str
     pool: str

@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
@@ -37,6 +36,7 @@ from beadm.errors import (
 )
 from beadm.lock import HOOK_WAIT_SECONDS, LOCK_PATH, Lock
 from beadm.mounts import MOUNTINFO
+from beadm.record import field, record
 from beadm.registry import backends, make_backend
 from beadm.runner import UNDER_BEADM, Runner, SubprocessRunner
 from beadm.zfs import Dataset
@@ -287,15 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-@dataclass
+@record
 class Deps:
     """What :func:`main` talks to; tests replace parts."""
 
     #: (dry_run, stdout) -> the runner; dry-run plans are printed to stdout.
-    make_runner: Callable[[bool, TextIO], Runner] = field(
-        default=lambda dry, out: SubprocessRunner(dry_run=dry, out=out)
+    make_runner: Callable[[bool, TextIO], Runner] = (
+        lambda dry, out: SubprocessRunner(dry_run=dry, out=out)
     )
-    make_backend: Callable[[str, Runner], BootBackend] = field(default=make_backend)
+    make_backend: Callable[[str, Runner], BootBackend] = make_backend
     mountinfo: Path = MOUNTINFO
     running_root: Path = Path("/")
     lock_path: Path = LOCK_PATH
@@ -309,7 +309,7 @@ class Deps:
     stderr: TextIO | None = None
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     #: True when this beadm runs in a chroot (see beadm.chroot)
-    in_chroot: Callable[[], bool] = field(default=lambda: chroot.in_chroot())
+    in_chroot: Callable[[], bool] = lambda: chroot.in_chroot()
 
 
 #: Commands that change what boots (or write ESPs): refused in a chroot.

@@ -8,11 +8,11 @@ never a traceback, and the command changes nothing.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from beadm.errors import UsageError
+from beadm.record import field, record
 
 if TYPE_CHECKING:  # imported where a file is read: every command reads CONFIG_PATH's name,
     # only prune and the apt hook read the file (start-up time, issue 15)
@@ -39,7 +39,7 @@ def _default_policy() -> Policy:
     return Policy()
 
 
-@dataclass(frozen=True)
+@record
 class Config:
     auto_snapshot: bool = False
     policy: Policy = field(default_factory=_default_policy)

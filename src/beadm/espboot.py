@@ -13,12 +13,12 @@ import contextlib
 import logging
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TextIO
 
 from beadm.backend import BeRef, KernelPin
 from beadm.errors import BeadmError, BootError
+from beadm.record import record, replace
 from beadm.runner import Runner
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 RECORD = "org.beadm:next"
 
 
-@dataclass(frozen=True)
+@record
 class Plan:
     """What a BE needs on every ESP: its entries (file name -> content, newest first)."""
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+
+from beadm.record import record
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 
-@dataclass(frozen=True)
+@record
 class Mount:
     """One line of mountinfo: what (``source``, a dataset for zfs) is mounted where."""
 

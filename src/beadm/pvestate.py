@@ -27,12 +27,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Container, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
 from beadm import mounts as mnt
 from beadm.errors import BeadmError, RefusedError
+from beadm.record import record
 from beadm.runner import Runner
 from beadm.zfs import PROP_STATE, Dataset, Zfs
 
@@ -47,7 +47,7 @@ DROPIN_NAME = "beadm-shared-state.conf"
 ROOT_DIR = "/"
 
 
-@dataclass(frozen=True)
+@record
 class SharedPath:
     """One path shared by every BE: what writes it (stopped while it moves), which units
     must not start before its dataset is mounted, and whether it holds SQLite files."""
@@ -111,7 +111,7 @@ def serving_mount(mounts: Sequence[mnt.Mount], path: str) -> mnt.Mount | None:
     return best
 
 
-@dataclass(frozen=True)
+@record
 class Finding:
     """Where one shared path lives now."""
 
@@ -256,7 +256,7 @@ def own_copies(root: Path, paths: Sequence[str]) -> list[str]:
     return found
 
 
-@dataclass(frozen=True)
+@record
 class BeState:
     """What :func:`prepare_be` did to one BE."""
 

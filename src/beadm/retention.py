@@ -38,9 +38,9 @@ Decisions are idempotent: applying them and deciding again destroys nothing more
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from beadm.backend import EspUsage
+from beadm.record import record
 
 #: Reasons, also shown by ``beadm prune`` and in its ``--json``.
 KEEP_PINNED = "pinned (org.beadm:keep)"
@@ -55,7 +55,7 @@ GO_FAILED = "its upgrade failed: it boots nothing"
 GO_WITH_BE = "goes with its BE {be}"
 
 
-@dataclass(frozen=True)
+@record
 class Floor:
     """A free-space floor: a percentage of the pool's size, or a number of bytes."""
 
@@ -71,7 +71,7 @@ class Floor:
         return f"{self.percent:g}%" if self.percent is not None else f"{self.bytes} bytes"
 
 
-@dataclass(frozen=True)
+@record
 class Policy:
     keep: int = 10
     keep_important: int = 5
@@ -79,7 +79,7 @@ class Policy:
     esp_min_free: Floor = Floor(percent=10.0)
 
 
-@dataclass(frozen=True)
+@record
 class Snap:
     """One snapshot of a BE root (with the same-named snapshots of its child datasets)."""
 
@@ -98,7 +98,7 @@ class Snap:
         return (self.created, self.createtxg, self.name)
 
 
-@dataclass(frozen=True)
+@record
 class Space:
     """The pool's free bytes and its size (used + available of its top dataset)."""
 
@@ -106,14 +106,14 @@ class Space:
     size: int
 
 
-@dataclass(frozen=True)
+@record
 class Decision:
     snap: Snap
     destroy: bool
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Be:
     """One BE as the policy sees it."""
 
@@ -132,14 +132,14 @@ class Be:
         return (self.created, self.createtxg, self.name)
 
 
-@dataclass(frozen=True)
+@record
 class BeDecision:
     be: Be
     destroy: bool
     reason: str
 
 
-@dataclass(frozen=True)
+@record
 class Decisions:
     """Snapshots and BEs, each newest first."""
 

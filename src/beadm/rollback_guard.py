@@ -30,12 +30,12 @@ import os
 import re
 import stat
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from beadm import mounts as mnt
 from beadm.peek import Plan, look_into
 from beadm.pvestate import serving_mount
+from beadm.record import record
 from beadm.runner import Runner
 
 COROSYNC_DIR = "/etc/corosync"
@@ -56,7 +56,7 @@ CLUSTERED = "clustered"
 UNKNOWN = "unknown"
 
 
-@dataclass(frozen=True)
+@record
 class Content:
     """One file as read inside a root: its bytes, or why there are none."""
 
@@ -147,7 +147,7 @@ def list_in(root: Path, path: str) -> list[str]:
 # -- cluster --------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Cluster:
     """What a root's ``corosync.conf`` says about the node's cluster membership."""
 
@@ -247,7 +247,7 @@ def cluster_reasons(be: str, running: str, cur: Cluster, tgt: Cluster) -> list[s
 # -- network drift ----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Drift:
     """One file that differs: its unified diff, lines without line ends (not escaped)."""
 
@@ -277,7 +277,7 @@ def file_drift(path: str, a: Content, b: Content, a_name: str, b_name: str) -> D
 # -- the report -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@record
 class Report:
     """What booting ``be`` instead of the running BE ``running`` changes."""
 

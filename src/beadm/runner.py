@@ -17,15 +17,15 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol, TextIO
 
 from beadm.errors import CommandError, UnsupportedError
+from beadm.record import record
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
+@record
 class Result:
     """What a finished command returned."""
 

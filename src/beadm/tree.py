@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
+from beadm.record import record
 from beadm.zfs import Dataset
 
 #: Snapshots beadm makes are named ``beadm-YYYYmmdd-HHMMSS`` with an optional ``-N``.
@@ -29,7 +28,7 @@ def _depth_key(name: str) -> tuple[int, str]:
     return (name.count("/"), name)
 
 
-@dataclass(frozen=True)
+@record
 class BootEnv:
     """One BE: a direct child filesystem of the BE root, with its descendants."""
 

@@ -35,11 +35,11 @@ import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from beadm import aptinfo
+from beadm.record import record
 from beadm.runner import Result, Runner
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ APT_ENV = ("env", "DEBIAN_FRONTEND=noninteractive", "APT_LISTCHANGES_FRONTEND=no
 APT_OPTS = ("-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--force-confdef")
 
 
-@dataclass(frozen=True)
+@record
 class Change:
     """One package that the upgrade changed: ``upgraded`` (old and new version),
     ``installed`` (new only), ``removed`` (old only)."""

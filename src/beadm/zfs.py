@@ -7,8 +7,8 @@ still sees the real state; changes go through the injected runner as argv lists.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
+from beadm.record import record
 from beadm.runner import Runner
 
 #: User-property namespace of beadm.
@@ -41,7 +41,7 @@ LIST_COLUMNS: tuple[str, ...] = (
 )
 
 
-@dataclass(frozen=True)
+@record
 class Dataset:
     """One filesystem or snapshot as ``zfs list -H -p`` reports it ("-" becomes "" / 0)."""
 
@@ -131,7 +131,7 @@ def parse_list(text: str) -> list[Dataset]:
     return out
 
 
-@dataclass(frozen=True)
+@record
 class PropValue:
     """One line of ``zfs get -H -p -o name,property,value,source``."""
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-from dataclasses import replace
 from pathlib import Path
 
 from beadm.backend import BeRef, BootState
@@ -36,6 +35,7 @@ from beadm.errors import BeadmError, BootError
 from beadm.espboot import EspBackend, Plan, _container
 from beadm.grub import grubenv, menu, zfscfg
 from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, GRUBENV, Item, Menu
+from beadm.record import replace
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
 from beadm.sdboot import esplist

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, replace
 
+from beadm.record import record, replace
 from beadm.sdboot.kernels import version_key
 
 CUSTOM_CFG = "grub/custom.cfg"
@@ -37,7 +37,7 @@ def _arg(word: str) -> str:
     return word if _SAFE.match(word) else quote(word)
 
 
-@dataclass(frozen=True)
+@record
 class Item:
     """One menu entry: BE ``be`` with kernel ``kver`` (paths on the ESP, ``/beadm/...``)."""
 
@@ -75,7 +75,7 @@ class Item:
         ])
 
 
-@dataclass(frozen=True)
+@record
 class Menu:
     """Everything beadm's custom.cfg on one ESP says."""
 

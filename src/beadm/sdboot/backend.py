@@ -29,13 +29,13 @@ import functools
 import logging
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootState, EspUsage, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.espboot import EspBackend, Plan, _container
+from beadm.record import record, replace
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
 from beadm.sdboot import esplist, kernels, resolve, trial
@@ -778,7 +778,7 @@ class SystemdBootBackend(EspBackend):
         return ent.be_of_id(eid, names)
 
 
-@dataclass(frozen=True)
+@record
 class _Room:
     """One ESP's space as the fit sees it (bytes, rounded up to clusters)."""
 
@@ -893,7 +893,7 @@ def _free_space(path: Path) -> tuple[int, int]:
     return v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
 
 
-@dataclass(frozen=True)
+@record
 class _Fallback:
     """Read before a BE goes: the ESPs whose ``proxmox-*.conf`` entries boot it (``dead``)
     and every ESP's ``default`` line, to be put back after a refresh."""

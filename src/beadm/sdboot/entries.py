@@ -12,7 +12,8 @@ the loader skips, so the original case of the name survives.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+
+from beadm.record import record
 
 PREFIX = "beadm-"
 SUFFIX = ".conf"
@@ -70,7 +71,7 @@ def be_of_id(entry_id: str, names: list[str]) -> str | None:
     return found[0] if found else None
 
 
-@dataclass(frozen=True)
+@record
 class Entry:
     """One entry file's content (only the keys beadm uses or must preserve)."""
 
@@ -82,7 +83,7 @@ class Entry:
     initrd: tuple[str, ...] = ()
     sort_key: str = ""
     be: str = ""  # from the ``# beadm-be`` comment; empty for foreign entries
-    other: tuple[tuple[str, str], ...] = field(default=())
+    other: tuple[tuple[str, str], ...] = ()
 
     def render(self) -> str:
         lines = []

@@ -28,10 +28,10 @@ import os
 import stat
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from beadm.record import record
 from beadm.sdboot.host import UUID_FILES
 
 ETC_KERNEL = "etc/kernel"
@@ -44,7 +44,7 @@ def ids(text: str) -> tuple[str, ...]:
     return tuple(sorted(i for i in found if i and not i.startswith("#")))
 
 
-@dataclass(frozen=True)
+@record
 class EspList:
     """The running root's ESP list: its file name, text, ids and mode."""
 
@@ -68,7 +68,7 @@ class EspList:
         return None
 
 
-@dataclass(frozen=True)
+@record
 class Drift:
     """One list file of a BE that names other ESPs than the running root's (``have`` is
     None when the BE has no list at all)."""

@@ -36,7 +36,6 @@ import shlex
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TextIO
 
@@ -67,18 +66,23 @@ def read_uuids(etc_kernel: Path) -> list[str]:
         "(is this a proxmox-boot-tool managed host?)")
 
 
-@dataclass
 class Esp:
     """One ESP of the list: its store when mounted, else why it is not available.
 
     ``missing``: its device is not there at all (a disk of a mirror removed or dead): the
     commands work on the other ESPs and warn (a degraded host must stay manageable);
-    any other failure of a present ESP is an error."""
+    any other failure of a present ESP is an error. Mutable: a command sets ``store`` to
+    None when the ESP fails part-way (the rest of the command leaves it alone)."""
 
-    uuid: str
-    store: EspStore | None
-    error: str | None = None
-    missing: bool = False
+    def __init__(self, uuid: str, store: EspStore | None, error: str | None = None,
+                 missing: bool = False) -> None:
+        self.uuid = uuid
+        self.store = store
+        self.error = error
+        self.missing = missing
+
+    def __repr__(self) -> str:
+        return f"Esp({self.uuid!r}, {self.store!r}, error={self.error!r}, missing={self.missing})"
 
 
 class Session(Protocol):

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
+
+from beadm.record import record
 
 MAX_KERNELS = 2  # newest kernels per BE put on the ESPs (plus the running and pinned ones)
 #: Proxmox's kernel pins, in a root's /etc/kernel (``proxmox-boot-tool kernel pin V
@@ -13,7 +14,7 @@ MAX_KERNELS = 2  # newest kernels per BE put on the ESPs (plus the running and p
 PIN_FILES = ("etc/kernel/next-boot-pin", "etc/kernel/proxmox-boot-pin")
 
 
-@dataclass(frozen=True)
+@record
 class Kernel:
     kver: str
     vmlinuz: Path
@@ -26,7 +27,7 @@ def version_key(v: str) -> tuple[tuple[int, int | str], ...]:
                  for p in re.findall(r"\d+|[^\d]+", v))
 
 
-@dataclass(frozen=True)
+@record
 class Pin:
     """A kernel pin of Proxmox's in a BE: ``once`` for ``--next-boot`` (next-boot-pin)."""
 

@@ -34,9 +34,9 @@ ESP, when the trial ends: confirmed (``activate NAME``) or given up (checks fail
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 
 from beadm import watchdog as wd
+from beadm.record import record
 from beadm.sdboot import entries as ent
 
 TRIES_DEFAULT = 3
@@ -80,7 +80,7 @@ def trial_options(options: str, watchdog: int = wd.DEFAULT) -> str:
     return out.strip()
 
 
-@dataclass(frozen=True)
+@record
 class Trial:
     """A pending trial as the ESPs and the EFI variable show it."""
 
