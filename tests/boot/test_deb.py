@@ -199,7 +199,7 @@ beadm version || fail "beadm version"
 # the package's own command (debian/sbin/beadm), not the console-script wrapper, which
 # imports re; version imports no command-line machinery (issue 15)
 first=$(head -1 /usr/sbin/beadm)
-[ "$first" = "#!/usr/bin/python3 -I" ] || fail "/usr/sbin/beadm starts with $first"
+[ "$first" = "#!/usr/bin/python3 -IS" ] || fail "/usr/sbin/beadm starts with $first"
 mods=$(python3 -X importtime /usr/sbin/beadm version 2>&1 >/dev/null |
        awk -F'|' 'NR > 1 {gsub(/ /, "", $3); print $3}')
 grep -qx beadm.__main__ <<<"$mods" || fail "importtime shows no beadm.__main__: $mods"
