@@ -20,7 +20,7 @@ without compiling anything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast, dataclass_transform
+from typing import Any, ClassVar, TypeVar, cast, dataclass_transform
 
 T = TypeVar("T")
 
@@ -46,7 +46,9 @@ def field(*, default_factory: Callable[[], T]) -> T:
 
 
 def _is_classvar(annotation: object) -> bool:
-    return isinstance(annotation, str) and annotation.startswith(("ClassVar", "typing.ClassVar"))
+    if isinstance(annotation, str):  # from __future__ import annotations
+        return annotation.startswith(("ClassVar", "typing.ClassVar"))
+    return annotation is ClassVar or getattr(annotation, "__origin__", None) is ClassVar
 
 
 @dataclass_transform(frozen_default=True, field_specifiers=(field,))

@@ -143,3 +143,15 @@ def test_beadm_list_imports_no_dataclasses() -> None:
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
                           f"{str(SRC)!r}); {code}"], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_class_variables_are_not_fields_without_future_annotations() -> None:
+    import typing
+
+    ns: dict[str, object] = {"__annotations__": {"a": int, "LIMIT": ClassVar[int],
+                                                 "PLAIN": typing.ClassVar},
+                             "LIMIT": 3, "PLAIN": 4}
+    cls = record(type("Plain", (), ns))
+    assert cls(1) == cls(a=1) and cls.LIMIT == 3  # type: ignore[call-arg,attr-defined]
+    with pytest.raises(TypeError, match="takes 1 arguments"):
+        cls(1, 2)
