@@ -114,6 +114,10 @@ class BootBackend(Protocol):
         """Refuse (raise) a boot-changing command on a host this backend cannot boot."""
         ...
 
+    def trials(self) -> bool:
+        """Whether ``activate --trial`` works on this host (boot counting)."""
+        ...
+
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         """Refuse (raise) a rename that would fail half-way (e.g. no room on an ESP)."""
         ...
@@ -165,6 +169,9 @@ class NoopBackend:
 
     def preflight(self) -> None:
         pass
+
+    def trials(self) -> bool:
+        return False
 
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         pass

@@ -491,8 +491,12 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
         return
     if not done.changes:
         print(f"beadm: apt changed no package in BE {done.be.name}", file=err)
+    # suggest what works on this host: no trial boots on GRUB (activate --trial exits 7)
+    how = (f"'beadm activate --trial {done.be.name}' and reboot to try it"
+           if mgr.backend.trials() else
+           f"'beadm activate -t {done.be.name}' and reboot to try it once")
     print(f"BE {done.be.name} is ready (cloned from {done.source}, which keeps running and "
-          f"booting): 'beadm activate --trial {done.be.name}' and reboot to try it", file=out)
+          f"booting): {how}", file=out)
 
 
 def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:

@@ -82,11 +82,13 @@ class RecordingBackend:
 
     name = "recording"
 
-    def __init__(self, state: object = None, fail_on: str | None = None) -> None:
+    def __init__(self, state: object = None, fail_on: str | None = None, *,
+                 trials: bool = False) -> None:
         from beadm.backend import BootState
 
         self.state = state if state is not None else BootState()
         self.fail_on = fail_on
+        self._trials = trials
         self.calls: list[tuple[object, ...]] = []
 
     def _hook(self, *call: object) -> None:
@@ -98,6 +100,9 @@ class RecordingBackend:
 
     def boot_state(self, bes: list[object]) -> object:
         return self.state
+
+    def trials(self) -> bool:
+        return self._trials
 
     def preflight(self) -> None:
         """Not recorded (every boot-changing command calls it)."""

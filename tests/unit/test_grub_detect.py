@@ -42,6 +42,7 @@ def test_legacy_bios_host_is_a_grub_host(tmp_path: Path) -> None:
     with pytest.raises(UnsupportedError, match="GRUB"):
         g.activate_trial(w.ref("pve-2"), w.ref("pve-1"), 3)
     assert g.trial_state(w.refs()) is None
+    assert not g.trials()  # what upgrade's hint asks (issue 23.8)
 
 
 def test_uefi_host_with_grub_on_every_esp_is_a_grub_host(tmp_path: Path) -> None:
@@ -99,6 +100,7 @@ def test_systemd_boot_host_still_picks_systemd_boot(tmp_path: Path) -> None:
     efi.mkdir()
     g = GuardedBackend(w.backend, efi_dir=efi, grub=GrubBackend(w.runner, host=w.host))
     assert g.reason() is None and g.name == SDBOOT
+    assert g.trials()
     w.add_be("pve-2", {"6.8.12-1-pve": b"k"}, clone_of="pve-1")
     g.post_create(w.ref("pve-2"))
     g.activate(w.ref("pve-2"), temporary=False)

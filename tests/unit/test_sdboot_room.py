@@ -4,6 +4,7 @@ Proxmox's largest kernel + initrd pair free; else nothing is written anywhere.""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -206,3 +207,32 @@ def test_a_new_running_kernel_on_tight_esps_is_no_drift_and_sync_lets_the_old_go
     w.backend.sync(w.refs())
     assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", K2)}
     assert w.backend.check(w.refs()) == []
+
+
+def test_a_tight_kernel_update_names_only_the_be_that_lacks_room(
+        w: World, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 23.8: a kernel update in the running BE on ESPs with room for Proxmox's next
+    kernel only. The running BE is held (it lacks room for its new kernel); a clone whose
+    kernels are all stored already needs nothing new and is not named as lacking room."""
+    w.add_be("pve-2", clone_of="pve-1")
+    w.backend.sync(w.refs())
+    NEW = "9.9.9-1-pve"  # newer than every kernel of the world: the one pve-1 boots next
+    run = w.bes_by_name()["pve-1"]
+    (run / "boot" / f"vmlinuz-{NEW}").write_bytes(b"q" * 4000)  # the running BE's update
+    (run / "boot" / f"initrd.img-{NEW}").write_bytes(b"r" * 40000)
+    for u in UUIDS:
+        _capacity(monkeypatch, w, u, _pair(w, u) + 100)  # Proxmox's next kernel only
+    w.pbt_refresh_entries("pve-1")  # Proxmox's hook ran first: its copy of NEW took room
+    with caplog.at_level(logging.WARNING, logger="beadm"):
+        w.backend.sync(w.refs())
+    # the CLI prints the returned warnings ("beadm: warning: ..."): the log must not say
+    # them a second time
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not set(logged) & set(w.backend.warnings), logged
+    named = [n for n in w.backend.warnings if "no room" in n]
+    assert len(named) == 1 and named[0].startswith("BE pve-1: no room"), w.backend.warnings
+    problems = w.backend.check(w.refs())
+    assert not [p for p in problems if p.startswith("BE pve-2")], problems
+    for u in UUIDS:  # pve-2 still boots, from the files stored already
+        assert _ids(w, u, "pve-2"), u
+

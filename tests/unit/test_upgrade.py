@@ -282,7 +282,7 @@ def test_failed_be_is_refused_by_activate_unless_forced(tmp_path: Path) -> None:
 
 
 def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = False,
-        apt_rc: int = 0) -> tuple[int, str, str, list[ChrootRunner]]:
+        apt_rc: int = 0, trials: bool = True) -> tuple[int, str, str, list[ChrootRunner]]:
     runners: list[ChrootRunner] = []
     run = tmp_path / "run"
     run.mkdir(exist_ok=True)
@@ -306,7 +306,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
                     out=r.out)  # type: ignore[attr-defined]
 
     deps = Deps(make_runner=make_runner,
-                make_backend=lambda n, r: RecordingBackend(),  # type: ignore[arg-type,return-value]
+                make_backend=lambda n, r: RecordingBackend(trials=trials),  # type: ignore[arg-type,return-value]
                 mountinfo=mi, running_root=tmp_path / "running", lock_path=tmp_path / "lock",
                 lock_wait=0.2, euid=lambda: 0, stdin=io.StringIO(), stdout=out, stderr=err,
                 in_chroot=lambda: chrooted)
@@ -332,6 +332,16 @@ def test_cli_upgrade_prints_the_package_changes(tmp_path: Path) -> None:
     ]
     apt = next(c for c in runners[0].changes if c[0] == "chroot" and "apt-get" in c)
     assert apt[-3:] == ("install", "-y", "foo")
+
+
+def test_cli_upgrade_suggests_what_works_on_this_host(tmp_path: Path) -> None:
+    """Issue 23.8: where the boot backend has no trial boots (a GRUB host, --backend none),
+    the hint is a one-time boot, not 'activate --trial' (which exits 7 there)."""
+    rc, out, err, _ = cli(tmp_path, "upgrade", "pve-3", trials=False)
+    assert (rc, err) == (0, "")
+    assert out.splitlines()[-1] == (
+        "BE pve-3 is ready (cloned from pve-1, which keeps running and booting): "
+        "'beadm activate -t pve-3' and reboot to try it once")
 
 
 def test_cli_upgrade_json(tmp_path: Path) -> None:

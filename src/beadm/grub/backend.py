@@ -236,6 +236,9 @@ class GrubBackend(EspBackend):
         if dead:
             self._revive_fallback(dead, replacing.dataset if replacing else "")
 
+    def trials(self) -> bool:
+        return False  # GRUB has no boot counting here: activate -t is its one-time boot
+
     def activate(self, be: BeRef, *, temporary: bool) -> None:
         self.warnings = []
         with self.host.session() as s:

@@ -145,7 +145,10 @@ class SystemdBootBackend(EspBackend):
         for n in order:
             rest = [x for x in order if x not in chosen and x != n]
             kept = _held_files(esps, rest)
-            if _fits(rooms, [*chosen.values(), leans[n]], kept):
+            # a BE whose files every ESP stores already takes no room: holding it would free
+            # nothing, and naming it as lacking room would send the admin the wrong way
+            if _stored_everywhere(rooms, leans[n]) or \
+                    _fits(rooms, [*chosen.values(), leans[n]], kept):
                 chosen[n] = leans[n]
             else:
                 held[n] = (f"BE {n}: no room for kernel {leans[n].default_kver} on the ESPs "
@@ -171,8 +174,7 @@ class SystemdBootBackend(EspBackend):
         except EfiRefused as exc:
             note = (f"EFI variable {var} not written ({exc.strerror}): "
                     "loader.conf carries the choice")
-            log.warning("%s", note)
-            self.warnings.append(note)
+            self.warnings.append(note)  # the CLI prints it: not the log too
             return False
         return True
 
@@ -225,6 +227,9 @@ class SystemdBootBackend(EspBackend):
             fallback = _Fallback.of(esps, replacing) if replacing is not None else None
         if fallback is not None:
             self._revive_fallback(fallback)
+
+    def trials(self) -> bool:
+        return True
 
     def activate(self, be: BeRef, *, temporary: bool) -> None:
         self.warnings = []
@@ -389,8 +394,7 @@ class SystemdBootBackend(EspBackend):
             esps = s.esps()
             names = [b.name for b in bes]
             plans, held = self._fit_all(esps, plans, bes)
-            for why in held.values():
-                log.warning("%s", why)
+            for why in held.values():  # the CLI prints the warnings: not the log too
                 self.warnings.append(why)
             for plan in plans.values():
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
@@ -838,6 +842,13 @@ def _fits(rooms: list[_Room], plans: Iterable[Plan],
         if room.free + room.held - total < room.headroom or room.free - new < 0:
             return False
     return True
+
+
+def _stored_everywhere(rooms: list[_Room], plan: Plan) -> bool:
+    """Whether every ESP stores each of ``plan``'s kernel files already (content names)."""
+    stores = [room.store for room in rooms]
+    names = {content_name(src, basename, stores) for src, basename in plan.files()}
+    return all(names <= set(room.store.store_files()) for room in rooms)
 
 
 def _usage(st: EspStore, names: list[str]) -> EspUsage:

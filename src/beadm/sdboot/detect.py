@@ -143,6 +143,10 @@ class GuardedBackend:
             self._kind = GRUB
         return None
 
+    def trials(self) -> bool:
+        """Trial boots need systemd-boot's boot counting: not on a GRUB or refused host."""
+        return self.reason() is None and self._kind != GRUB
+
     def preflight(self) -> None:
         """Raise UnsupportedError before a boot-changing command changes anything."""
         why = self.reason()
