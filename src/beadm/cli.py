@@ -326,18 +326,12 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
     handler.setFormatter(logging.Formatter("beadm: %(message)s"))
     root_log = logging.getLogger("beadm")
     root_log.addHandler(handler)
-    root_log.propagate = False
+    propagate, root_log.propagate = root_log.propagate, False
     try:
-        words = list(sys.argv[1:] if argv is None else argv)
-        apt_args: list[str] | None = None
-        if "--" in words and "upgrade" in words[: words.index("--")]:
-            cut = words.index("--")
-            words, apt_args = words[:cut], words[cut + 1 :]
         try:
-            args = build_parser().parse_args(words)
+            args = _parse(list(sys.argv[1:] if argv is None else argv))
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else 0
-        args.apt_args = apt_args or []
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
         if args.dry_run and getattr(args, "json", False):
             # a dry run's plan ("would ...", also a backend's) on stderr: stdout is the JSON
@@ -360,6 +354,28 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
         return 1
     finally:
         root_log.removeHandler(handler)
+        root_log.propagate = propagate
+
+
+def _parse(words: list[str]) -> argparse.Namespace:
+    """The arguments; for ``upgrade`` only, what follows the first ``--`` is apt's. The
+    command is known only once parsed (a BE may be named "upgrade"): the words before the
+    ``--`` are parsed first, and for any other command the whole line is parsed again, so
+    that ``--`` ends the options as usual and a stray word after it is a usage error."""
+    parser = build_parser()
+    if "--" in words:
+        cut = words.index("--")
+        try:
+            head = parser.parse_known_args(words[:cut])[0]
+        except UsageError:
+            head = None  # not a whole upgrade command line: the full parse says why
+        if head is not None and head.command == "upgrade":
+            args = parser.parse_args(words[:cut])
+            args.apt_args = words[cut + 1 :]
+            return args
+    args = parser.parse_args(words)
+    args.apt_args = []
+    return args
 
 
 def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,

@@ -96,6 +96,10 @@ def test_help_has_examples(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
         (["mount", "pve-2", "/"], 5),
         (["mount", "pve-2", "/var"], 5),
         (["destroy", "-F", "-o", "pve-1@manual"], 2),
+        # issue 24: '--' splits off apt's arguments for the upgrade command only, not for a
+        # BE named "upgrade"
+        (["create", "upgrade", "--", "stray"], 2),
+        (["-n", "create", "-e", "upgrade", "pve-9", "--", "stray"], 2),
     ],
 )
 def test_rejected_input_one_line_nonzero_no_change(
@@ -105,6 +109,23 @@ def test_rejected_input_one_line_nonzero_no_change(
     assert rc == code
     assert err.count("\n") == 1 and err.startswith("beadm: ")
     assert runner.changes == []
+
+
+def test_main_leaves_the_loggers_propagation_as_it_was(tmp_path: Path) -> None:
+    """Issue 24: main() must not leave 'beadm' cut off from the root logger."""
+    import logging
+
+    log = logging.getLogger("beadm")
+    assert log.propagate
+    run(tmp_path, "version")
+    run(tmp_path, "list")
+    assert log.propagate
+
+
+def test_double_dash_still_ends_options(tmp_path: Path) -> None:
+    rc, out, err, runner = run(tmp_path, "-n", "create", "--", "pve-9")
+    assert (rc, err) == (0, ""), err
+    assert any("pve-9" in " ".join(c) for c in runner.changes) or "pve-9" in out
 
 
 def test_not_root(tmp_path: Path) -> None:
