@@ -30,6 +30,11 @@ The rules, in order:
    ``pool_min_free``, more go: snapshots first, then BEs, each ordinary before important,
    oldest first.
 
+"Newest" and "oldest" are by ``createtxg`` (the pool's transaction group when it was
+made, which only grows), never by the ``creation`` time: after the clock went back (an
+RTC reset, NTP correcting a fast clock) a new snapshot would otherwise rank as the
+oldest and be the first to go. ``creation`` is only shown.
+
 The floors override the counts; they never override rule 2. The snapshots of a BE that
 goes go with it (except the origin of a clone: the promotion moves it to the clone).
 Decisions are idempotent: applying them and deciding again destroys nothing more.
@@ -85,8 +90,8 @@ class Snap:
 
     name: str  # e.g. rpool/ROOT/pve-1@beadm-auto-20261201-061500
     be: str
-    created: int  # seconds since the epoch
-    createtxg: int
+    created: int  # seconds since the epoch: shown only (the clock may have gone back)
+    createtxg: int  # the pool's transaction group when it was made: what ranks it
     used: int  # bytes its destruction frees at least (sum over the BE's datasets)
     auto: bool  # org.beadm:auto set locally: beadm made it
     important: str = ""  # why it is important ("kernel", "pve-manager 8->9"), or ""
@@ -94,8 +99,8 @@ class Snap:
     clones: tuple[str, ...] = ()  # clones of it (or of its children's same-named snapshots)
 
     @property
-    def age_key(self) -> tuple[int, int, str]:
-        return (self.created, self.createtxg, self.name)
+    def age_key(self) -> tuple[int, str]:
+        return (self.createtxg, self.name)
 
 
 @record
@@ -118,8 +123,8 @@ class Be:
     """One BE as the policy sees it."""
 
     name: str
-    created: int  # seconds since the epoch
-    createtxg: int
+    created: int  # seconds since the epoch: shown only
+    createtxg: int  # of its root: what ranks it
     used: int  # bytes its destruction frees at least
     auto: bool  # org.beadm:auto set locally on its root: beadm made it by itself
     important: str = ""
@@ -128,8 +133,8 @@ class Be:
     failed: bool = False  # its upgrade failed (org.beadm:state=failed)
 
     @property
-    def age_key(self) -> tuple[int, int, str]:
-        return (self.created, self.createtxg, self.name)
+    def age_key(self) -> tuple[int, str]:
+        return (self.createtxg, self.name)
 
 
 @record

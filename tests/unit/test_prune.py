@@ -318,3 +318,26 @@ def test_cli_prune_dry_run_verbose_and_json(tmp_path: Path) -> None:
     assert data["floor"] == 200000 and data["dry_run"] is False
     assert [s["destroy"] for s in data["snapshots"]] == [False, False, False, True]
     assert runners[0].changes == [("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]
+
+
+def test_auto_snapshot_after_the_clock_went_back_keeps_the_new_one(tmp_path: Path) -> None:
+    # the old snapshots were taken while the clock ran a year fast; NTP corrected it: the
+    # new snapshot's creation is the oldest, its createtxg the newest. The prune after it
+    # must destroy the oldest by txg, not the snapshot it has just taken.
+    future = 1795000000
+    listing = LIST_TEXT + "".join(
+        row(f"rpool/ROOT/pve-1@{s}", creation=str(future + n), createtxg=str(1000 + n))
+        for n, s in enumerate(SNAPS))
+    mgr, runner = world(tmp_path, listing, props(*SNAPS))
+    new = "beadm-auto-20261126-120000"
+    after = listing + row(f"rpool/ROOT/pve-1@{new}", creation="1764158400", createtxg="2000")
+
+    def taken(argv: tuple[str, ...]) -> None:
+        runner.on(*LIST_ARGV, stdout=after)
+        runner.on(*PROPS_ARGV, stdout=props(*SNAPS, new))
+
+    runner.on("zfs", "snapshot", hook=taken)
+    done = mgr.auto_snapshot(description="apt", important="", run="", policy=Policy(keep=4))
+    assert done.snapshot == f"rpool/ROOT/pve-1@{new}"
+    assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")] == [
+        ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]
