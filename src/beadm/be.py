@@ -116,7 +116,14 @@ _NOT_COPIED = frozenset(
 _PRUNE_PROPS = (*SNAPSHOT_PROPS,)
 #: ``org.beadm:auto`` of the BEs ``beadm upgrade`` makes.
 AUTO_UPGRADE = "upgrade"
-_YES = ("yes", "on", "true", "1")
+#: ``org.beadm:keep`` values that do not pin; any other value does (``y``, a date, ...):
+#: a mistyped yes must not let the snapshot or BE go.
+_NOT_PINNED = ("", "no", "off", "false", "0")
+
+
+def _pins(keep: str) -> bool:
+    """True when an ``org.beadm:keep`` value pins (anything but no/off/false/0/empty)."""
+    return keep.strip().lower() not in _NOT_PINNED
 
 
 @record
@@ -1021,7 +1028,7 @@ class BeManager:
                     used=sum(x.used for x in same),
                     auto=s.snapname.startswith(AUTO_PREFIX) and bool(mine.get(PROP_AUTO)),
                     important=mine.get(PROP_IMPORTANT, ""),
-                    pinned=mine.get(PROP_KEEP, "").lower() in _YES,
+                    pinned=_pins(mine.get(PROP_KEEP, "")),
                     clones=tuple(sorted({c for x in same for c in x.clones})),
                 ))
         return out
@@ -1055,7 +1062,7 @@ class BeManager:
                        if not is_beadm_snapshot(s.snapname)
                        and f"{b.dataset}@{s.snapname}" not in auto_snap]
             pinned = [s.name for s in b.snapshots
-                      if props.get(s.name, {}).get(PROP_KEEP, "").lower() in _YES]
+                      if _pins(props.get(s.name, {}).get(PROP_KEEP, ""))]
             outside = sorted(c for s in b.snapshots for c in s.clones
                              if not c.startswith(f"{self.root}/"))
             mounted = sorted(where[d.name][-1] for d in b.datasets if d.name in where)
@@ -1080,7 +1087,7 @@ class BeManager:
                 used=b.root.used - own if promotes else b.root.used,
                 auto=True,
                 important=mine.get(PROP_IMPORTANT, ""),
-                pinned=mine.get(PROP_KEEP, "").lower() in _YES,
+                pinned=_pins(mine.get(PROP_KEEP, "")),
                 held=held,
                 failed=b.root.state == STATE_FAILED,
             ))

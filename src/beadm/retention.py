@@ -11,11 +11,12 @@ no command; the executor (``BeManager.prune``) destroys through the BE layer.
 The rules, in order:
 
 1. Only automatic snapshots and BEs are candidates; anything else is not even looked at.
-2. Held (always kept, not counted): a pinned one (``org.beadm:keep=yes``); a snapshot that
-   is the origin of a clone; a BE with a pinned snapshot; a BE the executor protects
-   (``Be.held``: running, booting next or once, on trial, the pool's bootfs, mounted, an
-   upgrade in progress, holding a snapshot beadm did not make or a pinned one, the
-   origin of a clone that is no BE, or the boot backend refusing changes).
+2. Held (always kept, not counted): a pinned one (``org.beadm:keep`` set locally to
+   anything but no/off/false/0/empty); a snapshot that is the origin of a clone; a BE
+   with a pinned snapshot; a BE the executor protects (``Be.held``: running, booting
+   next or once, on trial, the pool's bootfs, mounted, an upgrade in progress, holding a
+   snapshot beadm did not make or a pinned one, the origin of a clone that is no BE, or
+   the boot backend refusing changes).
 3. A BE whose upgrade failed (``failed``) boots nothing: it goes, and is not counted.
 4. Of the rest, the newest ``keep`` are kept, and so are the newest ``keep_important``
    important ones (a kernel or a pve-manager major upgrade), wherever they rank;

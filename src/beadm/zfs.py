@@ -15,7 +15,8 @@ from beadm.runner import Runner
 PROP_DESCRIPTION = "org.beadm:description"
 PROP_STATE = "org.beadm:state"
 #: On snapshots the apt hook makes: what made it ("apt"), why it is important (kernel, a
-#: pve-manager major upgrade), which apt run made it; set by hand: keep it (``yes``).
+#: pve-manager major upgrade), which apt run made it; set by hand: keep it (any value
+#: but no/off/false/0/empty pins).
 PROP_AUTO = "org.beadm:auto"
 PROP_IMPORTANT = "org.beadm:important"
 PROP_APT_RUN = "org.beadm:apt-run"

@@ -341,3 +341,18 @@ def test_auto_snapshot_after_the_clock_went_back_keeps_the_new_one(tmp_path: Pat
     assert done.snapshot == f"rpool/ROOT/pve-1@{new}"
     assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")] == [
         ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]
+
+
+@pytest.mark.parametrize("value,pins", [
+    ("yes", True), ("y", True), ("Y", True), ("keep", True), ("2027-01-01", True),
+    ("ON", True), ("no", False), ("off", False), ("False", False), ("0", False), ("", False),
+])
+def test_any_keep_value_but_a_no_pins(tmp_path: Path, value: str, pins: bool) -> None:
+    # org.beadm:keep=y (a typo of yes) must pin: only no/off/false/0/empty do not
+    got = props(*SNAPS, extra=f"rpool/ROOT/pve-1@{SNAPS[0]}\torg.beadm:keep\t{value}\tlocal\n")
+    mgr, runner = world(tmp_path, LISTING, got)
+    pruned = mgr.prune(Policy(keep=2, keep_important=0))
+    gone = [c[-1].rpartition("@")[2] for c in runner.changes]
+    assert gone == ([SNAPS[1]] if pins else [SNAPS[0], SNAPS[1]])
+    reason = {d.snap.name.rpartition("@")[2]: d.reason for d in pruned.decisions}[SNAPS[0]]
+    assert (reason == "pinned (org.beadm:keep)") == pins

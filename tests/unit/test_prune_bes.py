@@ -279,3 +279,23 @@ def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path)
     ]
     assert ("post_destroy", BeRef("u1", "rpool/ROOT/u1")) in backend.calls
     assert [d.be.name for d in pruned.bes] == ["u2"]
+
+
+def test_any_keep_value_but_a_no_pins_a_be_and_its_snapshots(tmp_path: Path) -> None:
+    # org.beadm:keep=y on u1's root, keep=1x on a snapshot of u2: both pin (u3 stays
+    # as the newest); only u4 (keep=off) goes
+    listing = (ube("u1", 1) + ube("u2", 2, clones="rpool/ROOT/nothing") + ube("u3", 3)
+               + ube("u4", 4) + ube("u5", 5))
+    got = marks("u1", "u2", "u3", "u4", "u5", extra=(
+        "rpool/ROOT/u1\torg.beadm:keep\ty\tlocal\n"
+        "rpool/ROOT/u2@beadm-20261122-130000\torg.beadm:keep\t1x\tlocal\n"
+        "rpool/ROOT/u3\torg.beadm:keep\tyes\tlocal\n"
+        "rpool/ROOT/u4\torg.beadm:keep\toff\tlocal\n"))
+    mgr, runner, _ = world(tmp_path, listing, got)
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    reasons = {d.be.name: d.reason for d in pruned.bes}
+    assert reasons["u1"] == "pinned (org.beadm:keep)"
+    assert reasons["u2"] == "holds the pinned snapshot rpool/ROOT/u2@beadm-20261122-130000"
+    assert [d.be.name for d in pruned.bes if d.destroy] == ["u4"]
+    assert [c[-1] for c in runner.changes if c[:3] == ("zfs", "destroy", "-r")] == [
+        "rpool/ROOT/u4"]
