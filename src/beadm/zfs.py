@@ -192,6 +192,16 @@ class Zfs:
                 out.setdefault(pv.dataset, {})[pv.prop] = pv.value
         return out
 
+    def userrefs(self, snapshots: Sequence[str]) -> dict[str, int]:
+        """How many ``zfs hold`` tags each of ``snapshots`` has (``userrefs``; a held
+        snapshot cannot be destroyed): one ``zfs get`` for all of them. One that is gone
+        is left out (zfs says so on stderr and goes on with the others)."""
+        if not snapshots:
+            return {}
+        argv = ["zfs", "get", "-H", "-p", "-o", "name,value", "userrefs", *snapshots]
+        res = self.runner.run(argv, readonly=True, check=False)
+        return {name: _int(value) for name, value in _records(res.stdout, 2)}
+
     def space(self, dataset: str) -> tuple[int, int]:
         """(used, available) bytes of ``dataset``."""
         argv = ["zfs", "get", "-H", "-p", "-o", "value", "used,available", dataset]

@@ -135,7 +135,7 @@ def test_auto_snapshot_once_per_apt_run(tmp_path: Path) -> None:
 
 
 def test_auto_snapshot_is_taken_when_the_prune_before_it_fails(tmp_path: Path) -> None:
-    # the oldest automatic snapshot beyond keep cannot be destroyed (say, held by zfs hold)
+    # the oldest automatic snapshot beyond keep cannot be destroyed (busy: a zfs send)
     mgr, runner = world(tmp_path, LISTING, props(*SNAPS))
     oldest = ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")
     runner.fail(*oldest, stderr="cannot destroy snapshot: dataset is busy")
@@ -145,7 +145,10 @@ def test_auto_snapshot_is_taken_when_the_prune_before_it_fails(tmp_path: Path) -
             "org.beadm:description=apt", done.snapshot)
     # tried before (failed), taken, tried again after (failed again): warnings, no error
     assert [c for c in runner.calls if c in (oldest, snap)] == [oldest, snap, oldest]
-    assert done.pruned.decisions == ()
+    kept = {d.snap.name: d for d in done.pruned.decisions}[oldest[-1]]
+    assert not kept.destroy and kept.reason == (
+        f"kept: could not destroy it: zfs destroy -r {oldest[-1]}: cannot destroy "
+        "snapshot: dataset is busy")
 
 
 def test_auto_snapshot_refused_below_the_floor(tmp_path: Path) -> None:
