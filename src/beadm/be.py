@@ -1018,10 +1018,10 @@ class BeManager:
                 self.backend.post_destroy(ref)
             self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         except BeadmError as exc:
-            return self._prune_be_failed(be, ref, exc)
+            return self._prune_be_failed(be, exc)
         return ""
 
-    def _prune_be_failed(self, be: BootEnv, ref: BeRef, exc: BeadmError) -> str:
+    def _prune_be_failed(self, be: BootEnv, exc: BeadmError) -> str:
         """After a failed destroy of ``be`` by prune (busy: mounted in another namespace, a
         ``zfs send``'s hold): a BE whose datasets all stand loses its mark and gets its
         entries back, with one warning (left marked, the next changing command would try
@@ -1039,8 +1039,14 @@ class BeManager:
             return f"kept: half-destroyed: {exc}"
         with _suppressed(f"clearing the destroying mark of BE {be.name}"):
             self.zfs.inherit(be.dataset, PROP_STATE)
-        with _suppressed(f"writing the boot entries of BE {be.name} back (beadm sync does)"):
-            self.backend.post_create(ref)
+            # its entries back, as ``sync`` writes them: that reads its kernels through a
+            # read-only view (post_create writes its cmdline: a writable mount, which fails
+            # while the BE is mounted read-only in another namespace)
+            running = self.running_name()
+            with _suppressed(f"writing the boot entries of BE {be.name} back (beadm sync "
+                             "does)"):
+                self.backend.sync([self._ref(b, running) for b in _bootable(self._tree())],
+                                  only_if_used=True)
         log.warning("warning: prune keeps BE %s: could not destroy it: %s", be.name, exc)
         return f"kept: could not destroy it: {exc}"
 

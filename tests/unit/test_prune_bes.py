@@ -372,7 +372,7 @@ def test_a_failed_destroy_of_a_be_removes_its_mark_and_is_one_warning(
         ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261122-120000"),
     ]
     u1 = BeRef("u1", "rpool/ROOT/u1")
-    assert backend.calls[:2] == [("post_destroy", u1), ("post_create", u1)]  # entries back
+    assert backend.calls[:2] == [("post_destroy", u1), ("sync",)]  # its entries back
     (w,) = warnings(caplog)
     assert w.startswith("warning: prune keeps BE u1: could not destroy it: ") and "busy" in w
     reasons = {d.be.name: (d.destroy, d.reason) for d in pruned.bes}
