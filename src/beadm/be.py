@@ -116,7 +116,14 @@ _NOT_COPIED = frozenset(
 _PRUNE_PROPS = (*SNAPSHOT_PROPS,)
 #: ``org.beadm:auto`` of the BEs ``beadm upgrade`` makes.
 AUTO_UPGRADE = "upgrade"
-_YES = ("yes", "on", "true", "1")
+#: ``org.beadm:keep`` values that do not pin; any other value does (``y``, a date, ...):
+#: a mistyped yes must not let the snapshot or BE go.
+_NOT_PINNED = ("", "no", "off", "false", "0")
+
+
+def _pins(keep: str) -> bool:
+    """True when an ``org.beadm:keep`` value pins (anything but no/off/false/0/empty)."""
+    return keep.strip().lower() not in _NOT_PINNED
 
 
 @record
@@ -131,9 +138,13 @@ class BeInfo:
 
     @property
     def state(self) -> str | None:
-        """``failed`` (an upgrade failed in it), ``upgrading`` (upgrade runs), else None."""
+        """Its ``org.beadm:state``: ``failed`` (an upgrade failed in it), ``upgrading``
+        (an upgrade runs), ``creating`` / ``destroying`` (half-created or half-destroyed:
+        the next changing command removes it), ``renaming`` (a rename to finish), else
+        None. Every BE is listed, whatever its state: one whose clean-up keeps failing is
+        not hidden."""
         s = self.be.root.state
-        return s if s in (STATE_FAILED, STATE_UPGRADING) else None
+        return s.partition(":")[0] or None
 
     @property
     def active(self) -> str:
@@ -414,9 +425,8 @@ class BeManager:
     def _listing(self, *, snapshots: bool, want_bootfs: bool) -> Listing:
         tree = self._tree(snapshots=snapshots)
         running = self.running_name()
-        # BEs still being created (or left half-created by a killed create, which the next
-        # changing command removes) are not BEs yet.
-        bes = [b for b in tree.bes() if b.root.state not in _STALE]
+        # every BE, also one being created or destroyed (BeInfo.state says so)
+        bes = tree.bes()
         state = self.backend.boot_state([self._ref(b, running) for b in bes])
         next_boot = state.next_boot
         # the pool's bootfs decides R only where the backend does not (without ``bootfs``
@@ -943,11 +953,16 @@ class BeManager:
         if query is not None and any(b.auto and not b.held for b in bes):
             esps = query(refs)
         plan = retention.decide_all(snaps, bes, space, esps, policy)
+        held = self._held(tree, plan)
         be_decisions = list(plan.bes)
         went: set[str] = set()
         for k in reversed(range(len(be_decisions))):  # oldest first: a kill leaves the newest
             bd = be_decisions[k]
             if not bd.destroy:
+                continue
+            if bd.be.name in held:  # zfs destroy would fail: not even marked
+                log.warning("warning: prune keeps BE %s: %s", bd.be.name, held[bd.be.name])
+                be_decisions[k] = retention.BeDecision(bd.be, False, f"kept: {held[bd.be.name]}")
                 continue
             why = self._prune_be(bd)
             if why:
@@ -960,14 +975,23 @@ class BeManager:
         for d in plan.snaps:
             if d.reason == retention.GO_WITH_BE.format(be=d.snap.be) and d.snap.be not in went:
                 d = retention.Decision(d.snap, False, f"kept with its BE {d.snap.be}")
+            elif d.destroy and d.snap.name in held and d.snap.be not in went:
+                log.warning("warning: prune keeps %s: %s", d.snap.name, held[d.snap.name])
+                d = retention.Decision(d.snap, False, f"kept: {held[d.snap.name]}")
             snap_decisions.append(d)
-        for d in reversed(snap_decisions):
+        for k in reversed(range(len(snap_decisions))):
+            d = snap_decisions[k]
             if not d.destroy or d.snap.be in went:
                 continue
             if tree.snapshot(d.snap.name) is None or not tree.has_be(d.snap.be):
                 continue  # moved or gone with a BE (dry run: would be)
             log.info("destroying %s: %s", d.snap.name, d.reason)
-            self._destroy_snapshot(tree, tree.be(d.snap.be), d.snap.name.partition("@")[2])
+            try:
+                self._destroy_snapshot(tree, tree.be(d.snap.be), d.snap.name.partition("@")[2])
+            except BeadmError as exc:  # busy in a way no hold shows: the others still go
+                log.warning("warning: prune keeps %s: could not destroy it: %s", d.snap.name, exc)
+                snap_decisions[k] = retention.Decision(d.snap, False,
+                                                       f"kept: could not destroy it: {exc}")
         return Pruned(tuple(snap_decisions), space, policy, self.pool,
                       tuple(be_decisions), esps)
 
@@ -987,11 +1011,65 @@ class BeManager:
         log.info("destroying BE %s: %s", be.name, d.reason)
         # marked first, its entries next: a kill from here on leaves a BE that boots
         # nothing and that the next changing command finishes destroying
+        ref = BeRef(be.name, be.dataset, be.description, False)
         self.zfs.set(be.dataset, PROP_STATE, STATE_DESTROYING)
-        if not self.runner.dry_run:  # (a dry run shows it once, below)
-            self.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
-        self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
+        try:
+            if not self.runner.dry_run:  # (a dry run shows it once, below)
+                self.backend.post_destroy(ref)
+            self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
+        except BeadmError as exc:
+            return self._prune_be_failed(be, exc)
         return ""
+
+    def _prune_be_failed(self, be: BootEnv, exc: BeadmError) -> str:
+        """After a failed destroy of ``be`` by prune (busy: mounted in another namespace, a
+        ``zfs send``'s hold): a BE whose datasets all stand loses its mark and gets its
+        entries back, with one warning (left marked, the next changing command would try
+        again, fail again, and end); one partly gone stays marked (it is not whole: the
+        next changing command finishes it, warning if it fails again). Returns why it was
+        kept, or "" when it went (only something after it, its origin snapshot, did not)."""
+        now = self._tree(snapshots=False)
+        left = [d.name for d in be.datasets if d.name in now.fs]
+        if not left:
+            log.warning("warning: prune destroyed BE %s, but not all it held: %s", be.name, exc)
+            return ""
+        if len(left) < len(be.datasets):
+            log.warning("warning: prune left BE %s half-destroyed (the next changing command "
+                        "finishes it): %s", be.name, exc)
+            return f"kept: half-destroyed: {exc}"
+        with _suppressed(f"clearing the destroying mark of BE {be.name}"):
+            self.zfs.inherit(be.dataset, PROP_STATE)
+            # its entries back, as ``sync`` writes them: that reads its kernels through a
+            # read-only view (post_create writes its cmdline: a writable mount, which fails
+            # while the BE is mounted read-only in another namespace)
+            running = self.running_name()
+            with _suppressed(f"writing the boot entries of BE {be.name} back (beadm sync "
+                             "does)"):
+                self.backend.sync([self._ref(b, running) for b in _bootable(self._tree())],
+                                  only_if_used=True)
+        log.warning("warning: prune keeps BE %s: could not destroy it: %s", be.name, exc)
+        return f"kept: could not destroy it: {exc}"
+
+    def _held(self, tree: Tree, plan: retention.Decisions) -> dict[str, str]:
+        """Why each BE and snapshot ``plan`` destroys cannot go, when one of its snapshots
+        has a ``zfs hold`` (``zfs destroy`` would fail): {BE or snapshot name: why}. One
+        ``zfs get`` for all of them, and none when nothing goes."""
+        owner: dict[str, str] = {}
+        for bd in plan.bes:
+            if bd.destroy and tree.has_be(bd.be.name):
+                owner.update((s.name, bd.be.name) for s in tree.be(bd.be.name).snapshots)
+        for d in plan.snaps:
+            if d.destroy and tree.has_be(d.snap.be):
+                snapname = d.snap.name.partition("@")[2]
+                for ds in tree.be(d.snap.be).datasets:
+                    if tree.snapshot(name := f"{ds.name}@{snapname}") is not None:
+                        owner.setdefault(name, d.snap.name)
+        refs = self.zfs.userrefs(sorted(owner))
+        out: dict[str, str] = {}
+        for name in sorted(owner):
+            if refs.get(name, 0) > 0:
+                out.setdefault(owner[name], f"{name} has a zfs hold (zfs holds {name})")
+        return out
 
     def _space(self) -> retention.Space:
         from beadm import retention
@@ -1021,7 +1099,7 @@ class BeManager:
                     used=sum(x.used for x in same),
                     auto=s.snapname.startswith(AUTO_PREFIX) and bool(mine.get(PROP_AUTO)),
                     important=mine.get(PROP_IMPORTANT, ""),
-                    pinned=mine.get(PROP_KEEP, "").lower() in _YES,
+                    pinned=_pins(mine.get(PROP_KEEP, "")),
                     clones=tuple(sorted({c for x in same for c in x.clones})),
                 ))
         return out
@@ -1055,7 +1133,7 @@ class BeManager:
                        if not is_beadm_snapshot(s.snapname)
                        and f"{b.dataset}@{s.snapname}" not in auto_snap]
             pinned = [s.name for s in b.snapshots
-                      if props.get(s.name, {}).get(PROP_KEEP, "").lower() in _YES]
+                      if _pins(props.get(s.name, {}).get(PROP_KEEP, ""))]
             outside = sorted(c for s in b.snapshots for c in s.clones
                              if not c.startswith(f"{self.root}/"))
             mounted = sorted(where[d.name][-1] for d in b.datasets if d.name in where)
@@ -1080,7 +1158,7 @@ class BeManager:
                 used=b.root.used - own if promotes else b.root.used,
                 auto=True,
                 important=mine.get(PROP_IMPORTANT, ""),
-                pinned=mine.get(PROP_KEEP, "").lower() in _YES,
+                pinned=_pins(mine.get(PROP_KEEP, "")),
                 held=held,
                 failed=b.root.state == STATE_FAILED,
             ))
@@ -1090,13 +1168,30 @@ class BeManager:
 
     def _cleanup_stale(self, tree: Tree) -> Tree:
         """Remove what a killed ``create`` left: BEs and snapshots marked creating; finish
-        what a killed ``rename`` left."""
-        self._finish_renames(tree)
+        what a killed ``rename`` or ``prune`` left; mark a killed upgrade failed.
+
+        Each of these that fails is a warning, never the command's error (the command did
+        not ask for it; its mark stays and the next changing command tries again): a BE
+        that cannot be destroyed (busy, held) must not stop ``sync --if-used`` giving new
+        kernels their entries, nor ``activate``, ``destroy`` or ``prune``."""
+        failed: list[bool] = []
+
+        @contextmanager
+        def step(what: str) -> Iterator[None]:
+            try:
+                yield
+            except BeadmError as exc:
+                failed.append(True)
+                log.warning("warning: %s failed (the next changing command tries again): %s",
+                            what, exc)
+
+        self._finish_renames(tree, step)
         for be in tree.bes():
             if be.root.state == STATE_UPGRADING:  # its beadm is gone: it held the lock
                 log.warning("warning: the upgrade in BE %s was interrupted: marking it failed "
                             "(beadm destroy %s removes it)", be.name, be.name)
-                self.zfs.set(be.dataset, PROP_STATE, STATE_FAILED)
+                with step(f"marking BE {be.name} failed"):
+                    self.zfs.set(be.dataset, PROP_STATE, STATE_FAILED)
         stale = [b for b in tree.bes() if b.root.state in _STALE]
         stale_ds = {d.name for b in stale for d in b.datasets}
         marked_snaps = [d for d in tree.items if d.is_snapshot and d.state == STATE_CREATING]
@@ -1107,22 +1202,26 @@ class BeManager:
             return tree
         gone: set[str] = set()
         for be in stale:
-            log.warning("removing half-%s BE %s", "created" if be.root.state == STATE_CREATING
-                        else "destroyed", be.name)
-            self._unmount_be(be, force=True)
-            gone |= self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
+            half = "created" if be.root.state == STATE_CREATING else "destroyed"
+            log.warning("removing half-%s BE %s", half, be.name)
+            with step(f"removing half-{half} BE {be.name}"):
+                self._unmount_be(be, force=True)
+                gone |= self._destroy_be(tree, be, remove_origin=False, beadm_only=True)
         for s in marked_snaps:
             if s.name in gone or s.dataset in gone:
                 continue
-            if set(s.clones) - gone:
-                self.zfs.inherit(s.name, PROP_STATE)
-            else:
-                log.warning("removing half-created snapshot %s", s.name)
-                self.zfs.destroy(s.name)
-                gone.add(s.name)
+            with step(f"removing half-created snapshot {s.name}"):
+                if set(s.clones) - gone:
+                    self.zfs.inherit(s.name, PROP_STATE)
+                else:
+                    log.warning("removing half-created snapshot %s", s.name)
+                    self.zfs.destroy(s.name)
+                    gone.add(s.name)
         for d in marked_fs:
-            self.zfs.inherit(d.name, PROP_STATE)
-        return tree.without(gone)
+            with step(f"clearing the creating mark of {d.name}"):
+                self.zfs.inherit(d.name, PROP_STATE)
+        # after a failure, what is left is read again (a destroy may have gone half-way)
+        return self._tree() if failed else tree.without(gone)
 
     # -- rename ----------------------------------------------------------------------------
 
@@ -1181,24 +1280,30 @@ class BeManager:
                 raise
             return new_ref
 
-    def _finish_renames(self, tree: Tree) -> None:
-        """Finish what a killed ``rename`` left (BE roots marked ``renaming:OLD``)."""
-        bootfs: str | None = None
+    def _finish_renames(self, tree: Tree,
+                        step: Callable[[str], AbstractContextManager[None]]) -> None:
+        """Finish what a killed ``rename`` left (BE roots marked ``renaming:OLD``), each
+        BE in a ``step`` of the clean-up."""
+        bootfs: list[str] = []
         for be in tree.bes():
             state = be.root.state
             if not state.startswith(STATE_RENAMING):
                 continue
-            old = state[len(STATE_RENAMING) :]
-            if old and old != be.name:
-                log.warning("finishing the interrupted rename of BE %s to %s", old, be.name)
-                old_ds = tree.be_dataset(old)
-                if bootfs is None:
-                    bootfs = self._bootfs()
-                if bootfs == old_ds:
-                    self.zfs.pool_set(self.pool, "bootfs", be.dataset)
-                old_ref = BeRef(old, old_ds, be.description, False)
-                self.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
-            self.zfs.inherit(be.dataset, PROP_STATE)
+            with step(f"finishing the interrupted rename of BE {be.name}"):
+                self._finish_rename(tree, be, state[len(STATE_RENAMING) :], bootfs)
+
+    def _finish_rename(self, tree: Tree, be: BootEnv, old: str, bootfs: list[str]) -> None:
+        """Finish one killed rename of ``old`` to ``be`` (``bootfs``: the pool's, once read)."""
+        if old and old != be.name:
+            log.warning("finishing the interrupted rename of BE %s to %s", old, be.name)
+            old_ds = tree.be_dataset(old)
+            if not bootfs:
+                bootfs.append(self._bootfs())
+            if bootfs[0] == old_ds:
+                self.zfs.pool_set(self.pool, "bootfs", be.dataset)
+            old_ref = BeRef(old, old_ds, be.description, False)
+            self.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
+        self.zfs.inherit(be.dataset, PROP_STATE)
 
     # -- activate / init / sync -------------------------------------------------------------
 
@@ -1256,6 +1361,10 @@ class BeManager:
         lacks (each appears whole and is right for the BE whether the activation then
         completes or not: nothing to undo). A BE whose upgrade failed is refused unless
         ``force``."""
+        if be.root.state in _STALE:  # its clean-up failed: not a whole BE
+            half = "created" if be.root.state == STATE_CREATING else "destroyed"
+            raise RefusedError(f"not activating {be.name}: it is half-{half} (beadm destroy "
+                               f"{be.name} removes it)")
         if be.root.state in (STATE_FAILED, STATE_UPGRADING):
             if not force:
                 raise RefusedError(f"not activating {be.name}: its upgrade failed (beadm "

@@ -62,7 +62,10 @@ LIST_JSON_SCHEMA = """\
             "space_without_snapshots": int, # bytes
             "created": int,                 # seconds since the epoch
             "description": str,
-            "state": "failed" | "upgrading" | null, # failed: an upgrade failed in it
+            "state": "failed" | "upgrading" | "creating" | "destroying" | "renaming" | null,
+                                            # failed: an upgrade failed in it; creating,
+                                            # destroying: half-made or half-destroyed (the
+                                            # next changing command removes it)
             "origin": str | null,           # origin snapshot of the BE root
             "kernel_pin": {"kver": str, "next_boot_only": bool, "present": bool} | null,
                                             # proxmox-boot-tool kernel pin (running BE only)

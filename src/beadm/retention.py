@@ -11,11 +11,12 @@ no command; the executor (``BeManager.prune``) destroys through the BE layer.
 The rules, in order:
 
 1. Only automatic snapshots and BEs are candidates; anything else is not even looked at.
-2. Held (always kept, not counted): a pinned one (``org.beadm:keep=yes``); a snapshot that
-   is the origin of a clone; a BE with a pinned snapshot; a BE the executor protects
-   (``Be.held``: running, booting next or once, on trial, the pool's bootfs, mounted, an
-   upgrade in progress, holding a snapshot beadm did not make or a pinned one, the
-   origin of a clone that is no BE, or the boot backend refusing changes).
+2. Held (always kept, not counted): a pinned one (``org.beadm:keep`` set locally to
+   anything but no/off/false/0/empty); a snapshot that is the origin of a clone; a BE
+   with a pinned snapshot; a BE the executor protects (``Be.held``: running, booting
+   next or once, on trial, the pool's bootfs, mounted, an upgrade in progress, holding a
+   snapshot beadm did not make or a pinned one, the origin of a clone that is no BE, or
+   the boot backend refusing changes).
 3. A BE whose upgrade failed (``failed``) boots nothing: it goes, and is not counted.
 4. Of the rest, the newest ``keep`` are kept, and so are the newest ``keep_important``
    important ones (a kernel or a pve-manager major upgrade), wherever they rank;
@@ -29,6 +30,11 @@ The rules, in order:
 6. Pool floor: while the pool's free space, plus what is going, stays below
    ``pool_min_free``, more go: snapshots first, then BEs, each ordinary before important,
    oldest first.
+
+"Newest" and "oldest" are by ``createtxg`` (the pool's transaction group when it was
+made, which only grows), never by the ``creation`` time: after the clock went back (an
+RTC reset, NTP correcting a fast clock) a new snapshot would otherwise rank as the
+oldest and be the first to go. ``creation`` is only shown.
 
 The floors override the counts; they never override rule 2. The snapshots of a BE that
 goes go with it (except the origin of a clone: the promotion moves it to the clone).
@@ -85,8 +91,8 @@ class Snap:
 
     name: str  # e.g. rpool/ROOT/pve-1@beadm-auto-20261201-061500
     be: str
-    created: int  # seconds since the epoch
-    createtxg: int
+    created: int  # seconds since the epoch: shown only (the clock may have gone back)
+    createtxg: int  # the pool's transaction group when it was made: what ranks it
     used: int  # bytes its destruction frees at least (sum over the BE's datasets)
     auto: bool  # org.beadm:auto set locally: beadm made it
     important: str = ""  # why it is important ("kernel", "pve-manager 8->9"), or ""
@@ -94,8 +100,8 @@ class Snap:
     clones: tuple[str, ...] = ()  # clones of it (or of its children's same-named snapshots)
 
     @property
-    def age_key(self) -> tuple[int, int, str]:
-        return (self.created, self.createtxg, self.name)
+    def age_key(self) -> tuple[int, str]:
+        return (self.createtxg, self.name)
 
 
 @record
@@ -118,8 +124,8 @@ class Be:
     """One BE as the policy sees it."""
 
     name: str
-    created: int  # seconds since the epoch
-    createtxg: int
+    created: int  # seconds since the epoch: shown only
+    createtxg: int  # of its root: what ranks it
     used: int  # bytes its destruction frees at least
     auto: bool  # org.beadm:auto set locally on its root: beadm made it by itself
     important: str = ""
@@ -128,8 +134,8 @@ class Be:
     failed: bool = False  # its upgrade failed (org.beadm:state=failed)
 
     @property
-    def age_key(self) -> tuple[int, int, str]:
-        return (self.created, self.createtxg, self.name)
+    def age_key(self) -> tuple[int, str]:
+        return (self.createtxg, self.name)
 
 
 @record

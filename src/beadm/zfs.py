@@ -15,7 +15,8 @@ from beadm.runner import Runner
 PROP_DESCRIPTION = "org.beadm:description"
 PROP_STATE = "org.beadm:state"
 #: On snapshots the apt hook makes: what made it ("apt"), why it is important (kernel, a
-#: pve-manager major upgrade), which apt run made it; set by hand: keep it (``yes``).
+#: pve-manager major upgrade), which apt run made it; set by hand: keep it (any value
+#: but no/off/false/0/empty pins).
 PROP_AUTO = "org.beadm:auto"
 PROP_IMPORTANT = "org.beadm:important"
 PROP_APT_RUN = "org.beadm:apt-run"
@@ -190,6 +191,16 @@ class Zfs:
             if pv.source == "local":
                 out.setdefault(pv.dataset, {})[pv.prop] = pv.value
         return out
+
+    def userrefs(self, snapshots: Sequence[str]) -> dict[str, int]:
+        """How many ``zfs hold`` tags each of ``snapshots`` has (``userrefs``; a held
+        snapshot cannot be destroyed): one ``zfs get`` for all of them. One that is gone
+        is left out (zfs says so on stderr and goes on with the others)."""
+        if not snapshots:
+            return {}
+        argv = ["zfs", "get", "-H", "-p", "-o", "name,value", "userrefs", *snapshots]
+        res = self.runner.run(argv, readonly=True, check=False)
+        return {name: _int(value) for name, value in _records(res.stdout, 2)}
 
     def space(self, dataset: str) -> tuple[int, int]:
         """(used, available) bytes of ``dataset``."""

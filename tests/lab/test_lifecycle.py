@@ -415,7 +415,11 @@ def test_killed_create_leaves_no_half_be(pool: str) -> None:
         cleared = proc.stdout.split()[1:] if proc.stdout.startswith("cleared") else []
         # whole once its root is unmarked: after the last command, or with it cleared
         whole = stop_after == "zfs inherit:1" or f"{ROOT}/half" in cleared
-        assert ("half" in bes()) == whole, (stop_after, cleared)  # never a half one
+        # never a half one that looks whole: list shows it [creating] until it is gone
+        rows = {r.split("\t")[0]: r for r in ok("list", "-H").splitlines()}
+        assert ("half" in rows and "[creating]" not in rows["half"]) == whole, (
+            stop_after, cleared, rows)
+        assert "half" not in rows or whole or "[creating]" in rows["half"], rows
         ok("create", f"other{n}")  # the next changing command cleans up
         after = names()
         # one zfs process for every dataset and snapshot (one each took most of this test)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -174,3 +175,66 @@ def test_stale_snapshot_with_live_clone_only_loses_its_mark(tmp_path: Path) -> N
     mgr, runner, _ = manager(tmp_path, listing=listing, mountinfo=RUNNING_CUR, bootfs=f"{R}/cur")
     mgr.activate("cur")
     assert runner.changes[0] == ("zfs", "inherit", "org.beadm:state", f"{R}/cur@{S1}")
+
+
+def _stale_world() -> str:
+    return "".join([
+        row(R, canmount="off"),
+        row(f"{R}/cur", mountpoint="/", mounted="yes", canmount="on"),
+        row(f"{R}/cur@{S1}", clones=f"{R}/half", state="creating"),
+        row(f"{R}/half", origin=f"{R}/cur@{S1}", state="destroying"),
+        row(f"{R}/up", mountpoint="/", state="upgrading"),
+        row(f"{R}/new", mountpoint="/", state="renaming:old"),
+        row(f"{R}/other", mountpoint="/", description="d"),
+    ])  # fmt: skip
+
+
+@pytest.mark.parametrize("command", ["sync-if-used", "sync", "activate", "destroy", "prune"])
+def test_stale_state_that_cannot_be_cleaned_never_fails_an_unrelated_command(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, command: str) -> None:
+    """Every stale mark's clean-up fails here (a BE half-destroyed that is still busy, a
+    half-created snapshot held, the mark of a killed upgrade, the backend finishing a
+    killed rename): each is a warning, and the command does its own work."""
+    from beadm.retention import Policy
+
+    mgr, runner, backend = manager(tmp_path, listing=_stale_world(), mountinfo=RUNNING_CUR,
+                                   backend=RecordingBackend(fail_on="post_rename"))
+    runner.fail("zfs", "destroy", "-r", f"{R}/half", stderr="dataset is busy")
+    runner.fail("zfs", "set", "org.beadm:state=failed", stderr="permission denied")
+    runner.on("zfs", "get", "-H", "-p", "-t", stdout="")
+    runner.on("zfs", "get", "-H", "-p", "-o", "value", "used,available",
+              stdout="100000\n900000\n")
+    with caplog.at_level(logging.WARNING, logger="beadm"):
+        if command == "sync-if-used":
+            mgr.sync(only_if_used=True)
+        elif command == "sync":
+            mgr.sync()
+        elif command == "activate":
+            mgr.activate("other")
+        elif command == "destroy":
+            mgr.destroy("other")
+        else:
+            mgr.prune(Policy())
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert any("half" in w and "busy" in w for w in warned), warned
+    assert any("up" in w and "permission denied" in w for w in warned), warned
+    assert any("post_rename failed" in w for w in warned), warned
+    done = {"sync-if-used": "sync", "sync": "sync", "activate": "activate",
+            "destroy": "post_destroy"}
+    if command in done:
+        assert backend.calls[-1][0] == done[command]
+    if command == "destroy":
+        assert ("zfs", "destroy", "-r", f"{R}/other") in runner.changes
+    if command == "activate":
+        assert ("zpool", "set", f"bootfs={R}/other", "rpool") in runner.changes
+    # the stale ones are listed with their state
+    states = {i.be.name: i.state for i in mgr.listing().bes}
+    assert states["half"] == "destroying" and states["new"] == "renaming"
+
+
+def test_a_half_destroyed_be_cannot_be_activated(tmp_path: Path) -> None:
+    mgr, runner, _ = manager(tmp_path, listing=_stale_world(), mountinfo=RUNNING_CUR)
+    runner.fail("zfs", "destroy", "-r", f"{R}/half", stderr="dataset is busy")
+    with pytest.raises(RefusedError, match="half-destroyed"):
+        mgr.activate("half")
+    assert not [c for c in runner.changes if c[:2] == ("zpool", "set")]

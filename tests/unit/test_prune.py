@@ -135,7 +135,7 @@ def test_auto_snapshot_once_per_apt_run(tmp_path: Path) -> None:
 
 
 def test_auto_snapshot_is_taken_when_the_prune_before_it_fails(tmp_path: Path) -> None:
-    # the oldest automatic snapshot beyond keep cannot be destroyed (say, held by zfs hold)
+    # the oldest automatic snapshot beyond keep cannot be destroyed (busy: a zfs send)
     mgr, runner = world(tmp_path, LISTING, props(*SNAPS))
     oldest = ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")
     runner.fail(*oldest, stderr="cannot destroy snapshot: dataset is busy")
@@ -145,7 +145,10 @@ def test_auto_snapshot_is_taken_when_the_prune_before_it_fails(tmp_path: Path) -
             "org.beadm:description=apt", done.snapshot)
     # tried before (failed), taken, tried again after (failed again): warnings, no error
     assert [c for c in runner.calls if c in (oldest, snap)] == [oldest, snap, oldest]
-    assert done.pruned.decisions == ()
+    kept = {d.snap.name: d for d in done.pruned.decisions}[oldest[-1]]
+    assert not kept.destroy and kept.reason == (
+        f"kept: could not destroy it: zfs destroy -r {oldest[-1]}: cannot destroy "
+        "snapshot: dataset is busy")
 
 
 def test_auto_snapshot_refused_below_the_floor(tmp_path: Path) -> None:
@@ -318,3 +321,41 @@ def test_cli_prune_dry_run_verbose_and_json(tmp_path: Path) -> None:
     assert data["floor"] == 200000 and data["dry_run"] is False
     assert [s["destroy"] for s in data["snapshots"]] == [False, False, False, True]
     assert runners[0].changes == [("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]
+
+
+def test_auto_snapshot_after_the_clock_went_back_keeps_the_new_one(tmp_path: Path) -> None:
+    # the old snapshots were taken while the clock ran a year fast; NTP corrected it: the
+    # new snapshot's creation is the oldest, its createtxg the newest. The prune after it
+    # must destroy the oldest by txg, not the snapshot it has just taken.
+    future = 1795000000
+    listing = LIST_TEXT + "".join(
+        row(f"rpool/ROOT/pve-1@{s}", creation=str(future + n), createtxg=str(1000 + n))
+        for n, s in enumerate(SNAPS))
+    mgr, runner = world(tmp_path, listing, props(*SNAPS))
+    new = "beadm-auto-20261126-120000"
+    after = listing + row(f"rpool/ROOT/pve-1@{new}", creation="1764158400", createtxg="2000")
+
+    def taken(argv: tuple[str, ...]) -> None:
+        runner.on(*LIST_ARGV, stdout=after)
+        runner.on(*PROPS_ARGV, stdout=props(*SNAPS, new))
+
+    runner.on("zfs", "snapshot", hook=taken)
+    done = mgr.auto_snapshot(description="apt", important="", run="", policy=Policy(keep=4))
+    assert done.snapshot == f"rpool/ROOT/pve-1@{new}"
+    assert [c for c in runner.changes if c[:2] == ("zfs", "destroy")] == [
+        ("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]
+
+
+@pytest.mark.parametrize("value,pins", [
+    ("yes", True), ("y", True), ("Y", True), ("keep", True), ("2027-01-01", True),
+    ("ON", True), ("no", False), ("off", False), ("False", False), ("0", False), ("", False),
+])
+def test_any_keep_value_but_a_no_pins(tmp_path: Path, value: str, pins: bool) -> None:
+    # org.beadm:keep=y (a typo of yes) must pin: only no/off/false/0/empty do not
+    got = props(*SNAPS, extra=f"rpool/ROOT/pve-1@{SNAPS[0]}\torg.beadm:keep\t{value}\tlocal\n")
+    mgr, runner = world(tmp_path, LISTING, got)
+    pruned = mgr.prune(Policy(keep=2, keep_important=0))
+    gone = [c[-1].rpartition("@")[2] for c in runner.changes]
+    assert gone == ([SNAPS[1]] if pins else [SNAPS[0], SNAPS[1]])
+    reason = {d.snap.name.rpartition("@")[2]: d.reason for d in pruned.decisions}[SNAPS[0]]
+    assert (reason == "pinned (org.beadm:keep)") == pins

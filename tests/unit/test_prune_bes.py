@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -258,8 +259,8 @@ def test_cli_prune_shows_bes_and_esps(tmp_path: Path) -> None:
 
 
 def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path) -> None:
-    """A BE left marked ``destroying`` (a prune killed after the mark) is no BE: not
-    listed, no entries (sync leaves it out), and the next changing command destroys it."""
+    """A BE left marked ``destroying`` (a prune killed after the mark) is no BE: listed
+    as such, no entries (sync leaves it out), and the next changing command destroys it."""
     listing = ube("u1", 1, state="destroying") + ube("u2", 2)
     synced: list[list[str]] = []
 
@@ -268,7 +269,9 @@ def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path)
             synced.append([b.name for b in bes])
 
     mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), backend=Syncing())
-    assert [i.be.name for i in mgr.listing().bes] == ["pve-1", "pve-2", "u2"]
+    # listed with its state, so that a BE whose destroy keeps failing is not hidden
+    assert [(i.be.name, i.state) for i in mgr.listing().bes] == [
+        ("pve-1", None), ("pve-2", None), ("u1", "destroying"), ("u2", None)]
     with mgr._lock:  # sync's own cleanup would finish u1 first: the hooks' view, mid-kill
         mgr.backend.sync([mgr._ref(b, "pve-1") for b in be_mod._bootable(mgr._tree())])
     assert synced == [["pve-1", "pve-2", "u2"]]
@@ -279,3 +282,99 @@ def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path)
     ]
     assert ("post_destroy", BeRef("u1", "rpool/ROOT/u1")) in backend.calls
     assert [d.be.name for d in pruned.bes] == ["u2"]
+
+
+def test_any_keep_value_but_a_no_pins_a_be_and_its_snapshots(tmp_path: Path) -> None:
+    # org.beadm:keep=y on u1's root, keep=1x on a snapshot of u2: both pin (u3 stays
+    # as the newest); only u4 (keep=off) goes
+    listing = (ube("u1", 1) + ube("u2", 2, clones="rpool/ROOT/nothing") + ube("u3", 3)
+               + ube("u4", 4) + ube("u5", 5))
+    got = marks("u1", "u2", "u3", "u4", "u5", extra=(
+        "rpool/ROOT/u1\torg.beadm:keep\ty\tlocal\n"
+        "rpool/ROOT/u2@beadm-20261122-130000\torg.beadm:keep\t1x\tlocal\n"
+        "rpool/ROOT/u3\torg.beadm:keep\tyes\tlocal\n"
+        "rpool/ROOT/u4\torg.beadm:keep\toff\tlocal\n"))
+    mgr, runner, _ = world(tmp_path, listing, got)
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    reasons = {d.be.name: d.reason for d in pruned.bes}
+    assert reasons["u1"] == "pinned (org.beadm:keep)"
+    assert reasons["u2"] == "holds the pinned snapshot rpool/ROOT/u2@beadm-20261122-130000"
+    assert [d.be.name for d in pruned.bes if d.destroy] == ["u4"]
+    assert [c[-1] for c in runner.changes if c[:3] == ("zfs", "destroy", "-r")] == [
+        "rpool/ROOT/u4"]
+
+
+USERREFS_ARGV = ("zfs", "get", "-H", "-p", "-o", "name,value", "userrefs")
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_zfs_hold_keeps_its_be_before_any_mark(tmp_path: Path,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    # u1 (a prune candidate) has a snapshot someone holds (zfs hold; a backup tool, a zfs
+    # send -R): zfs destroy would fail, so prune must not even mark it; u2 still goes
+    held = "rpool/ROOT/u1@beadm-20261121-140000"
+    listing = ube("u1", 1) + row(held, createtxg="315") + ube("u2", 2) + ube("u3", 3)
+    mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2", "u3"))
+    runner.on(*USERREFS_ARGV, stdout=f"{held}\t1\n")
+    with caplog.at_level(logging.WARNING, logger="beadm"):
+        pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    assert not [c for c in runner.changes if "rpool/ROOT/u1" in c]
+    assert [c[-1] for c in runner.changes if c[:3] == ("zfs", "destroy", "-r")] == [
+        "rpool/ROOT/u2"]
+    reasons = {d.be.name: (d.destroy, d.reason) for d in pruned.bes}
+    assert reasons["u1"] == (False, f"kept: {held} has a zfs hold (zfs holds {held})")
+    assert warnings(caplog) == [f"warning: prune keeps BE u1: {held} has a zfs hold "
+                                f"(zfs holds {held})"]
+    assert ("post_destroy", BeRef("u1", "rpool/ROOT/u1")) not in backend.calls
+    # the holds were asked once, for what was to go: u1's and u2's snapshots
+    asked = [c for c in runner.calls if c[:7] == USERREFS_ARGV]
+    assert len(asked) == 1 and held in asked[0] and asked[0][7:] == tuple(sorted(asked[0][7:]))
+
+
+def test_a_held_automatic_snapshot_is_kept_with_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # the hold is on the child's snapshot: zfs destroy -r of the root's would fail
+    snaps = "".join(
+        row(f"rpool/ROOT/pve-1{sub}@beadm-auto-2026112{n}-120000", createtxg=str(400 + n))
+        for n in (1, 2, 3) for sub in ("", "/var"))
+    got = "".join(f"rpool/ROOT/pve-1@beadm-auto-2026112{n}-120000\torg.beadm:auto\tapt"
+                  "\tlocal\n" for n in (1, 2, 3))
+    mgr, runner, _ = world(tmp_path, snaps, got)
+    held = "rpool/ROOT/pve-1/var@beadm-auto-20261121-120000"
+    runner.on(*USERREFS_ARGV, stdout=f"{held}\t2\n")
+    with caplog.at_level(logging.WARNING, logger="beadm"):
+        pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    assert [c[-1] for c in runner.changes] == [
+        "rpool/ROOT/pve-1@beadm-auto-20261122-120000"]
+    d = {x.snap.name: x for x in pruned.decisions}["rpool/ROOT/pve-1@beadm-auto-20261121-120000"]
+    assert (d.destroy, d.reason) == (False, f"kept: {held} has a zfs hold (zfs holds {held})")
+    assert len(warnings(caplog)) == 1 and held in warnings(caplog)[0]
+
+
+def test_a_failed_destroy_of_a_be_removes_its_mark_and_is_one_warning(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # busy in a way no hold shows (a clone mounted in a dead upgrade's namespace, a zfs
+    # send's long hold): the mark goes, the entries come back, the prune goes on
+    mgr, runner, backend = world(tmp_path, LISTING, marks("u1", "u2", "u3"))
+    runner.fail("zfs", "destroy", "-r", "rpool/ROOT/u1",
+                stderr="cannot destroy 'rpool/ROOT/u1': dataset is busy")
+    with caplog.at_level(logging.WARNING, logger="beadm"):
+        pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    assert runner.changes == [
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u1"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u1"),
+        ("zfs", "inherit", "org.beadm:state", "rpool/ROOT/u1"),
+        ("zfs", "set", "org.beadm:state=destroying", "rpool/ROOT/u2"),
+        ("zfs", "destroy", "-r", "rpool/ROOT/u2"),
+        ("zfs", "destroy", "rpool/ROOT/pve-1@beadm-20261122-120000"),
+    ]
+    u1 = BeRef("u1", "rpool/ROOT/u1")
+    assert backend.calls[:2] == [("post_destroy", u1), ("sync",)]  # its entries back
+    (w,) = warnings(caplog)
+    assert w.startswith("warning: prune keeps BE u1: could not destroy it: ") and "busy" in w
+    reasons = {d.be.name: (d.destroy, d.reason) for d in pruned.bes}
+    assert reasons["u1"][0] is False and "busy" in reasons["u1"][1]
+    assert reasons["u2"] == (True, "older than the newest 1")

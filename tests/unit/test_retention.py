@@ -63,7 +63,7 @@ spaces = st.builds(Space, free=st.integers(0, 1000), size=st.integers(1000, 2000
 def model(items: list[Snap], space: Space, policy: Policy) -> set[str]:
     """What goes, computed without decide's code."""
     def newer(a: Snap, b: Snap) -> bool:
-        return (a.created, a.createtxg, a.name) > (b.created, b.createtxg, b.name)
+        return (a.createtxg, a.name) > (b.createtxg, b.name)
 
     rot = [s for s in items if s.auto and not s.pinned and not s.clones]
     kept = set()
@@ -80,7 +80,7 @@ def model(items: list[Snap], space: Space, policy: Policy) -> set[str]:
         if not left:
             break
         # ordinary before important, then the oldest
-        victim = min(left, key=lambda s: (bool(s.important), s.created, s.createtxg, s.name))
+        victim = min(left, key=lambda s: (bool(s.important), s.createtxg, s.name))
         go.add(victim.name)
         free += victim.used
     return go
@@ -229,7 +229,7 @@ def be_model(snaps: list[Snap], bes: list[Be], space: Space,
              esps: tuple[EspUsage, ...] | None, policy: Policy) -> set[str]:
     """Which BEs go, the slow way, without decide_all's code."""
     def newer(a: Be, b: Be) -> bool:
-        return (a.created, a.createtxg, a.name) > (b.created, b.createtxg, b.name)
+        return (a.createtxg, a.name) > (b.createtxg, b.name)
 
     pinned_snap = {s.be for s in snaps if s.pinned}
     cand = [b for b in bes if b.auto and not b.held and not b.pinned
@@ -241,7 +241,7 @@ def be_model(snaps: list[Snap], bes: list[Be], space: Space,
         irank = sum(1 for o in rot if o.important and newer(o, b))
         if not (rank < policy.keep or (b.important and irank < policy.keep_important)):
             go.add(b.name)
-    order = sorted(rot, key=lambda b: (bool(b.important), b.created, b.createtxg, b.name))
+    order = sorted(rot, key=lambda b: (bool(b.important), b.createtxg, b.name))
     may = {b.name for b in cand}
     def free(esp: EspUsage) -> int:
         return esp.free + sum(n for n, refs in esp.files if refs and refs <= go)
@@ -377,3 +377,23 @@ def test_be_examples() -> None:
     held = {x.be.name: x for x in decide_all([pin], bes, roomy, None, Policy(keep=5)).bes}
     assert not held["u6"].destroy and held["u6"].reason == "holds the pinned snapshot " \
         "rpool/ROOT/u6@mine"
+
+
+def test_rank_by_createtxg_not_by_the_clock() -> None:
+    # the clock went back (an RTC reset, NTP correcting a fast clock): the newest snapshot
+    # and the newest BE carry the oldest creation time; the pool's txg order is the truth
+    snaps = [Snap(name=f"r/ROOT/a@beadm-auto-{i}", be="a", created=2_000_000_000 - i,
+                  createtxg=100 + i, used=10, auto=True) for i in range(4)]
+    d = decide(snaps, Space(free=900, size=1000), Policy(keep=2, keep_important=0))
+    assert [x.snap.createtxg for x in d] == [103, 102, 101, 100]  # newest first
+    assert {x.snap.createtxg for x in d if x.destroy} == {100, 101}
+    bes = [Be(name=f"u{i}", created=2_000_000_000 - i, createtxg=100 + i, used=10, auto=True)
+           for i in range(4)]
+    bd = decide_all([], bes, Space(free=900, size=1000), None,
+                    Policy(keep=2, keep_important=0)).bes
+    assert [(x.be.name, x.destroy) for x in bd] == [
+        ("u3", False), ("u2", False), ("u1", True), ("u0", True)]
+    # the floors take the oldest by txg too
+    tight = decide(snaps, Space(free=0, size=1000),
+                   Policy(keep=4, keep_important=0, pool_min_free=Floor(bytes=10)))
+    assert {x.snap.createtxg for x in tight if x.destroy} == {100}
