@@ -102,7 +102,8 @@ ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then exec beadm trial-boot; fi'
-TimeoutStartSec=15min
+# the checks, then the lock: waited for as the kernel and apt hooks wait (30 min at most)
+TimeoutStartSec=45min
 
 [Install]
 WantedBy=multi-user.target
