@@ -147,7 +147,9 @@ class TrialOutcome:
     """What ``trial_boot`` did: ``none`` (no trial pending), ``confirmed`` (the BE on trial
     is the default now), ``failed`` (a check failed: the previous default is back),
     ``given-up`` (another BE is running: the previous default stays), ``settled`` (the
-    checks ran, but by then another command had ended the trial: nothing changed)."""
+    checks ran, but by then another command had ended the trial: nothing changed),
+    ``ended`` (this boot is a trial's, ended by another command before ``trial_boot`` ran:
+    its watchdog is stopped)."""
 
     kind: str
     be: str | None = None
@@ -1350,11 +1352,17 @@ class BeManager:
             running = self.running_name()
             refs = [self._ref(b, running) for b in tree.bes()]
             trial = state(refs)
-            if trial is None:
-                return TrialOutcome("none")
-            if trial.be != running:
+            if trial is not None and trial.be != running:
                 end(refs)
                 return TrialOutcome("given-up", trial.be, (f"{running} is running",))
+            booted = getattr(self.backend, "booted_trial", None)
+            ended = trial is None and callable(booted) and bool(booted())
+        if trial is None:
+            if not ended:
+                return TrialOutcome("none")
+            # booted as a trial that another command ended before this ran (the admin's
+            # activate): its watchdog would reset a host nobody asked to reset
+            return TrialOutcome("ended", running, tuple(_disarmed(disarm)))
         self._release()  # (the hold is over: nothing of beadm's stays mounted)
         problems = self._run_checks(checks)
         if problems:

@@ -548,6 +548,11 @@ def _trial_boot(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextI
               "nothing changed", file=out)
         for note in res.why:
             print(f"beadm: {note}", file=out)
+    elif res.kind == "ended":
+        print(f"this boot is a trial of {res.be} that another command ended before "
+              "trial-boot ran: nothing to settle; its watchdog is stopped", file=out)
+        for note in res.why:
+            print(f"beadm: {note}", file=out)
     elif res.kind == "given-up":
         print(f"trial boot of {res.be} given up: {'; '.join(res.why)}", file=out)
     elif res.kind == "failed":

@@ -158,6 +158,14 @@ def test_activate_trial_dry_run_says_it_would_install_the_trial_units(tmp_path: 
     assert not (root / persist.TRIAL_UNIT).exists()
 
 
+def test_booted_trial_is_a_boot_from_a_counted_beadm_entry(w: World) -> None:
+    assert not w.backend.booted_trial()  # (no LoaderEntrySelected)
+    for selected, want in ((trial.counted_fname(P2, 3), True), (f"beadm-pve-2-{K2}+2-1.conf",
+                           True), (P2, False), (f"proxmox-{K2}+3.conf", False)):
+        w.host.efivars.set("LoaderEntrySelected", selected)
+        assert w.backend.booted_trial() is want, selected
+
+
 class Refusing(EfiVars):
     def set(self, name: str, value: str) -> None:
         raise EfiRefused(5, "Input/output error")

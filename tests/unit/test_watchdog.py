@@ -334,6 +334,31 @@ def test_trial_boot_settled_meanwhile_changes_nothing_and_disarms(
     assert not [c for c in w.changes if c[0] == "systemctl"]
 
 
+@pytest.mark.parametrize("booted_trial", [True, False])
+def test_trial_boot_stops_the_watchdog_of_a_trial_ended_before_it_ran(
+        tmp_path: Path, booted_trial: bool) -> None:
+    """This boot came from a trial's counted entry (armed), but the trial is no longer
+    pending (the admin confirmed it with activate before beadm-trial.service ran): nothing
+    would ever stop the watchdog, and the healthy host would be reset at the margin."""
+    backend = TrialBackend("cur")
+    backend.pending = False
+    backend.booted_trial = lambda: booted_trial  # type: ignore[attr-defined]
+    _w, mgr = manager(tmp_path, backend)
+    said: list[str] = []
+
+    def disarm() -> list[str]:
+        said.append("disarm")
+        return ["a note"]
+
+    res = mgr.trial_boot(lambda: pytest.fail("no checks: no trial"), reboot=False,
+                         disarm=disarm)
+    if booted_trial:
+        assert (res.kind, res.be, res.why, said) == ("ended", "cur", ("a note",), ["disarm"])
+    else:
+        assert (res.kind, said) == ("none", [])
+    assert backend.calls == []
+
+
 def test_trial_boot_checks_that_cannot_run_fail_the_trial(tmp_path: Path) -> None:
     backend = TrialBackend("cur")
     _w, mgr = manager(tmp_path, backend)

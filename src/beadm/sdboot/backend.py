@@ -39,7 +39,7 @@ from beadm.record import record, replace
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
 from beadm.sdboot import esplist, kernels, persist, resolve, trial
-from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
+from beadm.sdboot.efivars import DEFAULT, ONESHOT, SELECTED, EfiRefused
 from beadm.sdboot.host import Esp, Session
 from beadm.sdboot.kernels import version_key
 from beadm.sdboot.store import EspStore, content_name
@@ -619,6 +619,14 @@ class SystemdBootBackend(EspBackend):
         if be is None or not tries:
             return None
         return trial.Trial(be=be, base=base, tries_left=tries)
+
+    def booted_trial(self) -> bool:
+        """Whether this boot came from a trial's counted entry (``LoaderEntrySelected``):
+        its watchdog may be armed, also when the trial has been ended since."""
+        efi = self.host.efivars
+        selected = efi.get(SELECTED) if efi.available() else None
+        return bool(selected) and str(selected).startswith(ent.PREFIX) and \
+            trial.is_counted(str(selected))
 
     def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
                        watchdog: int = wd.DEFAULT) -> None:
