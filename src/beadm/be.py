@@ -39,7 +39,7 @@ from beadm.names import (
     same_but_case,
     split_be_snapshot,
 )
-from beadm.record import record
+from beadm.record import record, replace
 from beadm.runner import Result, Runner
 from beadm.tree import AUTO_PREFIX, SNAP_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.txn import UndoLog
@@ -157,7 +157,10 @@ class BeInfo:
 class TrialOutcome:
     """What ``trial_boot`` did: ``none`` (no trial pending), ``confirmed`` (the BE on trial
     is the default now), ``failed`` (a check failed: the previous default is back),
-    ``given-up`` (another BE is running: the previous default stays)."""
+    ``given-up`` (another BE is running: the previous default stays), ``settled`` (the
+    checks ran, but by then another command had ended the trial: nothing changed),
+    ``ended`` (this boot is a trial's, ended by another command before ``trial_boot`` ran:
+    its watchdog is stopped)."""
 
     kind: str
     be: str | None = None
@@ -1322,19 +1325,26 @@ class BeManager:
         refused, before anything changes, unless ``force``."""
         check_be_name(name)
         with self._changing(boot=True) as tree:
-            be = self._need(tree, name)
-            running = self.running_name()
-            bootfs = self._bootfs()  # first: altroot (the drop-ins) comes with it (issue 15)
-            self._before_it_boots(be, running, force=force, on_report=on_report)
-            ref = self._ref(be, running)
-            undo = UndoLog()
-            try:
-                self._point_pool_at(tree, None if temporary else be.dataset, bootfs, undo)
-                self.backend.activate(ref, temporary=temporary)
-            except BaseException:
-                undo.rollback()
-                raise
-            return ref
+            return self._activate(tree, name, temporary=temporary, force=force,
+                                  on_report=on_report)
+
+    def _activate(self, tree: Tree, name: str, *, temporary: bool, force: bool,
+                  on_report: Callable[[rollback_guard.Report], None] | None) -> BeRef:
+        """``activate``, under the lock the caller holds (``trial_boot`` confirms a trial
+        under the lock it re-verified the trial with)."""
+        be = self._need(tree, name)
+        running = self.running_name()
+        bootfs = self._bootfs()  # first: altroot (the drop-ins) comes with it (issue 15)
+        self._before_it_boots(be, running, force=force, on_report=on_report)
+        ref = self._ref(be, running)
+        undo = UndoLog()
+        try:
+            self._point_pool_at(tree, None if temporary else be.dataset, bootfs, undo)
+            self.backend.activate(ref, temporary=temporary)
+        except BaseException:
+            undo.rollback()
+            raise
+        return ref
 
     def _point_pool_at(self, tree: Tree, dataset: str | None, bootfs: str,
                        undo: UndoLog) -> None:
@@ -1429,11 +1439,20 @@ class BeManager:
                    reboot: bool = True,
                    disarm: Callable[[], list[str]] | None = None) -> TrialOutcome:
         """At boot (``beadm-trial.service``): settle a pending trial. Running the BE on trial:
-        ``checks()`` pass -> it is activated (the trial ends) and ``disarm()`` stops the trial's
-        watchdog (its notes go into the outcome); they fail -> the previous default is
-        restored and (``reboot``) the machine reboots into it (the watchdog stays armed: a
-        reboot that hangs is reset too). Running another BE: the trial did not boot (or was
-        left from the menu) and is given up."""
+        ``checks()`` pass -> it is activated (the trial ends); they fail -> the previous
+        default is restored and (``reboot``) the machine reboots into it (the watchdog stays
+        armed: a reboot that hangs is reset too). Running another BE: the trial did not boot
+        (or was left from the menu) and is given up.
+
+        Three steps (beadm(8), TRIAL BOOTS). 1: under the lock, what is pending. 2: the
+        checks, in the host's own context: the lock released and the backend's session
+        closed (no ESP mounted, not in beadm's private mount namespace), since they look at
+        the host as its services see it and may take minutes. 3: the decision under the
+        lock again, after verifying that the same trial is still the pending one (a command
+        run meanwhile may have settled it: then nothing is changed, ``settled``). Once the
+        checks passed, every way out of step 3 (confirmed, settled, the lock not had in
+        time, the activation failing) stops the trial's watchdog with ``disarm()``: its
+        notes go into the outcome, or are logged as warnings when an error follows."""
         state = getattr(self.backend, "trial_state", None)
         end = getattr(self.backend, "end_trial", None)
         if state is None or end is None:
@@ -1442,20 +1461,54 @@ class BeManager:
             running = self.running_name()
             refs = [self._ref(b, running) for b in tree.bes()]
             trial = state(refs)
-            if trial is None:
-                return TrialOutcome("none")
-            if trial.be != running:
+            if trial is not None and trial.be != running:
                 end(refs)
                 return TrialOutcome("given-up", trial.be, (f"{running} is running",))
-            problems = tuple(checks())
-            if problems:
-                end(refs)
+            booted = getattr(self.backend, "booted_trial", None)
+            ended = trial is None and callable(booted) and bool(booted())
+        if trial is None:
+            if not ended:
+                return TrialOutcome("none")
+            # booted as a trial that another command ended before this ran (the admin's
+            # activate): its watchdog would reset a host nobody asked to reset
+            return TrialOutcome("ended", running, tuple(_disarmed(disarm)))
+        self._release()  # (the hold is over: nothing of beadm's stays mounted)
+        problems = self._run_checks(checks)
         if problems:
+            with self._changing(boot=True) as tree:
+                refs = [self._ref(b, running) for b in tree.bes()]
+                if not _same_trial(state(refs), trial):
+                    return TrialOutcome("settled", trial.be, problems)
+                end(refs)
             if reboot:
                 self.runner.run(["systemctl", "reboot", "--no-block"])
             return TrialOutcome("failed", trial.be, problems)
-        self.activate(trial.be)
-        return TrialOutcome("confirmed", trial.be, tuple(disarm() if disarm else ()))
+        outcome: TrialOutcome | None = None
+        try:
+            with self._changing(boot=True) as tree:
+                refs = [self._ref(b, running) for b in tree.bes()]
+                if not _same_trial(state(refs), trial):
+                    outcome = TrialOutcome("settled", trial.be)
+                else:
+                    self._activate(tree, trial.be, temporary=False, force=False,
+                                   on_report=None)
+                    outcome = TrialOutcome("confirmed", trial.be)
+        finally:
+            notes = _disarmed(disarm)
+            if outcome is None:  # an error follows: the notes go to the log
+                for note in notes:
+                    log.warning("%s", note)
+        assert outcome is not None
+        return replace(outcome, why=outcome.why + tuple(notes))
+
+    @staticmethod
+    def _run_checks(checks: Callable[[], list[str]]) -> tuple[str, ...]:
+        """The health checks' failures; checks that cannot run count as a failure (the
+        trial then ends as a failed one instead of waiting for its watchdog)."""
+        try:
+            return tuple(checks())
+        except (BeadmError, OSError) as exc:
+            return (f"the health checks could not run: {exc}",)
 
     def init(self, name: str | None = None) -> BeRef:
         """Adopt an existing dataset under the BE root as a BE (backend writes its entries)."""
@@ -1575,6 +1628,23 @@ class BeManager:
             if ours and not self.runner.dry_run:
                 _rmdir(p)
         return True
+
+
+def _same_trial(now: object, then: object) -> bool:
+    """Whether the pending trial ``now`` is still the trial ``then`` (same BE and entry)."""
+    return now is not None and (getattr(now, "be", None), getattr(now, "base", None)) == (
+        getattr(then, "be", None), getattr(then, "base", None))
+
+
+def _disarmed(disarm: Callable[[], list[str]] | None) -> list[str]:
+    """Stop the trial's watchdog (``disarm``); its notes, also when it fails."""
+    if disarm is None:
+        return []
+    try:
+        return disarm()
+    except OSError as exc:
+        return [f"the trial's watchdog could not be stopped ({exc}): the machine resets when "
+                "it expires"]
 
 
 def _now() -> dt.datetime:

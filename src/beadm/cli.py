@@ -11,6 +11,7 @@ import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -303,7 +304,7 @@ class Deps:
     running_root: Path = Path("/")
     lock_path: Path = LOCK_PATH
     lock_wait: float = 5.0
-    hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks)
+    hook_lock_wait: float = HOOK_WAIT_SECONDS  # sync --if-used (the kernel hooks), trial-boot
     config_path: Path = conf.CONFIG_PATH
     proc: Path = Path("/proc")
     euid: Callable[[], int] = os.geteuid
@@ -313,6 +314,8 @@ class Deps:
     environ: Mapping[str, str] = field(default_factory=lambda: os.environ)
     #: True when this beadm runs in a chroot (see beadm.chroot)
     in_chroot: Callable[[], bool] = lambda: chroot.in_chroot()
+    #: trial-boot: stop the trial's watchdog (beadm.watchdog.disarm); its notes
+    disarm: Callable[[], list[str]] = lambda: wd.disarm()
 
 
 #: Commands that change what boots (or write ESPs): refused in a chroot.
@@ -419,7 +422,10 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,
 
 
 def _lock(args: argparse.Namespace, deps: Deps, err: TextIO) -> Lock:
-    """The hooks' sync waits as long as a create can take, and says so (issue 10.8)."""
+    """The hooks' sync waits as long as a create can take, and says so (issue 10.8);
+    trial-boot waits as long too, but no longer than its watchdog allows (issue 23.6)."""
+    if args.command == "trial-boot":
+        return _TrialLock(deps, err)
     if args.command != "sync" or not args.only_if_used:
         return Lock(deps.lock_path, deps.lock_wait)
 
@@ -430,6 +436,30 @@ def _lock(args: argparse.Namespace, deps: Deps, err: TextIO) -> Lock:
     return Lock(deps.lock_path, deps.hook_lock_wait, on_wait=waiting,
                 then="boot entries for kernels or initrds installed meanwhile are missing: "
                      "run 'beadm sync' once the other command has finished")
+
+
+class _TrialLock(Lock):
+    """trial-boot's lock: at boot an apt or kernel hook may hold it (``sync --if-used``, up
+    to :data:`HOOK_WAIT_SECONDS`), so it waits as long as they do, but in a trial boot only
+    until :data:`beadm.watchdog.SETTLE_SECONDS` before the trial's watchdog would reset the
+    machine (worked out at each acquire: trial-boot takes the lock twice, around its checks)."""
+
+    def __init__(self, deps: Deps, err: TextIO) -> None:
+        def waiting(wait: float) -> None:
+            print(f"beadm: waiting up to {wait:.0f}s for another beadm command to finish "
+                  "(the trial boot is settled after it)", file=err, flush=True)
+
+        super().__init__(deps.lock_path, deps.hook_lock_wait, on_wait=waiting,
+                         then="the trial boot is not settled (it stays pending): run "
+                              "'beadm trial-boot' once the other command has finished")
+        self._deps = deps
+
+    def acquire(self) -> None:
+        self.wait = self._deps.hook_lock_wait
+        left = wd.time_left(self._deps.proc)
+        if left is not None:
+            self.wait = min(self.wait, max(left - wd.SETTLE_SECONDS, 0.0))
+        super().acquire()
 
 
 def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
@@ -467,7 +497,7 @@ def _command(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO, 
             mgr.activate(args.name, temporary=args.temporary, force=args.force,
                          on_report=report)
     elif cmd == "trial-boot":
-        _trial_boot(mgr, args, out)
+        _trial_boot(mgr, args, deps, out)
     elif cmd == "check":
         problems = mgr.check()
         for line in problems:
@@ -518,13 +548,32 @@ def _upgrade(mgr: BeManager, args: argparse.Namespace, out: TextIO, err: TextIO)
           f"booting): {how}", file=out)
 
 
-def _trial_boot(mgr: BeManager, args: argparse.Namespace, out: TextIO) -> None:
+def _trial_boot(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO) -> None:
     from beadm import health
 
-    res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot,
-                         disarm=wd.disarm)
+    # systemd stops the unit with SIGTERM at its TimeoutStartSec: as an error, so that
+    # trial_boot's clean-up runs (the watchdog is stopped once the checks passed)
+    def stop(signum: int, frame: object) -> None:
+        raise InterruptedByUser("stopped (SIGTERM)")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        res = mgr.trial_boot(lambda: health.failures(mgr.runner), reboot=args.reboot,
+                             disarm=deps.disarm)
+    finally:
+        signal.signal(signal.SIGTERM, before)
     if res.kind == "confirmed":
         print(f"trial boot of {res.be} passed its checks: {res.be} is the default now", file=out)
+        for note in res.why:
+            print(f"beadm: {note}", file=out)
+    elif res.kind == "settled":
+        print(f"trial boot of {res.be}: another command ended the trial while its checks ran; "
+              "nothing changed", file=out)
+        for note in res.why:
+            print(f"beadm: {note}", file=out)
+    elif res.kind == "ended":
+        print(f"this boot is a trial of {res.be} that another command ended before "
+              "trial-boot ran: nothing to settle; its watchdog is stopped", file=out)
         for note in res.why:
             print(f"beadm: {note}", file=out)
     elif res.kind == "given-up":

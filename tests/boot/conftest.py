@@ -24,6 +24,7 @@ VM_MINUTES: dict[str, float] = {  # ~2 minutes a boot under TCG, two VMs on two 
     "test_trial_broken_initrd_falls_back_and_power_loss_consumes_a_try": 10,
     "test_room_kernel_update_and_initramfs_update_succeed_on_full_size_esps": 10,
     "test_trial_check_fails_falls_back_then_good_trial_becomes_default": 10,
+    "test_trial_waits_for_a_held_lock_and_gets_missing_units": 10,
     "test_upgrade_installs_the_kernel_update_in_a_new_be_then_trial_boot_runs_it": 9,
     "test_h_be_from_snapshot_before_kernel_update_boots_older_kernel": 9,
     "test_c_activate_survives_refresh_reinit_and_initramfs_update": 8,
@@ -64,6 +65,7 @@ LONG: frozenset[str] = frozenset({
     "test_grub_i_power_off_during_activate_and_create_on_the_legacy_bios_machine",
     "test_grub_a_b_c_d_e_f_on_the_legacy_bios_machine",
     "test_f_destroy_old_be_from_new_frees_its_unshared_files",
+    "test_trial_waits_for_a_held_lock_and_gets_missing_units",
 })
 
 

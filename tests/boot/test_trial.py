@@ -306,3 +306,117 @@ beadm check
     for line in res.output.splitlines():  # MTTR: a hung boot's power-on to pve-1's report
         if "reported" in line and "after the previous" in line:
             print("MTTR (hang):", line)
+
+
+def test_trial_waits_for_a_held_lock_and_gets_missing_units() -> None:
+    """Issue 23 items 6, 7 and 9c. pve-8 lost its trial units (as a BE made by the old shell
+    beadm, by ``--backend none`` or received from elsewhere): ``activate --trial`` puts them
+    back, and its trial boot is confirmed; its health check proves that the checks run in
+    the host's own mount namespace, with no ESP mounted and the lock free. pve-7 holds the
+    beadm lock for 90 s at boot, from just before ``beadm-trial.service`` starts (as an apt
+    or kernel hook running then would): trial-boot waits for it, then confirms the trial and
+    stops its watchdog."""
+    res = run_steps(*steps(
+        TRIAL + """
+beadm_as_on_a_host
+beadm init pve-1
+beadm create pve-7
+beadm create pve-8
+# pve-8: no trial units at all (nor from a package)
+d=$(beadm mount pve-8)
+for f in etc/systemd/system/beadm-trial.service etc/systemd/system/beadm-trial-watchdog.service \
+    etc/systemd/system/multi-user.target.wants/beadm-trial.service \
+    etc/systemd/system/boot-complete.target.requires/beadm-trial.service \
+    etc/systemd/system/sysinit.target.wants/beadm-trial-watchdog.service \
+    etc/systemd/system-generators/beadm-trial-generator \
+    lib/systemd/system/beadm-trial.service lib/systemd/system/beadm-trial-watchdog.service \
+    usr/lib/systemd/system/beadm-trial.service \
+    usr/lib/systemd/system/beadm-trial-watchdog.service; do
+    rm -f "$d/$f"
+done
+test ! -e "$d/etc/systemd/system/beadm-trial.service"
+# its check: run where the host's services run, no ESP mounted, the lock free
+mkdir -p "$d/etc/beadm/checks.d"
+cat > "$d/etc/beadm/checks.d/10-context" <<'EOF'
+#!/bin/sh
+[ "$(readlink /proc/self/ns/mnt)" = "$(readlink /proc/1/ns/mnt)" ] ||
+    { echo "the check runs in another mount namespace"; exit 1; }
+# (beadm mounts ESPs under /run/beadm-*, in its own namespace)
+if findmnt -rn -t vfat -o TARGET | grep -q '^/run/beadm-'; then echo "an ESP is mounted"; exit 1; fi
+flock -n /run/beadm.lock true || { echo "the beadm lock is held during the checks"; exit 1; }
+touch /var/lib/context-checked
+EOF
+chmod 755 "$d/etc/beadm/checks.d/10-context"
+beadm umount pve-8
+# pve-7: a unit that takes the beadm lock just before beadm-trial.service and keeps it 90 s
+d=$(beadm mount pve-7)
+cat > "$d/etc/systemd/system/hold-beadm-lock.service" <<'EOF'
+[Unit]
+After=local-fs.target pve-cluster.service pveproxy.service pvedaemon.service pvestatd.service
+Before=beadm-trial.service
+[Service]
+Type=forking
+ExecStart=/usr/local/sbin/hold-beadm-lock
+[Install]
+WantedBy=multi-user.target
+EOF
+cat > "$d/usr/local/sbin/hold-beadm-lock" <<'EOF'
+#!/bin/bash
+exec 9>/run/beadm.lock
+flock 9
+date +%s > /var/lib/lock-taken
+( sleep 90; date +%s > /var/lib/lock-released; sync ) &
+sync
+EOF
+chmod 755 "$d/usr/local/sbin/hold-beadm-lock"
+ln -s ../hold-beadm-lock.service "$d/etc/systemd/system/multi-user.target.wants/"
+beadm umount pve-7
+beadm activate --trial pve-8
+# the trial units are in pve-8 now, enabled, the same text as the running BE's
+d=$(beadm mount pve-8)
+u=etc/systemd/system
+for f in beadm-trial.service beadm-trial-watchdog.service; do cmp "$d/$u/$f" "/$u/$f"; done
+test "$(readlink "$d/$u/boot-complete.target.requires/beadm-trial.service")" = \
+    ../beadm-trial.service
+test "$(readlink "$d/$u/multi-user.target.wants/beadm-trial.service")" = ../beadm-trial.service
+test "$(readlink "$d/$u/sysinit.target.wants/beadm-trial-watchdog.service")" = \
+    ../beadm-trial-watchdog.service
+test -x "$d/etc/systemd/system-generators/beadm-trial-generator"
+beadm umount pve-8
+test "$(flags pve-8)" = T
+""",
+        TRIAL + """
+# pve-8's trial boot ran its checks (in the host's context) and was confirmed
+root_is rpool/ROOT/pve-8
+systemctl is-active beadm-trial.service
+journalctl -b -u beadm-trial.service --no-pager | tee /tmp/j
+grep -q "pve-8 is the default now" /tmp/j
+test -e /var/lib/context-checked
+if grep -q softdog_fire /proc/timer_list; then echo "the trial's watchdog still runs"; exit 1; fi
+test "$(flags pve-8)" = NR
+no_counted
+beadm check
+beadm activate --trial pve-7
+test "$(flags pve-7)" = T
+""",
+        TRIAL + """
+# pve-7's trial boot found the lock held: it waited, then confirmed and stopped the watchdog
+root_is rpool/ROOT/pve-7
+systemctl is-active beadm-trial.service
+journalctl -b -u beadm-trial.service --no-pager -o short-unix | tee /tmp/j
+grep -q "waiting up to .* for another beadm command to finish" /tmp/j
+grep "pve-7 is the default now" /tmp/j > /tmp/done
+taken=$(cat /var/lib/lock-taken); released=$(cat /var/lib/lock-released)
+done_at=$(cut -d. -f1 < /tmp/done)
+echo "lock taken $taken, released $released, trial confirmed $done_at"
+test "$done_at" -ge "$released"
+if grep -q softdog_fire /proc/timer_list; then echo "the trial's watchdog still runs"; exit 1; fi
+test "$(flags pve-7)" = NR
+test "$(efivar LoaderEntryDefault)" = "beadm-pve-7-$K.conf"
+no_counted
+beadm check
+""",
+    ), timeout=1200)
+    ok(res)
+    assert res.roots == ["rpool/ROOT/pve-1", "rpool/ROOT/pve-8", "rpool/ROOT/pve-7"], res.roots
+    assert "+" in res.entries[1] and "+" in res.entries[2], res.entries  # both were trials

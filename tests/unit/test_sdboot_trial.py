@@ -11,7 +11,7 @@ from sdboot_world import K2, UUIDS, World
 from beadm import health
 from beadm.errors import BootError
 from beadm.runner import SubprocessRunner
-from beadm.sdboot import trial
+from beadm.sdboot import persist, trial
 from beadm.sdboot.efivars import EfiRefused, EfiVars
 
 P1 = f"beadm-pve-1-{K2}.conf"
@@ -118,6 +118,52 @@ def test_activate_ends_a_trial_and_leftovers_are_reported_then_pruned(w: World) 
     assert any("left from a trial" in p for p in w.backend.check(w.refs()))
     w.backend.sync(w.refs())
     assert not left.exists()
+
+
+TRIAL_PATHS = [*(f[0] for f in persist.TRIAL_FILES), *(link[0] for link in persist.TRIAL_LINKS)]
+
+
+def test_activate_trial_puts_the_trial_units_into_a_be_without_them(w: World) -> None:
+    """Issue 23.7: a BE made by the old shell beadm, with --backend none or received from
+    elsewhere has no beadm-trial.service (no checks would ever run: the loader would fall
+    back silently after the tries) nor the watchdog's unit and generator: activate --trial
+    installs them, enabled, before the trial is committed."""
+    root = w.bes["rpool/ROOT/pve-2"]
+    for rel in TRIAL_PATHS:
+        (root / rel).unlink()
+    w.backend.activate_trial(w.ref("pve-2"), w.ref("pve-1"), 3)
+    assert w.efi("LoaderEntryDefault") == trial.pattern_for(P2)
+    for rel, text, mode in persist.TRIAL_FILES:
+        assert (root / rel).read_text() == text and (root / rel).stat().st_mode & 0o777 == mode
+    for rel, name in persist.TRIAL_LINKS:
+        assert (root / rel).is_symlink() and str((root / rel).readlink()) == f"../{name}"
+        assert (root / rel).resolve() == (root / "etc/systemd/system" / name).resolve()
+    # only what a trial needs: the apt hook and the shutdown unit are not the trial's
+    assert persist.APT_CONF not in TRIAL_PATHS and persist.UNIT not in TRIAL_PATHS
+
+
+def test_activate_trial_dry_run_says_it_would_install_the_trial_units(tmp_path: Path) -> None:
+    w = World(tmp_path)
+    w.backend.init(w.ref("pve-1"))
+    w.add_be("pve-2", clone_of="pve-1")
+    w.backend.post_create(w.ref("pve-2"))
+    root = w.bes["rpool/ROOT/pve-2"]
+    (root / persist.TRIAL_UNIT).unlink()
+    dry = World(tmp_path / "dry", dry_run=True)
+    dry.bes.update(w.bes)
+    dry.esps.update(w.esps)
+    dry.host.esp_dirs.update(w.esps)
+    dry.backend.activate_trial(dry.ref("pve-2"), dry.ref("pve-1"), 3)
+    assert f"would install {root / persist.TRIAL_UNIT}" in dry.out.getvalue()
+    assert not (root / persist.TRIAL_UNIT).exists()
+
+
+def test_booted_trial_is_a_boot_from_a_counted_beadm_entry(w: World) -> None:
+    assert not w.backend.booted_trial()  # (no LoaderEntrySelected)
+    for selected, want in ((trial.counted_fname(P2, 3), True), (f"beadm-pve-2-{K2}+2-1.conf",
+                           True), (P2, False), (f"proxmox-{K2}+3.conf", False)):
+        w.host.efivars.set("LoaderEntrySelected", selected)
+        assert w.backend.booted_trial() is want, selected
 
 
 class Refusing(EfiVars):

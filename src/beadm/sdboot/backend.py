@@ -38,9 +38,9 @@ from beadm.espboot import EspBackend, Plan, _container
 from beadm.record import record, replace
 from beadm.sdboot import cmdline as cmd
 from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist, kernels, resolve, trial
-from beadm.sdboot.efivars import DEFAULT, ONESHOT, EfiRefused
-from beadm.sdboot.host import Esp
+from beadm.sdboot import esplist, kernels, persist, resolve, trial
+from beadm.sdboot.efivars import DEFAULT, ONESHOT, SELECTED, EfiRefused
+from beadm.sdboot.host import Esp, Session
 from beadm.sdboot.kernels import version_key
 from beadm.sdboot.store import EspStore, content_name
 
@@ -624,6 +624,14 @@ class SystemdBootBackend(EspBackend):
             return None
         return trial.Trial(be=be, base=base, tries_left=tries)
 
+    def booted_trial(self) -> bool:
+        """Whether this boot came from a trial's counted entry (``LoaderEntrySelected``):
+        its watchdog may be armed, also when the trial has been ended since."""
+        efi = self.host.efivars
+        selected = efi.get(SELECTED) if efi.available() else None
+        return bool(selected) and str(selected).startswith(ent.PREFIX) and \
+            trial.is_counted(str(selected))
+
     def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
                        watchdog: int = wd.DEFAULT) -> None:
         """Boot ``be`` next with ``tries`` counted tries; ``fallback`` (the running BE)
@@ -637,6 +645,7 @@ class SystemdBootBackend(EspBackend):
             raise BootError("activate --trial needs the EFI variable LoaderEntryDefault: "
                             "this system did not boot in UEFI mode")
         with self.host.session() as s:
+            self._trial_units(s, be)
             plan = self._plan(s, be, prepare=False)
             back = self._plan(s, fallback, prepare=False)
             esps = s.esps()
@@ -671,6 +680,18 @@ class SystemdBootBackend(EspBackend):
                     f"written ({exc.strerror}): {fallback.name} stays the default") from exc
             self._gc(esps, errors)
             self._raise(esps, errors)
+
+    def _trial_units(self, s: Session, be: BeRef) -> None:
+        """BE ``be`` gets the units that settle its trial boot (and its watchdog) before
+        anything else changes: without them no check would run and the loader would fall
+        back silently after the tries (issue 23.7). Refused, nothing changed, when they
+        cannot be written."""
+        try:
+            root = s.be_root(be, writable=True)
+            persist.install_trial(root, dry_run=self._runner.dry_run, out=self._out)
+        except OSError as exc:
+            raise BootError(f"activate --trial: cannot install beadm's trial units into BE "
+                            f"{be.name} ({exc}): nothing changed") from exc
 
     def end_trial(self, bes: list[BeRef]) -> None:
         """Give up the pending trial: the recorded BE's entry is the default again (EFI

@@ -102,7 +102,8 @@ ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
 Type=oneshot
 RemainAfterExit=yes
 ExecStart=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then exec beadm trial-boot; fi'
-TimeoutStartSec=15min
+# the checks, then the lock: waited for as the kernel and apt hooks wait (30 min at most)
+TimeoutStartSec=45min
 
 [Install]
 WantedBy=multi-user.target
@@ -168,12 +169,19 @@ LINKS = ((WANTS, UNIT_NAME),
          (f"etc/systemd/system/sysinit.target.wants/{WATCHDOG_UNIT_NAME}", WATCHDOG_UNIT_NAME))
 
 
-def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> bool:
-    """Install the apt hook and the unit (enabled) into the BE tree at ``root``
-    (idempotent). True when something was written."""
+# what a trial boot needs in the BE on trial (activate --trial puts them in: issue 23.7)
+TRIAL_FILES = tuple(f for f in FILES if f[0] in (TRIAL_UNIT, WATCHDOG_UNIT, GENERATOR))
+TRIAL_LINKS = tuple(link for link in LINKS if link[1] in (TRIAL_UNIT_NAME, WATCHDOG_UNIT_NAME))
+
+
+def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None,
+            files: tuple[tuple[str, str, int], ...] = FILES,
+            links: tuple[tuple[str, str], ...] = LINKS) -> bool:
+    """Install the apt hook and the units (enabled) into the BE tree at ``root``
+    (idempotent; ``files`` and ``links``: only those). True when something was written."""
     wrote = False
     say = out if out is not None else sys.stdout
-    for rel, text, mode in FILES:
+    for rel, text, mode in files:
         path = root / rel
         try:
             if path.read_text(encoding="utf-8") == text:
@@ -189,7 +197,7 @@ def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> 
         tmp.write_text(text, encoding="utf-8")
         tmp.chmod(mode)
         tmp.replace(path)
-    for rel, name in LINKS:
+    for rel, name in links:
         link = root / rel
         target = f"../{name}"  # relative: right in the BE's tree wherever it is mounted
         if not (link.is_symlink() and str(link.readlink()) == target):
@@ -201,6 +209,14 @@ def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> 
                 link.unlink(missing_ok=True)
                 link.symlink_to(target)
     return wrote
+
+
+def install_trial(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> bool:
+    """Install what a trial boot runs (``beadm-trial.service``, the watchdog unit, the
+    generator; enabled) into the BE tree at ``root``: a BE made by the old shell beadm, with
+    ``--backend none`` or received from another machine has none. True when something was
+    written."""
+    return install(root, dry_run=dry_run, out=out, files=TRIAL_FILES, links=TRIAL_LINKS)
 
 
 def start_now(runner: Runner, *, systemd: Path = Path("/run/systemd/system")) -> str | None:
