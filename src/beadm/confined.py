@@ -66,9 +66,10 @@ def _shown(done: list[str], name: str = "") -> str:
 class _Walk:
     """Descriptors of the directories from the root down to the current one."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, why: str = "beadm does not write through it") -> None:
         self.fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)]
         self.names: list[str] = []
+        self.why = why
 
     @property
     def fd(self) -> int:
@@ -89,7 +90,7 @@ class _Walk:
             fd = os.open(name, _DIR, dir_fd=self.fd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(self.fd, name):
-                raise LinkRefused(_shown(self.names, name)) from None
+                raise LinkRefused(_shown(self.names, name), self.why) from None
             raise
         self.fds.append(fd)
         self.names.append(name)
@@ -382,3 +383,47 @@ def why(exc: OSError) -> str:
         return str(exc)
     what = exc.strerror or str(exc)
     return f"{exc.filename}: {what}" if exc.filename else what
+
+
+# -- mount points (mount(8) follows links) ---------------------------------------------------
+
+
+def _strict(root: Path, names: list[str], *, create: bool,
+            why: str = "beadm does not write through it") -> _Walk:
+    """A walk down ``names`` from ``root``, every name a real directory (made when missing
+    with ``create``), a link refused."""
+    w = _Walk(root, why)
+    try:
+        for part in names:
+            if part == "..":
+                raise ValueError(f"not a path in a BE: {'/'.join(names)!r}")
+            if create and _lstat(w.fd, part) is None:
+                with contextlib.suppress(FileExistsError):
+                    os.mkdir(part, 0o755, dir_fd=w.fd)
+            w.down(part)
+    except BaseException:
+        w.close()
+        raise
+    return w
+
+
+def mount_point(root: Path, rel: str, *, create: bool = False) -> Path:
+    """``root``/``rel`` to mount a file system on: a directory reached without any link
+    (made when missing with ``create``); :class:`LinkRefused` otherwise, as ``mount``
+    would follow the link out of the tree."""
+    w = _strict(root, _names(rel), create=create, why="beadm mounts nothing through it")
+    try:
+        return root.joinpath(*w.names)
+    finally:
+        w.close()
+
+
+def unlink(root: Path, rel: str) -> None:
+    """Remove the file ``rel`` of the tree at ``root`` (a link on the way refused; the file
+    itself is removed, never followed)."""
+    names = _names(rel)
+    w = _strict(root, names[:-1], create=False)
+    try:
+        os.unlink(names[-1], dir_fd=w.fd)
+    finally:
+        w.close()
