@@ -418,6 +418,19 @@ def mount_point(root: Path, rel: str, *, create: bool = False) -> Path:
         w.close()
 
 
+def plain_dir(root: Path, rel: str) -> Path | None:
+    """``root``/``rel`` when it is a directory reached without any link; None otherwise
+    (missing, not a directory, a link on the way)."""
+    try:
+        w = _strict(root, _names(rel), create=False)
+    except (OSError, ValueError):
+        return None
+    try:
+        return root.joinpath(*w.names)
+    finally:
+        w.close()
+
+
 def unlink(root: Path, rel: str) -> None:
     """Remove the file ``rel`` of the tree at ``root`` (a link on the way refused; the file
     itself is removed, never followed)."""

@@ -115,3 +115,21 @@ def test_own_copies_are_not_looked_for_outside_the_be(tmp_path: Path, host: Path
     root.mkdir()
     (root / "etc").symlink_to(host / "etc")  # the host's /etc/kernel is not empty
     assert pvestate.own_copies(root, ["/etc/kernel"]) == []
+
+
+def test_destroy_guard_reads_each_be_as_it_sees_itself(tmp_path: Path, host: Path) -> None:
+    """A file only BE pve-2 holds is not "found" in BE pve-3 through pve-3's link to the
+    host's /var."""
+    from beadm import vzguard
+
+    be2, be3, live = tmp_path / "be2", tmp_path / "be3", tmp_path / "live"
+    for d in (be2 / "var/lib/vz/dump", host / "var/lib/vz/dump", live):
+        d.mkdir(parents=True)
+    (be2 / "var/lib/vz/dump/a.vma").write_bytes(b"backup")
+    (host / "var/lib/vz/dump/a.vma").write_bytes(b"backup")
+    be3.mkdir()
+    (be3 / "var").symlink_to(host / "var")
+    views = {f"{R}/pve-2": lambda: be2, f"{R}/pve-3": lambda: be3}
+    got = vzguard.unique_files(FakeRunner(), [(f"{R}/pve-2", "")], [[(f"{R}/pve-3", "")]], [],
+                               live=live, views=views)
+    assert got == ["dump/a.vma"]
