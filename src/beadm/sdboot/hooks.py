@@ -49,7 +49,7 @@ def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> 
         path = f"{rel}/{NAME}"
         try:
             if confined.read_text(root, path, errors="replace") == SCRIPT \
-                    and confined.stat(root, path).st_mode & 0o111 == 0o111:
+                    and confined.stat(root, path).st_mode & 0o111:
                 continue
         except OSError:
             pass
