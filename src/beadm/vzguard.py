@@ -30,8 +30,10 @@ def content(vz: Path | None) -> dict[str, int]:
     (None: no such directory). A content dir reached through a link is skipped, as are
     links below it (never followed out of the tree)."""
     out: dict[str, int] = {}
+    if vz is None:
+        return out
     for sub in CONTENT_DIRS:
-        top = confined.plain_dir(vz, sub) if vz is not None else None
+        top = confined.plain_dir(vz, sub)
         if top is None:
             continue
         for dirpath, _, filenames in os.walk(top):
