@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from beadm import confined
 from beadm import mounts as mnt
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootBackend, BootState, EspUsage
@@ -1577,8 +1578,8 @@ class BeManager:
             try:
                 for d, rel in _mount_plan(be):
                     target = directory + rel if rel else directory
-                    if rel and not self.runner.dry_run:
-                        Path(target).mkdir(parents=True, exist_ok=True)
+                    if rel and not self.runner.dry_run:  # never through a link in the BE
+                        confined.mount_point(Path(directory), rel, create=True)
                     self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", d.name, target])
                     done.append(target)
             except BaseException:

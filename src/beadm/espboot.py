@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from beadm import confined
 from beadm.backend import BeRef, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.record import record, replace
@@ -124,18 +125,21 @@ class EspBackend:
         and hooks, which needs it mounted read-write)."""
         root = s.be_root(be, writable=prepare)
         fallback = self.host.proc_cmdline() if be.running else None
-        options = cmd.wanted(root, be.name, be.dataset, fallback)
-        if prepare:
-            self._write_cmdline(root, options)
-            hooks.install(root, dry_run=self._runner.dry_run, out=self._out)
-            if persist.install(root, dry_run=self._runner.dry_run, out=self._out) \
-                    and be.running and root == Path("/"):
-                note = persist.start_now(self._runner)
-                if note:
-                    self.warnings.append(note)
+        try:
+            options = cmd.wanted(root, be.name, be.dataset, fallback)
+            if prepare:
+                self._write_cmdline(root, options)
+                hooks.install(root, dry_run=self._runner.dry_run, out=self._out)
+                if persist.install(root, dry_run=self._runner.dry_run, out=self._out) \
+                        and be.running and root == Path("/"):
+                    note = persist.start_now(self._runner)
+                    if note:
+                        self.warnings.append(note)
+        except OSError as exc:  # a link out of the BE (beadm.confined), a read-only tree...
+            raise BootError(f"BE {be.name}: {confined.why(exc)}") from exc
         keep = self.host.running_kernel() if be.running else None
         pin = kernels.pinned(root)
-        found = kernels.find(root / "boot", keep=keep, pin=pin)
+        found = kernels.find(root, keep=keep, pin=pin)
         if not found:
             raise BootError(f"BE {be.name} has no kernel with an initrd in its /boot")
         if pin is not None and all(k.kver != pin for k in found):
@@ -184,20 +188,19 @@ class EspBackend:
             raise BootError(f"BE {be.name}: cannot write its ESP list: {exc}") from exc
 
     def _write_cmdline(self, root: Path, options: str) -> None:
-        path = root / cmd.CMDLINE
-        if cmd.first_line(path) == options:
+        """Write ``options`` as the first line of the BE's cmdline (the rest kept), inside
+        the BE only (:mod:`beadm.confined`: a link on the way is refused)."""
+        if cmd.first_line(root) == options:
             return
         if self._runner.dry_run:
-            print(f"would write {path}: {options}", file=self._out)
+            print(f"would write {root / cmd.CMDLINE}: {options}", file=self._out)
             return
         try:
-            rest = path.read_text(encoding="utf-8").splitlines()[1:]
+            rest = confined.read_text(root, cmd.CMDLINE).splitlines()[1:]
         except FileNotFoundError:
             rest = []
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(".cmdline.beadm-tmp")
-        tmp.write_text("\n".join([options, *rest]) + "\n", encoding="utf-8")
-        tmp.replace(path)
+        confined.write_file(root, cmd.CMDLINE,
+                            ("\n".join([options, *rest]) + "\n").encode("utf-8"), fsync=False)
 
     def _note_lean(self, names: list[str]) -> None:
         one = len(names) == 1
@@ -262,6 +265,6 @@ class EspBackend:
                 pin = kernels.pin_of(root)
                 if pin is None:
                     return ()
-                have = kernels.find(root / "boot", limit=0, pin=pin.kver)
+                have = kernels.find(root, limit=0, pin=pin.kver)
                 return (KernelPin(be.name, pin.kver, pin.once, bool(have)),)
         return ()

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
+from beadm import confined
 from beadm import mounts as mnt
 from beadm.runner import Runner
 
@@ -60,7 +61,9 @@ def look_into(
     try:
         for ds, rel in needed:
             target = tmp + rel
-            if rel and not Path(target).is_dir():
+            try:  # mount(8) follows a link: never one out of the BE (beadm.confined)
+                confined.mount_point(Path(tmp), rel)
+            except OSError:
                 continue  # no directory to mount it on in the read-only parent
             runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", ds, target], readonly=True)
             done.append(target)

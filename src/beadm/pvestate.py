@@ -30,6 +30,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TextIO
 
+from beadm import confined
 from beadm import mounts as mnt
 from beadm.errors import BeadmError, RefusedError
 from beadm.record import record
@@ -225,21 +226,20 @@ def in_use(datasets: Sequence[Dataset], pool: str, *, altroot: str = "",
 def write_units(root: Path, units: dict[str, str], *, dry_run: bool, out: TextIO) -> list[Path]:
     """Write each unit's drop-in under the BE mounted at ``root`` where it is missing or
     differs; each file appears whole or not at all (a temporary file renamed over it).
-    Returns the drop-ins written (with ``dry_run``: that would be)."""
+    Returns the drop-ins written (with ``dry_run``: that would be). Inside the BE only
+    (:mod:`beadm.confined`: a link where it writes is refused, never followed)."""
     written: list[Path] = []
     for unit, text in units.items():
-        path = root / "etc/systemd/system" / f"{unit}.d" / DROPIN_NAME
+        rel = f"etc/systemd/system/{unit}.d/{DROPIN_NAME}"
+        path = root / rel
         with suppress(OSError):
-            if path.read_text(encoding="utf-8") == text:
+            if confined.read_text(root, rel, errors="replace") == text:
                 continue
         written.append(path)
         if dry_run:
             print(f"would write {path}", file=out)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{DROPIN_NAME}.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(path)
+        confined.write_file(root, rel, text.encode("utf-8"), fsync=False)
     return written
 
 
@@ -249,9 +249,9 @@ def own_copies(root: Path, paths: Sequence[str]) -> list[str]:
     taken before the move)."""
     found: list[str] = []
     for path in paths:
-        p = root / path.lstrip("/")
-        with suppress(OSError):
-            if p.is_dir() and not p.is_symlink() and any(p.iterdir()):
+        with suppress(OSError):  # read inside the BE only (beadm.confined)
+            if confined.readlink(root, path) is None and confined.is_dir(root, path) \
+                    and confined.listdir(root, path):
                 found.append(path)
     return found
 

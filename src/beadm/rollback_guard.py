@@ -26,12 +26,12 @@ Files are read inside the given roots: a symbolic link is followed as the BE wou
 from __future__ import annotations
 
 import difflib
-import os
+import errno
 import re
-import stat
 from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
+from beadm import confined
 from beadm import mounts as mnt
 from beadm.peek import Plan, look_into
 from beadm.pvestate import serving_mount
@@ -48,7 +48,6 @@ PATHS = ("/etc",)
 SHAREABLE = (COROSYNC_DIR, "/etc/network", "/etc/hosts", "/etc/hostname")
 #: Files larger than this are not read (none of these is anywhere near it).
 MAX_BYTES = 1 << 20
-_MAX_LINKS = 40
 
 #: Kinds of :class:`Cluster`.
 STANDALONE = "standalone"
@@ -68,78 +67,30 @@ class Content:
         return self.data is None and self.note == "missing"
 
 
-def resolve_in(root: Path, path: str) -> Path | None:
-    """``path`` (absolute, as the BE sees it) inside ``root``, every symbolic link followed
-    as if ``root`` were ``/``. None for a link loop."""
-    todo = [p for p in path.split("/") if p]
-    cur: list[str] = []
-    links = 0
-    while todo:
-        part = todo.pop(0)
-        if part == ".":
-            continue
-        if part == "..":
-            if cur:
-                cur.pop()
-            continue
-        full = root.joinpath(*cur, part)
-        if full.is_symlink():
-            links += 1
-            if links > _MAX_LINKS:
-                return None
-            try:
-                target = str(full.readlink())
-            except OSError:
-                return None
-            if target.startswith("/"):
-                cur = []
-            todo = [p for p in target.split("/") if p] + todo
-            continue
-        cur.append(part)
-    return root.joinpath(*cur)
-
-
 def read_in(root: Path, path: str) -> Content:
-    """The file ``path`` of the system whose root is ``root``."""
-    real = resolve_in(root, path)
-    if real is None:
-        return Content(None, "a symbolic link loop")
+    """The file ``path`` of the system whose root is ``root`` (links followed inside it:
+    :mod:`beadm.confined`)."""
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return Content(None, "missing")
-    except NotADirectoryError:
+        return Content(confined.read_bytes(root, path, limit=MAX_BYTES))
+    except (FileNotFoundError, NotADirectoryError):
         return Content(None, "missing")
     except IsADirectoryError:
         return Content(None, "a directory")
     except OSError as exc:
-        return Content(None, f"unreadable: {exc.strerror}")
-    try:
-        st = os.fstat(fd)
-        if stat.S_ISDIR(st.st_mode):
-            return Content(None, "a directory")
-        if not stat.S_ISREG(st.st_mode):
-            return Content(None, "not a regular file")
-        if st.st_size > MAX_BYTES:
+        if exc.errno == errno.ELOOP:
+            return Content(None, "a symbolic link loop")
+        if exc.errno == errno.EFBIG:
             return Content(None, f"larger than {MAX_BYTES} bytes, not read")
-        chunks = []
-        while chunk := os.read(fd, 65536):
-            chunks.append(chunk)
-        return Content(b"".join(chunks))
-    except OSError as exc:
+        if exc.errno == errno.EINVAL:
+            return Content(None, "not a regular file")
         return Content(None, f"unreadable: {exc.strerror}")
-    finally:
-        os.close(fd)
 
 
 def list_in(root: Path, path: str) -> list[str]:
     """Names in the directory ``path`` of the system at ``root`` that a shell glob ``*``
     matches (what ifupdown's ``source /etc/network/interfaces.d/*`` reads)."""
-    real = resolve_in(root, path)
-    if real is None:
-        return []
     try:
-        return sorted(p.name for p in real.iterdir() if not p.name.startswith("."))
+        return [n for n in confined.listdir(root, path) if not n.startswith(".")]
     except OSError:
         return []
 

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from beadm import aptinfo
+from beadm import aptinfo, confined
 from beadm.record import record
 from beadm.runner import Result, Runner
 
@@ -163,30 +163,38 @@ class Chroot:
                 self._runner.run([*argv, str(target)])
                 mounted.append(target)
 
+            def inside(rel: str) -> Path:
+                """A mount point in the clone: mount(8) follows links, so none may be on
+                the way (beadm.confined: a link out of the clone is refused)."""
+                if dry:
+                    return Path(str(self.root) + "/" + rel.lstrip("/"))
+                return confined.mount_point(self.root, rel, create=True)
+
             for dataset, rel in self._plan:
-                target = Path(str(self.root) + rel) if rel else self.root
-                if rel and not dry:
-                    target.mkdir(parents=True, exist_ok=True)
+                target = inside(rel) if rel else self.root
                 mount(["mount", "-t", "zfs", "-o", "zfsutil", dataset], target)
-            mount(["mount", "-t", "proc", "proc"], self.root / "proc")
+            mount(["mount", "-t", "proc", "proc"], inside("proc"))
             mount(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs"],
-                  self.root / "sys")
-            mount(["mount", "--rbind", "/dev"], self.root / "dev")
+                  inside("sys"))
+            mount(["mount", "--rbind", "/dev"], inside("dev"))
             mount(["mount", "-t", "tmpfs", "-o", "mode=0755,nosuid,nodev", "tmpfs"],
-                  self.root / "run")
+                  inside("run"))
             empty = (base / "empty") if base is not None else Path(self._tmp_base) / "empty"
             if not dry:
                 empty.write_bytes(b"")
                 empty.chmod(0o644)
             for esp_list in ESP_LISTS:  # a dry run shows the usual one
-                if (self.root / esp_list).is_file() if not dry else esp_list == ESP_LISTS[0]:
+                if dry and esp_list == ESP_LISTS[0]:
                     mount(["mount", "--bind", str(empty)], self.root / esp_list)
+                elif not dry and (found := confined.regular(self.root, str(esp_list))):
+                    # where the clone itself finds it (beadm.confined), never outside it
+                    mount(["mount", "--bind", str(empty)], found)
             written = self._policy(base, mount)
             yield self
         finally:
             if written is not None:
                 with contextlib.suppress(OSError):
-                    written.unlink()
+                    confined.unlink(self.root, str(POLICY_RC_D))
             for target in reversed(mounted):
                 r = self._runner.run(["umount", "-R", str(target)], check=False)
                 if r.returncode != 0 and not dry:
@@ -213,14 +221,14 @@ class Chroot:
         ours = base / "policy-rc.d"
         ours.write_text(POLICY_TEXT, encoding="utf-8")
         ours.chmod(0o755)
-        if target.exists() or target.is_symlink():
-            mount(["mount", "--bind", str(ours)], target)
+        # inside the clone only (beadm.confined): a file there is covered where the clone
+        # itself finds it, never outside it; a new one is written with no link on the way
+        real = confined.resolve(self.root, str(POLICY_RC_D))
+        if real is not None and confined.is_file(self.root, str(POLICY_RC_D)):
+            mount(["mount", "--bind", str(ours)], real)
             return None
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(".policy-rc.d.beadm")
-        tmp.write_text(POLICY_TEXT, encoding="utf-8")
-        tmp.chmod(0o755)
-        tmp.replace(target)
+        confined.write_file(self.root, str(POLICY_RC_D), POLICY_TEXT.encode("utf-8"),
+                            mode=0o755, fsync=False)
         return target
 
 

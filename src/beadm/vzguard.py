@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
+from beadm import confined
 from beadm import mounts as mnt
 from beadm.errors import RefusedError
 from beadm.peek import Plan, look_into
@@ -24,12 +25,16 @@ CONTENT_DIRS = ("dump", "template/iso", "template/cache")
 SHOWN = 3
 
 
-def content(vz: Path) -> dict[str, int]:
-    """``dump/x.vma.zst`` -> size, for every regular file in the content dirs of ``vz``."""
+def content(vz: Path | None) -> dict[str, int]:
+    """``dump/x.vma.zst`` -> size, for every regular file in the content dirs of ``vz``
+    (None: no such directory). A content dir reached through a link is skipped, as are
+    links below it (never followed out of the tree)."""
     out: dict[str, int] = {}
+    if vz is None:
+        return out
     for sub in CONTENT_DIRS:
-        top = vz / sub
-        if not top.is_dir() or top.is_symlink():
+        top = confined.plain_dir(vz, sub)
+        if top is None:
             continue
         for dirpath, _, filenames in os.walk(top):
             for name in filenames:
@@ -67,13 +72,13 @@ def unique_files(
     dataset, a mount of it the caller's session holds (see :func:`beadm.peek.look_into`)."""
     views = views or {}
     with look_into(runner, be, mounts, (VZ,), view=views.get(be[0][0])) as top:
-        files = content(top / VZ.lstrip("/"))
+        files = content(confined.resolve(top, VZ))  # as the BE sees it (beadm.confined)
     files = minus(files, content(live))
     for plan in others:
         if not files:
             break
         with look_into(runner, plan, mounts, (VZ,), view=views.get(plan[0][0])) as top:
-            files = minus(files, content(top / VZ.lstrip("/")))
+            files = minus(files, content(confined.resolve(top, VZ)))
     return sorted(files)
 
 

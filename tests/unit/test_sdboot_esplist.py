@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from sdboot_world import UUIDS, World, tree_snapshot
 
+from beadm import confined
 from beadm.errors import BootError
 from beadm.sdboot import esplist
 
@@ -150,7 +151,7 @@ def test_a_kill_at_any_point_of_the_write_leaves_the_old_or_the_new_list(
             raise Killed
 
         with monkeypatch.context() as m:
-            m.setattr(esplist.os, fn, kill)
+            m.setattr(confined.os, fn, kill)  # the write is beadm.confined's
             with pytest.raises(Killed):
                 w.backend.activate(w.ref("pve-2"), temporary=False)
         assert path.read_text() == OLD
@@ -162,8 +163,8 @@ def test_an_unwritable_list_fails_activate_before_any_default_changes(
         w: World, monkeypatch: pytest.MonkeyPatch) -> None:
     replace_esp2(w)
 
-    def refuse(path: Path, want: esplist.EspList) -> None:
-        raise PermissionError(13, "Permission denied", str(path))
+    def refuse(root: Path, rel: str, want: esplist.EspList) -> None:
+        raise PermissionError(13, "Permission denied", str(root / rel))
 
     monkeypatch.setattr(esplist, "write", refuse)
     efi_before = w.efi("LoaderEntryDefault")

@@ -111,10 +111,12 @@ def test_efivars_on_a_directory(tmp_path: Path) -> None:
 
 
 def test_kernels_newest_two_plus_running(tmp_path: Path) -> None:
+    boot = tmp_path / "boot"
+    boot.mkdir()
     for k in ("6.2.16-3-pve", "6.8.12-10-pve", "6.8.12-9-pve", "6.5.1-1-pve"):
-        (tmp_path / f"vmlinuz-{k}").write_text("k")
-        (tmp_path / f"initrd.img-{k}").write_text("i")
-    (tmp_path / "vmlinuz-7.0-noinitrd").write_text("k")
+        (boot / f"vmlinuz-{k}").write_text("k")
+        (boot / f"initrd.img-{k}").write_text("i")
+    (boot / "vmlinuz-7.0-noinitrd").write_text("k")
     got = [k.kver for k in kernels.find(tmp_path, keep="6.2.16-3-pve")]
     assert got == ["6.8.12-10-pve", "6.8.12-9-pve", "6.2.16-3-pve"]
 

@@ -362,7 +362,7 @@ class GrubBackend(EspBackend):
             for be in bes:
                 try:
                     plan = self._plan(s, be, prepare=False)
-                    if cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE) \
+                    if cmd.first_line(s.be_root(be, writable=False)) \
                             != plan.options:
                         plan = self._plan(s, be, prepare=True)
                     self._prepare_grub(s, be)
@@ -412,7 +412,7 @@ class GrubBackend(EspBackend):
                     continue
                 plans[be.name] = plan
                 root = s.be_root(be, writable=False)
-                current = cmd.first_line(root / cmd.CMDLINE)
+                current = cmd.first_line(root)
                 if current != plan.options:
                     problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
                                     f"should be {plan.options!r}")

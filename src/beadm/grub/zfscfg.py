@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from beadm import confined
+
 ZFS_CFG = "etc/default/grub.d/zfs.cfg"
 _ROOT = re.compile(r"root=ZFS=[^\s\"']+")
 
@@ -23,27 +25,32 @@ def wanted(text: str, dataset: str) -> str:
 def drift(root: Path, dataset: str) -> str | None:
     """Why BE ``root``'s zfs.cfg is wrong for ``dataset`` (None: right, or no such file)."""
     try:
-        text = (root / ZFS_CFG).read_text(encoding="utf-8")
+        text = _read(root)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as exc:  # a link loop, not a regular file, unreadable
+        return f"/{ZFS_CFG}: {confined.why(exc)}"
     if wanted(text, dataset) == text:
         return None
     found = sorted(set(_ROOT.findall(text)))
     return f"/{ZFS_CFG} says {' '.join(found)}, should be root=ZFS={dataset}"
 
 
+def _read(root: Path) -> str:
+    """The BE's own zfs.cfg (:mod:`beadm.confined`: a link is followed inside the BE only;
+    a link to a file outside it is a missing file)."""
+    return confined.read_text(root, ZFS_CFG)
+
+
 def fix(root: Path, dataset: str) -> bool:
-    """Rewrite the file (temporary file + rename, mode kept) when it names another root."""
-    path = root / ZFS_CFG
+    """Rewrite the file (temporary file + rename, mode kept) when it names another root;
+    inside the BE only (a link where it writes is refused, never followed)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read(root)
     except (FileNotFoundError, NotADirectoryError):
         return False
     new = wanted(text, dataset)
     if new == text:
         return False
-    tmp = path.with_name(".zfs.cfg.beadm-tmp")
-    tmp.write_text(new, encoding="utf-8")
-    tmp.chmod(path.stat().st_mode & 0o7777)
-    tmp.replace(path)
+    confined.write_file(root, ZFS_CFG, new.encode("utf-8"), fsync=False)
     return True

@@ -382,7 +382,7 @@ class SystemdBootBackend(EspBackend):
             for be in bes:
                 try:
                     plan = self._plan(s, be, prepare=False)
-                    if cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE) \
+                    if cmd.first_line(s.be_root(be, writable=False)) \
                             != plan.options:  # the drift check reports: repair it
                         plan = self._plan(s, be, prepare=True)
                     plans[be.name] = plan
@@ -502,7 +502,7 @@ class SystemdBootBackend(EspBackend):
                 if pin is not None:
                     self.notes.append(KernelPin(be.name, pin.kver, pin.once,
                                                 plan.pin is not None).describe())
-                current = cmd.first_line(s.be_root(be, writable=False) / cmd.CMDLINE)
+                current = cmd.first_line(s.be_root(be, writable=False))
                 if current != plan.options:
                     problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
                                     f"should be {plan.options!r}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from beadm import confined
+
 CMDLINE = "etc/kernel/cmdline"
 TEMPLATE = "etc/kernel/cmdline.template"
 BE_NAME_MARK = "__BE_NAME"
@@ -35,10 +37,12 @@ def with_root(line: str, dataset: str) -> str:
     return " ".join(out)
 
 
-def first_line(path: Path) -> str | None:
+def first_line(root: Path, rel: str = CMDLINE) -> str | None:
+    """The first line of ``rel`` in the BE at ``root`` (None: no such file); read inside
+    the BE (:mod:`beadm.confined`: a link out of it is not followed)."""
     try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+        text = confined.read_text(root, rel, errors="replace")
+    except (FileNotFoundError, NotADirectoryError):
         return None
     lines = text.splitlines()
     return lines[0].strip() if lines else ""
@@ -50,10 +54,10 @@ def wanted(root: Path, be_name: str, dataset: str, fallback: str | None = None) 
     From the template if there is one, else its current file, else ``fallback`` (the
     running system's ``/proc/cmdline``), else the installer's minimal line.
     """
-    template = first_line(root / TEMPLATE)
+    template = first_line(root, TEMPLATE)
     if template is not None:
         base = template.replace(BE_NAME_MARK, be_name)
     else:
-        current = first_line(root / CMDLINE)
+        current = first_line(root)
         base = current if current else (fallback or "")
     return with_root(base, dataset)

@@ -23,19 +23,18 @@ the new one, never a torn file.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
+from beadm import confined
 from beadm.record import record
 from beadm.sdboot.host import UUID_FILES
 
 ETC_KERNEL = "etc/kernel"
-TMP_SUFFIX = ".beadm-tmp"
+TMP_SUFFIX = confined.TMP_SUFFIX
 
 
 def ids(text: str) -> tuple[str, ...]:
@@ -83,17 +82,19 @@ class Drift:
 
 
 def drift(root: Path, want: EspList) -> list[Drift]:
-    """The list files in the BE tree at ``root`` that differ from ``want`` (see module doc)."""
+    """The list files in the BE tree at ``root`` that differ from ``want`` (see module doc;
+    read inside the BE only, :mod:`beadm.confined`)."""
     etc = root / ETC_KERNEL
-    present = [etc / n for n in UUID_FILES
-               if (etc / n).is_file() and not (etc / n).is_symlink()]
+    present = [n for n in UUID_FILES
+               if confined.readlink(root, f"{ETC_KERNEL}/{n}") is None
+               and confined.is_file(root, f"{ETC_KERNEL}/{n}")]
     if not present:
         return [Drift(etc / want.name, None)]
     out = []
-    for path in present:
-        have = ids(path.read_text(encoding="utf-8", errors="replace"))
+    for name in present:
+        have = ids(confined.read_text(root, f"{ETC_KERNEL}/{name}", errors="replace"))
         if have != want.ids:
-            out.append(Drift(path, have))
+            out.append(Drift(etc / name, have))
     return out
 
 
@@ -111,31 +112,14 @@ def describe(be: str, d: Drift, want: EspList, kept: tuple[str, ...] = ()) -> st
     return line
 
 
-def write(path: Path, want: EspList) -> None:
-    """Replace ``path`` by the running root's list, crash-safe (see module doc)."""
+def write(root: Path, rel: str, want: EspList) -> None:
+    """Replace ``rel`` in the BE at ``root`` by the running root's list, crash-safe (see
+    module doc), inside the BE only (:mod:`beadm.confined`: a link there is refused)."""
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        mode = stat.S_IMODE(confined.stat(root, rel).st_mode)
     except FileNotFoundError:
         mode = want.mode
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_SUFFIX}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), mode)  # neither the umask's nor a leftover temp file's
-            f.write(want.text.encode("utf-8"))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    confined.write_file(root, rel, want.text.encode("utf-8"), mode=mode)
 
 
 def carry(root: Path, drifts: list[Drift], want: EspList, *, dry_run: bool = False,
@@ -145,11 +129,12 @@ def carry(root: Path, drifts: list[Drift], want: EspList, *, dry_run: bool = Fal
     files written (or, with ``dry_run``, that would be)."""
     done = []
     for d in drifts:
-        path = root / ETC_KERNEL / d.path.name
+        rel = f"{ETC_KERNEL}/{d.path.name}"
+        path = root / rel
         if dry_run:
             print(f"would write {path}: ESPs {', '.join(want.ids)} (the running BE's list)",
                   file=out if out is not None else sys.stdout)
         else:
-            write(path, want)
+            write(root, rel, want)
         done.append(path)
     return done

@@ -9,10 +9,11 @@ collection). A failing sync never fails the package operation; it says what to r
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import TextIO
+
+from beadm import confined
 
 NAME = "zzz-beadm"
 SCRIPT = """\
@@ -42,19 +43,17 @@ TARGETS = (
 
 
 def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None) -> None:
-    """Install the hook into the BE tree at ``root`` (idempotent)."""
+    """Install the hook into the BE tree at ``root`` (idempotent; inside the BE only,
+    :mod:`beadm.confined`: a link on the way is refused, not followed)."""
     for rel in TARGETS:
-        path = root / rel / NAME
+        path = f"{rel}/{NAME}"
         try:
-            if path.read_text(encoding="utf-8") == SCRIPT and os.access(path, os.X_OK):
+            if confined.read_text(root, path, errors="replace") == SCRIPT \
+                    and confined.stat(root, path).st_mode & 0o111:
                 continue
         except OSError:
             pass
         if dry_run:
-            print(f"would install {path}", file=out if out is not None else sys.stdout)
+            print(f"would install {root / path}", file=out if out is not None else sys.stdout)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{NAME}.tmp")
-        tmp.write_text(SCRIPT, encoding="utf-8")
-        tmp.chmod(0o755)
-        tmp.replace(path)
+        confined.write_file(root, path, SCRIPT.encode("utf-8"), mode=0o755, fsync=False)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from beadm import confined
 from beadm.record import record
 
+BOOT = "boot"
 MAX_KERNELS = 2  # newest kernels per BE put on the ESPs (plus the running and pinned ones)
 #: Proxmox's kernel pins, in a root's /etc/kernel (``proxmox-boot-tool kernel pin V
 #: [--next-boot]``): the one-boot pin first; ``proxmox-boot-cleanup.service`` removes it
@@ -39,7 +41,7 @@ def pin_of(root: Path) -> Pin | None:
     """The pin Proxmox's files in BE ``root`` set (the next-boot pin first)."""
     for rel in PIN_FILES:
         try:
-            text = (root / rel).read_text(encoding="utf-8", errors="replace")
+            text = confined.read_text(root, rel, errors="replace")
         except OSError:
             continue
         words = text.split()
@@ -54,21 +56,26 @@ def pinned(root: Path) -> str | None:
     return pin.kver if pin else None
 
 
-def find(boot: Path, *, keep: str | None = None, limit: int = MAX_KERNELS,
+def find(root: Path, *, keep: str | None = None, limit: int = MAX_KERNELS,
          pin: str | None = None) -> list[Kernel]:
-    """Kernels in ``boot`` that have an initrd, newest first: ``limit`` newest plus ``keep``
-    and ``pin``."""
+    """Kernels in the ``/boot`` of the BE at ``root`` that have an initrd, newest first:
+    ``limit`` newest plus ``keep`` and ``pin``.
+
+    Each file must be a regular file reached inside the BE (:func:`beadm.confined.regular`:
+    a link is followed as the BE sees it, never out of it); the paths returned have no
+    link left in them (the store opens them without following one)."""
     found: list[Kernel] = []
     try:
-        names = sorted(p.name for p in boot.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
+        names = confined.listdir(root, BOOT)
+    except OSError:
         return []
     for name in names:
         if not name.startswith("vmlinuz-"):
             continue
         kver = name[len("vmlinuz-") :]
-        vml, ird = boot / name, boot / f"initrd.img-{kver}"
-        if vml.is_file() and ird.is_file():
+        vml = confined.regular(root, f"{BOOT}/{name}")
+        ird = confined.regular(root, f"{BOOT}/initrd.img-{kver}")
+        if vml is not None and ird is not None:
             found.append(Kernel(kver, vml, ird))
     found.sort(key=lambda k: version_key(k.kver), reverse=True)
     chosen = found[:limit]

@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from beadm import confined
 from beadm.errors import BeadmError
 from beadm.runner import Runner
 
@@ -182,32 +183,24 @@ def install(root: Path, *, dry_run: bool = False, out: TextIO | None = None,
     wrote = False
     say = out if out is not None else sys.stdout
     for rel, text, mode in files:
-        path = root / rel
         try:
-            if path.read_text(encoding="utf-8") == text:
+            if confined.read_text(root, rel, errors="replace") == text:
                 continue
         except OSError:
             pass
         wrote = True
         if dry_run:
-            print(f"would install {path}", file=say)
+            print(f"would install {root / rel}", file=say)
             continue
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.beadm-tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.chmod(mode)
-        tmp.replace(path)
+        confined.write_file(root, rel, text.encode("utf-8"), mode=mode, fsync=False)
     for rel, name in links:
-        link = root / rel
         target = f"../{name}"  # relative: right in the BE's tree wherever it is mounted
-        if not (link.is_symlink() and str(link.readlink()) == target):
+        if confined.readlink(root, rel) != target:
             wrote = True
             if dry_run:
                 print(f"would enable {name} in {root}", file=say)
             else:
-                link.parent.mkdir(parents=True, exist_ok=True)
-                link.unlink(missing_ok=True)
-                link.symlink_to(target)
+                confined.symlink(root, rel, target)
     return wrote
 
 

@@ -16,11 +16,13 @@ import contextlib
 import errno
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TextIO
 
+from beadm import confined
 from beadm.errors import BootError
 from beadm.sdboot import entries as ent
 from beadm.sdboot import loaderconf
@@ -36,7 +38,13 @@ _CHUNK = 1 << 20
 
 
 def _stat_key(path: Path) -> _StatKey:
-    st = path.stat()
+    """Of a source file (a kernel or initrd of a BE, resolved inside it by
+    :func:`beadm.sdboot.kernels.find`): a link now is refused, not followed."""
+    st = path.lstat()
+    if stat.S_ISLNK(st.st_mode):
+        raise confined.LinkRefused(str(path), "not followed")
+    if not stat.S_ISREG(st.st_mode):
+        raise OSError(errno.EINVAL, "not a regular file", str(path))
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
@@ -58,7 +66,7 @@ def file_digest(path: Path) -> str:
         import hashlib  # here: it loads OpenSSL, and list hashes nothing (issue 15)
 
         h = hashlib.sha256()
-        with path.open("rb") as f:
+        with os.fdopen(confined.open_regular(path), "rb") as f:
             for block in iter(lambda: f.read(_CHUNK), b""):
                 h.update(block)
         _digest_cache[key] = h.hexdigest()
@@ -70,7 +78,7 @@ def store_name(digest: str, basename: str) -> str:
 
 
 def _same_bytes(a: Path, b: Path) -> bool:
-    with a.open("rb") as fa, b.open("rb") as fb:
+    with os.fdopen(confined.open_regular(a), "rb") as fa, b.open("rb") as fb:
         while True:
             x = fa.read(_CHUNK)
             if x != fb.read(_CHUNK):
@@ -175,29 +183,19 @@ class EspStore:
         return BootError(f"ESP {self.uuid}: cannot write {what}: {exc.strerror or exc}")
 
     def _place(self, rel: str, write: Callable[[int], None]) -> None:
-        """Write ``rel`` via a temporary file + fsync + rename + directory fsync."""
-        dest = self.root / rel
-        tmp = dest.with_name(_TMP + dest.name)
+        """Write ``rel`` via a temporary file + fsync + rename + directory fsync; a link
+        on the way is refused, never followed (:func:`beadm.confined.write_file`)."""
+        step = self._step
+
+        def before_rename() -> None:
+            if step:
+                step(f"rename {rel}")
+
         try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-            try:
-                write(fd)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            if self._step:
-                self._step(f"rename {rel}")
-            tmp.replace(dest)
-            _fsync_dir(dest.parent)
+            confined.write_file(self.root, rel, write, mode=0o644, chmod=False,
+                                tmp_prefix=_TMP, tmp_suffix="", before_rename=before_rename)
         except OSError as exc:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
             raise self._fail(rel, exc) from exc
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
 
     def _write_text(self, rel: str, text: str) -> None:
         data = text.encode("utf-8")
@@ -215,7 +213,7 @@ class EspStore:
         need = 0
         for src, basename in files:
             dest = self.root / ent.STORE_DIR / content_name(src, basename, (self,))
-            size = src.stat().st_size
+            size = _stat_key(src)[2]
             if not (dest.is_file() and dest.stat().st_size == size):
                 need += -(-size // cluster) * cluster
         return need
@@ -236,14 +234,14 @@ class EspStore:
         name = content_name(src, basename, (self,))
         rel = f"{ent.STORE_DIR}/{name}"
         dest = self.root / rel
-        if dest.is_file() and dest.stat().st_size == src.stat().st_size:
+        if dest.is_file() and dest.stat().st_size == _stat_key(src)[2]:
             return "/" + rel
         if self.dry_run:
             print(f"would copy {src} to ESP {self.uuid}:/{rel}", file=self._out)
             return "/" + rel
 
         def write(fd: int) -> None:
-            with src.open("rb") as f:
+            with os.fdopen(confined.open_regular(src), "rb") as f:
                 for block in iter(lambda: f.read(1 << 20), b""):
                     view = memoryview(block)
                     while view:
