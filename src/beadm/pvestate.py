@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Container, Iterator, Mapping, Sequence
@@ -127,7 +128,7 @@ def symlink_in(root_dir: str, path: str,
             st = lstat(_join(root_dir, done))
         except FileNotFoundError:
             return None
-        if (st.st_mode & 0o170000) == 0o120000:  # S_ISLNK
+        if stat.S_ISLNK(st.st_mode):
             return done
     return None
 

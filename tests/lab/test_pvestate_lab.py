@@ -337,6 +337,7 @@ def test_file_in_use_refused_with_nothing_changed(pve: dict[str, str], how: str)
         with disk.open("rb") as f:
             holder = subprocess.Popen(["sleep", "600"], stdin=f)
     else:
+        subprocess.run(["modprobe", "loop"], check=False)  # lab-init loads zfs and 9p only
         loop = sh("losetup", "--find", "--show", str(disk)).strip()
     try:
         msg = _refused("/var/lib/vz is in use: ")
