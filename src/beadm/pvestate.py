@@ -12,7 +12,10 @@ all BEs, each in its own dataset outside the BE root, named like the installer's
 nothing: the data stays in the BE until a complete, synced and verified copy exists in a
 new dataset that no boot mounts yet (``canmount=noauto``, ``org.beadm:state=moving``);
 then the new dataset is switched on (``canmount=on``), mounted over the path, and only
-then is the old copy removed from the BE. A re-run after a kill destroys a dataset that
+then is the old copy removed from the BE. What would lose a write is refused before
+anything changes: a path through a symbolic link, a mount below a path, a file under a
+path in use (a running guest's disk, a container's root); a file that changes during the
+copy anyway rejects it (beadm.statecopy). A re-run after a kill destroys a dataset that
 was never switched on (the source is intact) and redoes it, or finishes one that was.
 
 :func:`prepare_be` gives one BE the drop-ins of the shared datasets in service
@@ -23,9 +26,11 @@ before the move. Copying and verifying live state is :mod:`beadm.statecopy`.
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import sys
 import tempfile
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TextIO
@@ -84,6 +89,7 @@ PENDING = "pending"  # a move was interrupted: the next --shared-state finishes 
 ABSENT = "absent"  # the path does not exist in the BE: nothing to move
 CHILD = "child"  # in a child dataset of the BE: beadm does not move it
 CONFLICT = "conflict"  # the shared dataset exists but does not serve the path
+LINK = "link"  # a component of the path is a symbolic link: beadm does not move it
 OTHER = "other"  # not on ZFS at all
 
 
@@ -112,6 +118,22 @@ def serving_mount(mounts: Sequence[mnt.Mount], path: str) -> mnt.Mount | None:
     return best
 
 
+def symlink_in(root_dir: str, path: str,
+               lstat: Callable[[str], os.stat_result] = os.lstat) -> str | None:
+    """The first component of ``path`` (``/var``, ``/var/lib``, ``/var/lib/vz``) that is a
+    symbolic link under ``root_dir``, None if none is (a missing component ends the look)."""
+    done = ""
+    for part in [c for c in path.split("/") if c]:
+        done += "/" + part
+        try:
+            st = lstat(_join(root_dir, done))
+        except FileNotFoundError:
+            return None
+        if stat.S_ISLNK(st.st_mode):
+            return done
+    return None
+
+
 @record
 class Finding:
     """Where one shared path lives now."""
@@ -121,6 +143,7 @@ class Finding:
     dataset: str  # the shared dataset it has or would get
     source: str  # the dataset (or device) serving the path now, "" if none
     source_mount: str  # where that is mounted (as in mountinfo)
+    link: str = ""  # LINK: the component that is a symbolic link
 
     @property
     def to_move(self) -> bool:
@@ -136,11 +159,15 @@ def detect(
     root_dir: str = "/",
     present: Container[str],
     shared: Sequence[SharedPath] = SHARED,
+    links: Mapping[str, str] | None = None,
 ) -> list[Finding]:
     """Which of ``shared`` live inside the BE ``be_dataset`` mounted at ``root_dir``.
 
     ``datasets`` is the pool's filesystem list, ``mounts`` the mount table, ``present`` the
-    paths (as in ``shared``) that exist in the running system. Pure: no I/O."""
+    paths (as in ``shared``) that exist in the running system, ``links`` the paths that go
+    through a symbolic link (-> that component; see :func:`symlink_in`): mount points are
+    compared as strings, and ``zfs mount`` would follow the link. Pure: no I/O."""
+    links = links or {}
     by_name = {d.name: d for d in datasets}
     out: list[Finding] = []
     for sp in shared:
@@ -149,7 +176,9 @@ def detect(
         m = serving_mount(mounts, _join(root_dir, sp.path))
         source = m.source if m is not None else ""
         where = m.mountpoint if m is not None else ""
-        if ds is not None and ds.state in (STATE_MOVING, STATE_REMOVING):
+        if sp.path in links:
+            kind = LINK
+        elif ds is not None and ds.state in (STATE_MOVING, STATE_REMOVING):
             kind = PENDING
         elif m is None or m.fstype != "zfs":
             kind = OTHER
@@ -163,7 +192,7 @@ def detect(
             kind = CHILD
         else:
             kind = INSIDE
-        out.append(Finding(sp.path, kind, target, source, where))
+        out.append(Finding(sp.path, kind, target, source, where, links.get(sp.path, "")))
     return out
 
 
@@ -180,6 +209,9 @@ def describe(f: Finding) -> str:
     if f.kind == CHILD:
         return (f"{f.path} is in the BE's child dataset {f.source}; beadm does not move it "
                 f"(zfs rename it out of the BE root by hand)")
+    if f.kind == LINK:
+        return (f"{f.path}: {f.link} is a symbolic link; beadm does not move a path through "
+                f"a link (replace the link by the directory it points to, or leave it)")
     if f.kind == CONFLICT:
         return f"{f.dataset} exists but is not mounted at {f.path}; mount or rename it first"
     return f"{f.path} is not on ZFS; left alone"
@@ -334,6 +366,9 @@ class Mover:
     """Moves shared paths out of the BE ``be_dataset`` mounted at ``root_dir``.
 
     ``step`` is called with a short name before each step (tests kill the move there).
+    ``proc`` and ``sys_block`` are where :func:`beadm.statecopy.holders` looks for what uses
+    a file under a path, ``unit_of`` names the systemd unit of a process (from its cgroup),
+    ``lstat`` is :func:`os.lstat` (tests show their stand-in mounts as directories).
     The caller holds beadm's lock."""
 
     def __init__(
@@ -349,6 +384,10 @@ class Mover:
         step: Callable[[str], None] | None = None,
         shared: Sequence[SharedPath] = SHARED,
         tmpdir: str | None = None,
+        proc: Path = Path("/proc"),
+        sys_block: Path = Path("/sys/block"),
+        unit_of: Callable[[int], str] | None = None,
+        lstat: Callable[[str], os.stat_result] = os.lstat,
     ) -> None:
         self.runner = runner
         self.zfs = Zfs(runner)
@@ -362,6 +401,10 @@ class Mover:
         self.shared = tuple(shared)
         self.tmpdir = tmpdir if tmpdir is not None else tempfile.gettempdir()
         self._restart: list[str] = []  # units stopped by this or an interrupted move
+        self.proc = proc
+        self.sys_block = sys_block
+        self.unit_of = unit_of if unit_of is not None else self._cgroup_unit
+        self.lstat = lstat
 
     @property
     def dry_run(self) -> bool:
@@ -377,10 +420,12 @@ class Mover:
         return self.zfs.list_tree(self.pool, snapshots=False)
 
     def findings(self) -> list[Finding]:
+        links = {sp.path: link for sp in self.shared
+                 if (link := symlink_in(self.root_dir, sp.path, self.lstat)) is not None}
         present = {sp.path for sp in self.shared if self.live(sp.path).exists()}
         return detect(self.datasets(), mnt.read_mounts(self.mountinfo), pool=self.pool,
                       be_dataset=self.be_dataset, root_dir=self.root_dir, present=present,
-                      shared=self.shared)
+                      shared=self.shared, links=links)
 
     def move_all(self) -> list[Finding]:
         """Move every path that is inside the BE (or finish an interrupted move).
@@ -388,9 +433,10 @@ class Mover:
         Returns the findings before the move. A path beadm cannot move (a child dataset of
         the BE, a dataset in the way) is refused before anything changes."""
         found = self.findings()
-        bad = [f for f in found if f.kind in (CHILD, CONFLICT)]
+        bad = [f for f in found if f.kind in (CHILD, CONFLICT, LINK)]
         if bad:
             raise RefusedError("; ".join(describe(f) for f in bad))
+        self._refuse_in_use([f for f in found if f.to_move and not self._in_service(f)])
         try:
             for f in found:
                 if f.to_move:
@@ -406,6 +452,69 @@ class Mover:
             restart_after_failure(self.runner, self._restart)
             raise
         return found
+
+    # what would lose a write ------------------------------------------------------------
+
+    def _in_service(self, f: Finding) -> bool:
+        """The dataset of ``f`` is what the system uses (a move to finish, not to redo)."""
+        d = {d.name: d for d in self.datasets()}.get(f.dataset)
+        live = _join(self.root_dir, f.path)
+        return d is not None and (d.state == STATE_REMOVING or (d.canmount == "on" and any(
+            m.fstype == "zfs" and m.source == f.dataset and m.mountpoint == live
+            for m in mnt.read_mounts(self.mountinfo))))
+
+    def _cgroup_unit(self, pid: int) -> str:
+        """The systemd unit of process ``pid``: the last component of its cgroup path."""
+        try:
+            text = (self.proc / str(pid) / "cgroup").read_text(encoding="utf-8")
+        except OSError:
+            return ""
+        for line in text.splitlines():
+            unit = line.rpartition("/")[2]
+            if unit.endswith((".service", ".scope")):
+                return unit
+        return ""
+
+    def _refuse_in_use(self, found: Sequence[Finding], *, stopped: bool = False) -> None:
+        """Refuse the paths of ``found`` that have a mount below them or a file in use: the
+        copy would miss what is written after it, and the BE's copy, unlinked, would go on
+        taking the writes of whoever has it open. Before the move (not ``stopped``) the
+        processes of the units the move stops do not count."""
+        if not found:
+            return
+        from beadm.statecopy import holders  # the move only (see _copy_phase)
+
+        paths = [f.path for f in found]
+        for f in found:
+            live = _join(self.root_dir, f.path)
+            below = [m.mountpoint for m in mnt.read_mounts(self.mountinfo)
+                     if m.mountpoint.startswith(live + "/")]
+            if below:
+                raise RefusedError(f"{f.path} has file systems mounted below it "
+                                   f"({', '.join(below[:3])}); unmount them first "
+                                   "(nothing was changed)")
+        stopping: set[str] = set()
+        if not stopped:
+            for sp in self.shared:
+                if sp.path in paths:
+                    stopping.update(self._to_stop(sp))
+        held = holders(self.root_dir, paths, self.be_dataset, proc=self.proc,
+                       sys_block=self.sys_block,
+                       skip=lambda pid: bool(stopping) and self.unit_of(pid) in stopping)
+        if not held:
+            return
+        for f in found:
+            top = _join(self.root_dir, f.path)
+            mine = [h for h in held if h.path == f.path or h.path == top
+                    or h.path.startswith((top + "/", f.path + "/"))]
+            if mine:
+                after = "the original is left in place" if stopped else "nothing was changed"
+                more = f" and {len(mine) - 3} more" if len(mine) > 3 else ""
+                raise RefusedError(
+                    f"{f.path} is in use: {', '.join(str(h) for h in mine[:3])}{more}; stop "
+                    "or migrate what uses it (guests with disks or root file systems on the "
+                    "local storage: shut them down or move their volumes to another "
+                    f"storage) and run again ({after})")
 
     # one path ---------------------------------------------------------------------------
 
@@ -462,7 +571,14 @@ class Mover:
 
     def _copy_phase(self, spec: SharedPath, f: Finding) -> None:
         # the move only (sqlite3 is not imported by the commands that never move)
-        from beadm.statecopy import allocated, sqlite_copy, sqlite_files, verify_copy
+        from beadm.statecopy import (
+            SQLITE_SIDE,
+            allocated,
+            snapshot,
+            sqlite_copy,
+            sqlite_files,
+            verify_copy,
+        )
 
         ds = f.dataset
         src = self.live(spec.path)
@@ -488,8 +604,12 @@ class Mover:
         self._step(f"mount-copy {spec.path}")
         with self._mounted(ds, spec.path) as tmp:
             self._step(f"copy {spec.path}")
-            self.runner.run(["cp", "-a", "--", f"{src}/.", f"{tmp}/"])
             dbs = sqlite_files(src) if spec.sqlite else []
+            if not self.dry_run:  # what was running before the stop may still run
+                self._refuse_in_use([f], stopped=True)
+                skip = {db.name + s for db in dbs for s in ("", *SQLITE_SIDE)}
+                before = snapshot(src, skip)
+            self.runner.run(["cp", "-a", "--", f"{src}/.", f"{tmp}/"])
             for db in dbs:
                 self._step(f"sqlite {spec.path}")
                 if self.dry_run:
@@ -500,7 +620,7 @@ class Mover:
             self.runner.run(["sync", "-f", tmp])
             self._step(f"verify {spec.path}")
             if not self.dry_run:
-                verify_copy(src, Path(tmp), [db.name for db in dbs])
+                verify_copy(src, Path(tmp), [db.name for db in dbs], before=before)
         self._step(f"switch {spec.path}")
         self.zfs.set(ds, "canmount", "on")
 
@@ -522,17 +642,17 @@ class Mover:
 
     def _remove_old_copy(self, spec: SharedPath) -> None:
         """Empty the BE's own directory under the new mount, seen through a (non-recursive)
-        bind mount of the BE's root: only paths in the BE's root dataset are moved."""
-        from beadm.statecopy import empty_dir
+        bind mount of the BE's root: only paths in the BE's root dataset are moved. No link
+        is followed and no other file system entered (beadm.statecopy.empty_under)."""
+        from beadm.statecopy import empty_under
 
         tmp = self._tmp()
         self.runner.run(["mount", "--bind", self.root_dir, tmp])
         try:
-            old = Path(tmp + spec.path)
             if self.dry_run:
                 self._say(f"remove the old copy of {spec.path} from {self.be_dataset}")
-            elif old.is_dir():
-                empty_dir(old)
+            else:
+                empty_under(Path(tmp), spec.path)
         finally:
             self.runner.run(["umount", tmp])
             self._rmtmp(tmp)

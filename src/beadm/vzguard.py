@@ -1,7 +1,8 @@
-"""The destroy guard for ``/var/lib/vz``: a BE may hold the only copy of a backup.
+"""The destroy guard for ``/var/lib/vz``: a BE may hold the only copy of a backup or a guest.
 
 On installs older than 8.1.5 ``/var/lib/vz`` (local storage: vzdump backups, ISOs,
-container templates) is a directory of the BE. Destroying a BE destroys the backups taken
+container templates, guest disks and container root file systems, snippets) is a directory
+of the BE. Destroying a BE destroys the backups taken and the guests created on that storage
 while it ran unless the same files (same name and size) are under the running system's
 ``/var/lib/vz`` or in another BE. :func:`unique_files` finds those files; the BEs are
 looked at through temporary read-only mounts (:mod:`beadm.peek`).
@@ -20,8 +21,11 @@ from beadm.peek import Plan, look_into
 from beadm.runner import Runner
 
 VZ = "/var/lib/vz"
-#: Where Proxmox's local storage keeps what cannot be downloaded again.
-CONTENT_DIRS = ("dump", "template/iso", "template/cache")
+#: Where Proxmox's local storage keeps what cannot be downloaded again: backups, ISOs,
+#: templates, VM disks and container volumes (``images/``; ``private/`` of old installs),
+#: snippets (hook scripts, cloud-init) and imported disk images.
+CONTENT_DIRS = ("dump", "template/iso", "template/cache", "images", "private", "snippets",
+                "import")
 SHOWN = 3
 
 

@@ -126,9 +126,14 @@ class LabRunner(SubprocessRunner):
         return Result(args, 0, out, "")
 
 
+def _unit_of(pid: int) -> str:
+    """No systemd here: the stand-in pmxcfs is pve-cluster.service, the rest nothing."""
+    return UNIT if pid == _pid() else ""
+
+
 def mover(runner: LabRunner, step: object = None) -> pvestate.Mover:
     return pvestate.Mover(runner, pool=POOL, be_root=ROOT, be_dataset=f"{ROOT}/pve-1",
-                          root_dir=ALT, step=step)  # type: ignore[arg-type]
+                          root_dir=ALT, step=step, unit_of=_unit_of)  # type: ignore[arg-type]
 
 
 def digest(path: Path) -> str:
@@ -272,6 +277,134 @@ def test_kill_at_a_step_then_rerun_loses_nothing(pve: dict[str, str], step: str)
     assert pvestate.PENDING in {f.kind for f in found}
     check_moved(pve)
     check_second_be_sees_it(pve)
+
+
+# -- what must not move (issue 23) ------------------------------------------------------------
+
+
+def _state() -> tuple[str, dict[str, str]]:
+    """The pool's datasets with the properties the move sets, and the vz files' digests (no
+    link followed)."""
+    props = sh("zfs", "list", "-H", "-r", "-o",
+               "name,canmount,mountpoint,mounted,org.beadm:state", POOL)
+    files = {}
+    top = Path(ALT, "var/lib/vz")
+    for dirpath, dirnames, filenames in os.walk(top):
+        for name in dirnames + filenames:
+            p = Path(dirpath, name)
+            files[str(p.relative_to(top))] = (
+                f"-> {p.readlink()}" if p.is_symlink() else digest(p) if p.is_file() else "dir")
+    return props, files
+
+
+def _refused(match: str) -> str:
+    runner = LabRunner()
+    before = _state()
+    with pytest.raises(pvestate.RefusedError, match=match) as exc:
+        mover(runner).move_all()
+    assert _state() == before, "the refused move changed something"
+    assert ("systemctl", "stop", UNIT) not in runner.systemctl
+    assert _pid() is not None
+    return str(exc.value)
+
+
+def test_symlinked_var_lib_vz_refused_with_nothing_changed(pve: dict[str, str]) -> None:
+    """/var/lib/vz -> ../../data/vz: zfs mount would follow the link and the removal of the
+    old copy would empty the new dataset through it."""
+    alt = Path(ALT)
+    (alt / "data").mkdir()
+    (alt / "var/lib/vz").rename(alt / "data/vz")
+    (alt / "var/lib/vz").symlink_to("../../data/vz")
+    msg = _refused("/var/lib/vz is a symbolic link")
+    print(msg)
+    assert [d for d in _state()[0].splitlines() if "var-lib" in d or "etc-" in d] == []
+    for rel, want in pve.items():
+        if rel.startswith("var/lib/vz/"):
+            assert digest(alt / "data/vz" / rel.removeprefix("var/lib/vz/")) == want
+
+
+@pytest.mark.parametrize("how", ["process", "loop"])
+def test_file_in_use_refused_with_nothing_changed(pve: dict[str, str], how: str) -> None:
+    """A running VM's disk (a process holding it open) or a container's raw root file system
+    (a loop device, held by the kernel) under /var/lib/vz/images."""
+    disk = Path(ALT, "var/lib/vz/images/100/vm-100-disk-0.raw")
+    disk.parent.mkdir(parents=True)
+    with disk.open("wb") as f:
+        f.truncate(4 << 20)
+    holder: subprocess.Popen[bytes] | None = None
+    loop = ""
+    if how == "process":
+        with disk.open("rb") as f:
+            holder = subprocess.Popen(["sleep", "600"], stdin=f)
+    else:
+        subprocess.run(["modprobe", "loop"], check=False)  # lab-init loads zfs and 9p only
+        loop = sh("losetup", "--find", "--show", str(disk)).strip()
+    try:
+        msg = _refused("/var/lib/vz is in use: ")
+        print(msg)
+        who = f"pid {holder.pid} (sleep) (open {disk})" if holder else f"{Path(loop).name} "
+        assert who in msg
+        assert "nothing was changed" in msg
+    finally:
+        if holder is not None:
+            holder.kill()
+            holder.wait()
+        if loop:
+            sh("losetup", "-d", loop)
+    # once nothing holds it the move goes ahead
+    mover(LabRunner()).move_all()
+    check_moved(pve)
+
+
+def test_file_changed_during_the_copy_rejected(pve: dict[str, str]) -> None:
+    """A write of the same size with the mtime put back (only the ctime tells) between the
+    copy and the verify: rejected, the new dataset never switched on, the original used."""
+    dump = Path(ALT, "var/lib/vz/dump/x.vma.zst")
+
+    def write(name: str) -> None:
+        if name == "verify /var/lib/vz":
+            st = dump.stat()
+            with dump.open("r+b") as f:
+                first = f.read(1)
+                f.seek(0)
+                f.write(bytes([first[0] ^ 0xFF]))
+            os.utime(dump, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+    runner = LabRunner()
+    with pytest.raises(pvestate.RefusedError, match="/var/lib/vz changed during the copy"):
+        mover(runner, step=write).move_all()
+    ds = pvestate.dataset_for(POOL, "/var/lib/vz")
+    got = sh("zfs", "get", "-H", "-o", "value", "canmount,mounted,org.beadm:state", ds).split()
+    assert got == ["noauto", "no", "moving"]
+    mounted = [ln.split()[4] for ln in Path("/proc/self/mountinfo").read_text().splitlines()]
+    assert f"{ALT}/var/lib/vz" not in mounted
+    assert digest(dump) != pve["var/lib/vz/dump/x.vma.zst"]  # the write is in the original
+    assert _pid() is not None, "the stopped units were not started again"
+    pve["var/lib/vz/dump/x.vma.zst"] = digest(dump)
+    mover(LabRunner()).move_all()  # nothing writes any more: the re-run moves it
+    check_moved(pve)
+
+
+def test_removal_of_the_old_copy_stops_at_a_mount(tmp_path: Path) -> None:
+    """statecopy.empty_under never enters another file system (nor follows a link)."""
+    from beadm import statecopy
+
+    top = tmp_path / "bind"
+    (top / "var/lib/vz/dump").mkdir(parents=True)
+    (top / "var/lib/vz/a").write_text("old")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep").write_text("keep")
+    (top / "var/lib/vz/link").symlink_to(elsewhere)
+    sh("mount", "-t", "tmpfs", "none", str(top / "var/lib/vz/dump"))
+    try:
+        (top / "var/lib/vz/dump/backup").write_text("on another file system")
+        with pytest.raises(pvestate.RefusedError, match="dump is another file system"):
+            statecopy.empty_under(top, "/var/lib/vz")
+        assert (top / "var/lib/vz/dump/backup").read_text() == "on another file system"
+        assert (elsewhere / "keep").read_text() == "keep"
+    finally:
+        sh("umount", str(top / "var/lib/vz/dump"))
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["kill-at"]:

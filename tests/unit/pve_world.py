@@ -5,13 +5,18 @@ The running BE's files are ``<tmp>/root`` (its ``root_dir``). Each dataset outsi
 keeps its files in ``<tmp>/ds/<name>``. Mounting a dataset on a directory replaces the
 directory by a symlink to the dataset's files; mounting it over a path of the BE first
 moves the BE's own files there to ``<tmp>/shadow`` (hidden, as under a real mount), where a
-bind mount of the BE root (``mount --bind``) shows them again. Services are a set of active
-unit names. ``kill_at`` makes the mover's step hook raise :class:`Killed`, and from then on
+bind mount of the BE root (``mount --bind``) shows them again (moved there, real
+directories, until the ``umount``). Since mounts are links here, :meth:`PveWorld.lstat`
+(given to the mover) shows a mounted path as the directory it is on a real host; any other
+link is a link. ``<tmp>/proc`` is the mover's ``/proc`` (:meth:`PveWorld.hold` puts a
+process there). Services are a set of active unit names (stopping one ends its processes
+there). ``kill_at`` makes the mover's step hook raise :class:`Killed`, and from then on
 every command raises it too: nothing the dead process would not have done happens.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -37,6 +42,10 @@ class PveWorld:
         (tmp / "ds").mkdir()
         (tmp / "shadow").mkdir()
         (tmp / "t").mkdir()
+        self.proc = tmp / "proc"
+        self.proc.mkdir()
+        self.sys_block = tmp / "sys-block"
+        self.sys_block.mkdir()
         self.mountinfo = tmp / "mountinfo"
         self.ds: dict[str, dict[str, str]] = {
             POOL: {"mountpoint": "/rpool", "canmount": "on", "available": str(1 << 30)},
@@ -71,6 +80,34 @@ class PveWorld:
         lines = [f"{i} 1 0:{i} / {mp} rw - zfs {src} rw\n"
                  for i, (src, mp) in enumerate(self.mounts, 20)]
         self.mountinfo.write_text("".join(lines))
+
+    def lstat(self, path: str) -> os.stat_result:
+        """``os.lstat`` as on a real host: a mount point (a link here) is a directory."""
+        if any(mp == path for _, mp in self.mounts):
+            return Path(path).stat()
+        return os.lstat(path)
+
+    def hold(self, pid: int, comm: str, *, fd: str = "", cwd: str = "/", root: str = "/",
+             maps: str = "", mountinfo: str = "", unit: str = "user@0.service") -> None:
+        """A process in ``<tmp>/proc``: ``fd`` open, ``maps`` mapped (paths), ``cwd``,
+        ``root``, its own mount namespace with ``mountinfo``, in the cgroup of ``unit``."""
+        d = self.proc / str(pid)
+        (d / "fd").mkdir(parents=True)
+        (d / "ns").mkdir()
+        (d / "comm").write_text(comm + "\n")
+        if fd:
+            (d / "fd" / "3").symlink_to(fd)
+        (d / "fd" / "0").symlink_to("/dev/null")
+        (d / "fd" / "1").symlink_to("socket:[4711]")
+        (d / "cwd").symlink_to(cwd)
+        (d / "root").symlink_to(root)
+        (d / "ns" / "mnt").symlink_to(f"mnt:[{4026531840 + (pid if mountinfo else 0)}]")
+        (d / "mountinfo").write_text(mountinfo)
+        (d / "maps").write_text(
+            "55d0c0a00000-55d0c0a21000 r--p 00000000 00:1a 1234    /usr/bin/kvm\n"
+            + (f"7f0000000000-7f0000001000 rw-s 00000000 00:1b 99    {maps}\n" if maps else "")
+            + "7ffd1c000000-7ffd1c021000 rw-p 00000000 00:00 0      [stack]\n")
+        (d / "cgroup").write_text(f"0::/system.slice/{unit}\n")
 
     def step(self, name: str) -> None:
         self.steps.append(name)
@@ -147,11 +184,9 @@ class PveWorld:
         elif a[:2] == ("mount", "--bind"):
             assert a[2] == str(self.root)
             target = Path(a[3])
-            for shadow in (self.tmp / "shadow").rglob("*"):
-                if shadow.is_dir() and (shadow / ".shadowed").exists():
-                    rel = shadow.relative_to(self.tmp / "shadow")
-                    (target / rel).parent.mkdir(parents=True, exist_ok=True)
-                    (target / rel).symlink_to(shadow / "data")
+            for rel in self._shadows():
+                (target / rel).parent.mkdir(parents=True, exist_ok=True)
+                (self.tmp / "shadow" / rel / "data").rename(target / rel)
             self.mounts.append(("bind", str(target)))
         elif a[0] == "umount":
             target = a[-1]
@@ -159,6 +194,8 @@ class PveWorld:
             self.mounts.remove((src, target))
             p = Path(target)
             if src == "bind":
+                for rel in self._shadows():
+                    (p / rel).rename(self.tmp / "shadow" / rel / "data")
                 shutil.rmtree(p)
                 p.mkdir()
             else:
@@ -171,9 +208,17 @@ class PveWorld:
                 self.active.discard(u)
                 for d in self.requires.get(u, []):
                     self.active.discard(d)
+            for pid in list(self.proc.iterdir()):  # their processes end
+                cgroup = pid / "cgroup"
+                if cgroup.exists() and cgroup.read_text().strip().rpartition("/")[2] in a[2:]:
+                    shutil.rmtree(pid)
         elif a[:2] == ("systemctl", "start"):
             self.active.update(a[2:])
         self._write_mountinfo()
+
+    def _shadows(self) -> list[Path]:
+        return [shadow.parent.relative_to(self.tmp / "shadow")
+                for shadow in (self.tmp / "shadow").rglob(".shadowed")]
 
     def _mount_over(self, name: str, live: str) -> None:
         p = Path(live)

@@ -4,9 +4,11 @@ by a re-run."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sqlite3
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
@@ -129,11 +131,14 @@ def old_install(tmp: Path) -> PveWorld:
     return w
 
 
-def mover(w: PveWorld, *, kill_at: str | None = None) -> pvestate.Mover:
+def mover(w: PveWorld, *, kill_at: str | None = None,
+          step: Callable[[str], None] | None = None) -> pvestate.Mover:
     w.kill_at = kill_at
     return pvestate.Mover(w.runner, pool=POOL, be_root="rpool/ROOT", be_dataset=BE,
-                          root_dir=str(w.root), mountinfo=w.mountinfo, step=w.step,
-                          tmpdir=str(w.tmp / "t"), out=w.runner.out)
+                          root_dir=str(w.root), mountinfo=w.mountinfo,
+                          step=step if step is not None else w.step,
+                          tmpdir=str(w.tmp / "t"), out=w.runner.out, proc=w.proc,
+                          sys_block=w.sys_block, lstat=w.lstat)
 
 
 def norm(w: PveWorld, argv: tuple[str, ...]) -> tuple[str, ...]:
@@ -301,7 +306,7 @@ def test_verify_refuses_a_copy_that_differs(tmp_path: Path) -> None:
     (dst / "x").write_text("1")
     with pytest.raises(RefusedError, match="differs"):
         statecopy.verify_copy(src, dst, [])
-    (dst / "x").write_text("12")
+    shutil.copy2(src / "x", dst / "x")  # as cp -a: the size and the mtime
     statecopy.verify_copy(src, dst, [])
 
 
@@ -358,3 +363,190 @@ def test_a_half_removed_be_copy_is_never_redone(tmp_path: Path) -> None:
     mover(w).move_all()
     assert ("zfs", "destroy", "rpool/var-lib-vz") not in w.runner.changes
     assert_consistent(w)
+
+
+# -- what must not move: links, open files, a change during the copy (issue 23) -------------
+
+
+def tree(top: Path) -> dict[str, bytes | str]:
+    """Every entry under ``top`` (links not followed): file -> content, link -> target."""
+    out: dict[str, bytes | str] = {}
+    for p in sorted(top.rglob("*")):
+        rel = str(p.relative_to(top))
+        if p.is_symlink():
+            out[rel] = f"-> {p.readlink()}"
+        elif p.is_file():
+            out[rel] = p.read_bytes()
+        else:
+            out[rel] = "dir"
+    return out
+
+
+@pytest.mark.parametrize("link", [VZ, "/var/lib"])
+def test_refuses_a_path_through_a_symlink_before_changing_anything(
+        tmp_path: Path, link: str) -> None:
+    """/var/lib/vz -> /data/vz: zfs mount would follow the link and the removal of the old
+    copy would go through it into the new dataset. Refused, whichever component is a link."""
+    w = old_install(tmp_path)
+    real = w.root / "data" / link.strip("/").replace("/", "-")
+    real.parent.mkdir()
+    w.live(link).rename(real)
+    w.live(link).symlink_to(real)
+    before = tree(w.root)
+    with pytest.raises(RefusedError, match=f"{link} is a symbolic link"):
+        mover(w).move_all()
+    assert w.runner.changes == []
+    assert tree(w.root) == before
+    found = {f.path: f for f in mover(w).findings()}
+    assert found[VZ].kind == pvestate.LINK
+    assert pvestate.describe(found[VZ]).startswith(f"{VZ}: {link} is a symbolic link")
+
+
+def test_symlink_in_looks_at_each_component_under_the_root(tmp_path: Path) -> None:
+    (tmp_path / "var/lib/vz").mkdir(parents=True)
+    (tmp_path / "etc").symlink_to("var")
+    assert pvestate.symlink_in(str(tmp_path), VZ) is None
+    assert pvestate.symlink_in(str(tmp_path), "/etc/corosync") == "/etc"
+    assert pvestate.symlink_in(str(tmp_path), "/var/lib/none/x") is None  # absent: no link
+    (tmp_path / "var/lib/vz").rmdir()
+    (tmp_path / "var/lib/vz").symlink_to("/nonexistent")  # dangling still counts
+    assert pvestate.symlink_in(str(tmp_path), VZ) == VZ
+
+
+def _disk(w: PveWorld) -> str:
+    return str(w.live(VZ) / "images/100/vm-100-disk-0.raw")
+
+
+@pytest.mark.parametrize("how", ["fd", "maps", "cwd", "root", "mount", "loop", "swap"])
+def test_refuses_while_a_file_under_a_path_is_in_use(tmp_path: Path, how: str) -> None:
+    """A running VM with its disk on the local storage (qemu has it open, or maps it), a
+    shell in the directory, a container whose root file system lies under it (its own mount
+    namespace), a loop device or a swap file: the BE's copy would be unlinked under it."""
+    w = old_install(tmp_path)
+    disk = _disk(w)
+    Path(disk).write_bytes(b"disk")
+    sub = "/var/lib/vz/images/101/subvol-101-disk-0"
+    if how == "fd":
+        w.hold(4242, "kvm", fd=disk)
+    elif how == "maps":
+        w.hold(4242, "kvm", maps=disk)
+    elif how == "cwd":
+        w.hold(4242, "bash", cwd=str(w.live(VZ) / "dump"))
+    elif how == "root":
+        w.hold(4242, "lxc-init", root=str(w.live(sub)))
+    elif how == "mount":
+        sub = "/var/lib/vz/images/101/subvol 101"  # as escaped in mountinfo:
+        esc = sub.replace(" ", "\\040")
+        w.hold(4242, "init", mountinfo=(f"900 800 0:50 {esc} / rw - zfs {BE} rw\n"
+                                        f"901 900 0:5 / /dev rw - tmpfs none rw\n"))
+    elif how == "loop":
+        (w.sys_block / "loop0/loop").mkdir(parents=True)
+        (w.sys_block / "loop0/loop/backing_file").write_text(disk + "\n")
+    else:
+        (w.proc / "swaps").write_text("Filename\tType\tSize\tUsed\tPriority\n"
+                                      f"{disk}\tfile\t4\t0\t-2\n")
+    before = tree(w.root)
+    with pytest.raises(RefusedError) as exc:
+        mover(w).move_all()
+    msg = str(exc.value)
+    assert msg.startswith(f"{VZ} is in use: "), msg
+    assert {"fd": "pid 4242 (kvm)", "maps": "pid 4242 (kvm)", "cwd": "pid 4242 (bash)",
+            "root": "pid 4242 (lxc-init)", "mount": "pid 4242 (init)", "loop": "loop0",
+            "swap": "swap"}[how] in msg
+    assert "stop or migrate" in msg and "nothing was changed" in msg
+    assert w.runner.changes == []
+    assert tree(w.root) == before
+    assert w.active >= {"pve-cluster.service", "pvescheduler.service"}
+
+
+def test_a_process_the_move_stops_does_not_count(tmp_path: Path) -> None:
+    """pmxcfs has config.db open; it is pve-cluster.service, which the move stops."""
+    w = old_install(tmp_path)
+    w.hold(777, "pmxcfs", fd=str(w.live(PC) / "config.db"), unit="pve-cluster.service")
+    w.hold(778, "pvedaemon worker", cwd=str(w.live(PC)), unit="pvedaemon.service")
+    (w.proc / "4242").mkdir()  # a process that exited while it was looked at
+    mover(w).move_all()
+    assert_consistent(w)
+
+
+def test_a_holder_that_appears_after_the_stop_is_refused_and_the_be_keeps_it_all(
+        tmp_path: Path) -> None:
+    w = old_install(tmp_path)
+
+    def step(name: str) -> None:
+        if name == f"copy {VZ}":  # a VM started by hand after the check
+            w.hold(4243, "kvm", fd=_disk(w))
+    with pytest.raises(RefusedError, match=r"in use: pid 4243 \(kvm\)"):
+        mover(w, step=step).move_all()
+    assert ("cp", "-a") not in [c[:2] for c in w.runner.changes]
+    assert w.ds["rpool/var-lib-vz"]["canmount"] == "noauto"
+    assert w.active >= {"pvescheduler.service"}
+    assert (w.live(VZ) / "dump").is_dir() and not w.live(VZ).is_symlink()
+
+
+@pytest.mark.parametrize("change", ["same-size", "grown", "new", "gone", "chmod"])
+def test_a_file_changed_during_the_copy_rejects_the_move(tmp_path: Path, change: str) -> None:
+    """A write between the copy and the verify (the hook stands for a guest writing during
+    the copy): rejected, the dataset never switched on, the original in place and used."""
+    w = old_install(tmp_path)
+    dump = w.live(VZ) / "dump/vzdump-qemu-100.vma.zst"
+
+    def step(name: str) -> None:
+        if name == f"verify {VZ}":
+            if change == "same-size":
+                st = dump.stat()
+                dump.write_bytes(b"B" + dump.read_bytes()[1:])
+                os.utime(dump, ns=(st.st_atime_ns, st.st_mtime_ns))  # only ctime tells
+            elif change == "grown":
+                with dump.open("ab") as f:
+                    f.write(b"more")
+            elif change == "new":
+                (w.live(VZ) / "dump/new.log").write_text("x")
+            elif change == "gone":
+                (w.live(VZ) / "template/iso/a.iso").unlink()
+            else:
+                dump.chmod(0o600)
+    with pytest.raises(RefusedError, match=f"{VZ} changed during the copy"):
+        mover(w, step=step).move_all()
+    assert w.ds["rpool/var-lib-vz"]["canmount"] == "noauto"
+    assert not w.live(VZ).is_symlink(), "the new dataset was mounted"
+    assert (w.live(VZ) / "dump").is_dir()
+    assert w.active >= {"pvescheduler.service"}
+    mover(w).move_all()  # nothing writes any more: the re-run moves it
+    assert (w.live(VZ) / "dump").is_dir() and w.live(VZ).is_symlink()
+
+
+def test_verify_refuses_a_copy_whose_mtime_differs(tmp_path: Path) -> None:
+    src, dst = tmp_path / "a", tmp_path / "b"
+    src.mkdir()
+    dst.mkdir()
+    (src / "x").write_text("12")
+    before = statecopy.snapshot(src, ())
+    shutil.copy2(src / "x", dst / "x")
+    statecopy.verify_copy(src, dst, [], before=before)
+    os.utime(dst / "x", ns=(0, 0))
+    with pytest.raises(RefusedError, match="differs"):
+        statecopy.verify_copy(src, dst, [], before=before)
+
+
+def test_empty_under_never_follows_a_link(tmp_path: Path) -> None:
+    """The old copy is reached component by component without following links: a link put
+    in the way (or inside) is not gone through, its target is left alone."""
+    new = tmp_path / "new"
+    (new / "dump").mkdir(parents=True)
+    (new / "dump/x").write_text("the verified copy")
+    top = tmp_path / "bind"
+    (top / "var/lib").mkdir(parents=True)
+    (top / "var/lib/vz").symlink_to(new)
+    with pytest.raises(RefusedError, match="/var/lib/vz is a symbolic link"):
+        statecopy.empty_under(top, VZ)
+    assert (new / "dump/x").read_text() == "the verified copy"
+    (top / "var/lib/vz").unlink()
+    (top / "var/lib/vz/sub").mkdir(parents=True)
+    (top / "var/lib/vz/sub/f").write_text("old")
+    (top / "var/lib/vz/link").symlink_to(new)
+    (top / "var/lib/vz/sub/dlink").symlink_to(new / "dump")
+    statecopy.empty_under(top, VZ)
+    assert list((top / "var/lib/vz").iterdir()) == []
+    assert (new / "dump/x").read_text() == "the verified copy"
+    statecopy.empty_under(top, "/var/lib/none")  # nothing there: nothing to do

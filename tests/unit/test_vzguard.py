@@ -70,8 +70,8 @@ def test_destroy_refuses_a_be_holding_the_only_copy_and_names_it(tmp_path: Path)
         mgr.destroy("old")
     assert str(exc.value) == (
         "BE old holds files found nowhere else: "
-        "/var/lib/vz/dump/vzdump-qemu-100-2026_11_01.vma.zst; copy them to /var/lib/vz "
-        "(beadm mount old) or destroy with -F")
+        "/var/lib/vz/dump/vzdump-qemu-100-2026_11_01.vma.zst, /var/lib/vz/images/100/disk.raw; "
+        "copy them to /var/lib/vz (beadm mount old) or destroy with -F")
     assert runner.changes == []
     assert (f"{R}/old/var", mounted[1][1]) in mounted  # the child dataset holding /var
     assert [ds for ds, _ in mounted] == [f"{R}/old", f"{R}/old/var", f"{R}/other"]
@@ -116,3 +116,22 @@ def test_files_under_the_live_var_lib_vz_are_not_unique(tmp_path: Path) -> None:
     assert vzguard.unique_files(runner, plan, [], [], live=live / "var/lib/vz") == []
     assert vzguard.unique_files(runner, plan, [], [], live=tmp_path / "none") == [
         "dump/a.vma.zst"]
+
+
+def test_guest_disks_and_container_roots_count_as_unique(tmp_path: Path) -> None:
+    """A BE may hold the only copy of a VM disk (images/) or of a container's root file
+    system (private/, images/<id>/subvol-*): destroying it loses the guest."""
+    mgr, runner, _ = world(tmp_path, {
+        "old": {"images/101/vm-101-disk-0.qcow2": 12, "private/102/etc/hostname": 5,
+                "images/103/subvol-103-disk-0/etc/os-release": 6, "snippets/user.yaml": 3},
+        "other": {"template/iso/a.iso": 7},
+    })
+    with pytest.raises(RefusedError) as exc:
+        mgr.destroy("old")
+    assert ("/var/lib/vz/images/101/vm-101-disk-0.qcow2, "
+            "/var/lib/vz/images/103/subvol-103-disk-0/etc/os-release, "
+            "/var/lib/vz/private/102/etc/hostname and 1 more;") in str(exc.value)
+    assert runner.changes == []
+    assert sorted(vzguard.content(tmp_path / "be/old-var/lib/vz")) == [
+        "images/101/vm-101-disk-0.qcow2", "images/103/subvol-103-disk-0/etc/os-release",
+        "private/102/etc/hostname", "snippets/user.yaml"]
