@@ -343,6 +343,9 @@ class BeManager:
             else:
                 top = mnt.root_dataset(self.mounts())
                 if top is None or "/" not in top:
+                    # the real cause first where it is that (no OpenZFS tools: the runner
+                    # says "zfs: command not found")
+                    self.runner.run(["zfs", "version"], readonly=True, check=False)
                     raise UnsupportedError(
                         "/ is not a ZFS dataset below a BE root; use --root DATASET"
                     )

@@ -23,8 +23,13 @@ MAX_DATASET_LEN = 255
 _ALLOWED = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
 
 
-def check_component(name: str, what: str = "BE name") -> str:
-    """Return ``name`` if it is a valid BE (or snapshot) name, else raise InvalidNameError."""
+_HINT = "use letters, digits, '-', '_', '.', ':'"
+_NEW_HINT = "use letters, digits, '-', '_', '.'"  # a new BE name: no ':' (FAT_INVALID)
+
+
+def check_component(name: str, what: str = "BE name", *, hint: str = _HINT) -> str:
+    """Return ``name`` if it is a valid BE (or snapshot) name, else raise InvalidNameError
+    (``hint``: which characters to use, as the message says)."""
     shown = repr(name) if name else "''"
     if not name:
         raise InvalidNameError(f"invalid {what} {shown}: empty")
@@ -34,8 +39,7 @@ def check_component(name: str, what: str = "BE name") -> str:
     if bad:
         listed = " ".join(repr(c) for c in bad)
         raise InvalidNameError(
-            f"invalid {what} {shown}: character {listed} not allowed "
-            "(use letters, digits, '-', '_', '.', ':')"
+            f"invalid {what} {shown}: character {listed} not allowed ({hint})"
         )
     if name.startswith("-"):
         raise InvalidNameError(f"invalid {what} {shown}: must not start with '-'")
@@ -60,13 +64,13 @@ FAT_INVALID = frozenset(':')
 def check_new_be_name(name: str) -> str:
     """Validate a name a BE is about to get (create, rename, init): a valid dataset
     component that is also valid in a FAT file name."""
-    check_component(name, "BE name")
+    check_component(name, "BE name", hint=_NEW_HINT)
     bad = sorted({c for c in name if c in FAT_INVALID})
     if bad:
         listed = " ".join(repr(c) for c in bad)
         raise InvalidNameError(
             f"invalid BE name {name!r}: character {listed} not allowed in a new BE name "
-            "(its boot entries are files on a FAT ESP; use letters, digits, '-', '_', '.')"
+            f"(its boot entries are files on a FAT ESP; {_NEW_HINT})"
         )
     return name
 

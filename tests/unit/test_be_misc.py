@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fakes import RecordingBackend
+from fakes import FakeRunner, RecordingBackend
 from world import MOUNTINFO, manager, row
 
 from beadm.backend import BeRef, BootState
@@ -325,3 +326,25 @@ def test_init_refuses_a_name_fat_cannot_hold_but_other_commands_take_it(tmp_path
     assert [i.be.name for i in mgr.listing().bes] == ["a:b", "pve-1"]
     mgr.rename("a:b", "a-b")  # the way out
     assert ("zfs", "rename", "-u", f"{R}/a:b", f"{R}/a-b") in runner.changes
+
+
+def test_without_zfs_installed_the_error_says_so_first(tmp_path: Path) -> None:
+    """Issue 25.7: on a host without the zfs command (and so no ZFS root), the one error
+    line names the missing command, not --root."""
+    from beadm.errors import UnsupportedError
+    from beadm.runner import Result
+
+    class NoZfs(FakeRunner):
+        def run(self, argv: Sequence[str], *, readonly: bool = False,
+                check: bool = True) -> Result:
+            if argv[0] in ("zfs", "zpool"):
+                raise UnsupportedError(f"{argv[0]}: command not found")
+            return super().run(argv, readonly=readonly, check=check)
+
+    mgr, _, _ = manager(tmp_path, runner=NoZfs(),
+                        mountinfo="22 1 0:21 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n")
+    with pytest.raises(UnsupportedError, match="zfs: command not found"):
+        mgr.listing()
+    mgr, _, _ = manager(tmp_path, mountinfo="22 1 0:21 / / rw - ext4 /dev/sda1 rw\n")
+    with pytest.raises(UnsupportedError, match="/ is not a ZFS dataset"):  # zfs is there
+        mgr.listing()

@@ -92,3 +92,14 @@ def test_same_but_case() -> None:
     assert same_but_case("PVE-1", ["pve-1", "pve-2"]) == "pve-1"
     assert same_but_case("pve-1", ["pve-1", "pve-2"]) is None  # the same name: not a clash
     assert same_but_case("Pve-3", ["pve-1"]) is None
+
+
+@pytest.mark.parametrize("name", ["a b", "a/b", "x#y"])
+def test_a_new_name_is_never_told_that_colon_is_allowed(name: str) -> None:
+    """Issue 25.7: the hint for a new BE name lists only what a new name may hold."""
+    with pytest.raises(InvalidNameError) as exc:
+        check_new_be_name(name)
+    assert "':'" not in exc.value.message and "'-', '_', '.'" in exc.value.message
+    with pytest.raises(InvalidNameError) as exc:  # an existing BE's name may have one
+        check_be_name(name)
+    assert "':'" in exc.value.message
