@@ -8,9 +8,12 @@ registry (``beadm.registry``), never discovered by import side effects.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
+from beadm.errors import UnsupportedError
 from beadm.record import record
 from beadm.runner import Runner
 
@@ -70,6 +73,16 @@ class EspUsage:
     files: tuple[tuple[int, frozenset[str]], ...] = ()
 
 
+class PendingTrial(Protocol):
+    """A pending trial boot (``activate --trial``) as a backend reads it."""
+
+    @property
+    def be(self) -> str: ...  # the BE on trial
+
+    @property
+    def base(self) -> str: ...  # its entry (one trial differs from another by it)
+
+
 class BootBackend(Protocol):
     """Hooks the BE library calls. Every hook must be safe to re-run (idempotent).
 
@@ -97,14 +110,29 @@ class BootBackend(Protocol):
     - ``check_rename``: by ``rename``, before any change; raises to refuse (e.g. an ESP
       without room for the new entries).
 
-    Optional, looked up with ``getattr``: ``migrate(bes: list[BeRef]) -> None`` (``beadm
-    migrate``; without it the command says the backend has nothing to migrate) and a
-    ``warnings: list[str]`` attribute, printed by the CLI after any command but ``list``;
-    ``esp_usage(bes: list[BeRef]) -> tuple[EspUsage, ...] | None`` (``prune``'s ESP
-    floor; None or a missing method: unknown, the ESP floor is not applied).
+    - ``hold`` / ``release`` / ``be_view``: one session (mount namespace, ESP and BE
+      mounts) for a whole command; ``be_view`` is a BE's root mounted in it (None: no
+      session, the library mounts the BE itself).
+    - ``esp_usage``: ``prune``'s ESP floor (None: unknown, the floor is not applied).
+    - ``migrate``: ``beadm migrate`` (refuse with UnsupportedError where there is nothing
+      to migrate from).
+    - ``trials`` and the trial hooks (``activate --trial``, ``beadm trial-boot``): where
+      ``trials()`` is False, ``activate_trial`` refuses (UnsupportedError, with the reason),
+      ``trial_state`` is None and ``booted_trial`` False.
+    - ``warnings`` (printed by the CLI after any command but ``list``) and ``notes`` (facts
+      ``check`` shows): what the last hook found, reset by each hook.
+
+    Every hook is declared here and every backend has each one: the library never looks
+    one up by name.
     """
 
     name: str
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    @property
+    def notes(self) -> Sequence[object]: ...
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         """Report R and T among ``bes``; cheap (no ESP mount unless unavoidable)."""
@@ -152,6 +180,42 @@ class BootBackend(Protocol):
         written boot entries yet, so installing beadm changes no ESP before ``init``."""
         ...
 
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        """Share one session between every hook of a command until the hold ends."""
+        ...
+
+    def release(self) -> None:
+        """Unmount everything of the held session now (it reopens when needed)."""
+        ...
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        """BE ``be``'s root mounted in the held session (None: nothing held)."""
+        ...
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        """Each ESP's space and what beadm keeps on it (None: unknown)."""
+        ...
+
+    def migrate(self, bes: list[BeRef]) -> None:
+        """Take over the old shell beadm's boot entries (or refuse: UnsupportedError)."""
+        ...
+
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+        """Boot ``be`` next with ``tries`` counted tries, ``fallback`` the default after."""
+        ...
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        """Give up the pending trial: the fallback stays the default."""
+        ...
+
+    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
+        """The pending trial, if any."""
+        ...
+
+    def booted_trial(self) -> bool:
+        """Whether this boot came from a trial's counted entry."""
+        ...
+
 
 class NoopBackend:
     """Does nothing and knows nothing: for hosts (or tests) where beadm manages datasets only.
@@ -163,6 +227,8 @@ class NoopBackend:
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
+        self.warnings: list[str] = []
+        self.notes: list[object] = []
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         return BootState()
@@ -199,6 +265,30 @@ class NoopBackend:
 
     def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
         return None  # no ESP of its own: unknown
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def release(self) -> None:
+        return None
+
+    def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
+        return None  # no session: the library mounts what it reads itself
+
+    def migrate(self, bes: list[BeRef]) -> None:
+        raise UnsupportedError(f"backend {self.name} has nothing to migrate")
+
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+        raise UnsupportedError(f"backend {self.name} has no trial boots")
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        return None
+
+    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
+        return None
+
+    def booted_trial(self) -> bool:
+        return False
 
 
 BackendFactory = Callable[[Runner], BootBackend]

@@ -12,14 +12,14 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from beadm import confined
 from beadm import mounts as mnt
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootBackend, BootState, EspUsage
+from beadm.backend import BeRef, BootBackend, BootState, EspUsage, PendingTrial
 from beadm.errors import (
     BeadmError,
     ClusterGuardError,
@@ -295,24 +295,16 @@ class BeManager:
     def _hold(self) -> AbstractContextManager[None]:
         """The backend keeps one session (its private namespace, the ESPs and the target
         BE mounted once) for the whole command, where it can."""
-        hold = getattr(self.backend, "hold", None)
-        return hold() if callable(hold) else nullcontext()
+        return self.backend.hold()
 
     def _release(self) -> None:
-        release = getattr(self.backend, "release", None)
-        if callable(release):
-            release()
+        self.backend.release()
 
     def _view(self, ref: BeRef) -> Callable[[bool], Path | None]:
         """BE ``ref``'s root dataset as the backend's held session has it mounted (mounting
         it there if needed; ``writable``), None when the backend holds none."""
-        view = getattr(self.backend, "be_view", None)
-
         def get(writable: bool) -> Path | None:
-            if not callable(view):
-                return None
-            got = view(ref, writable=writable)
-            return got if isinstance(got, Path) else None
+            return self.backend.be_view(ref, writable=writable)
 
         return get
 
@@ -955,10 +947,9 @@ class BeManager:
         snaps = self._auto_snaps(tree, props)
         bes, refs = self._auto_bes(tree, props, snaps)
         # the ESPs are looked at only when an automatic BE may go
-        query = getattr(self.backend, "esp_usage", None)
         esps: tuple[EspUsage, ...] | None = None
-        if query is not None and any(b.auto and not b.held for b in bes):
-            esps = query(refs)
+        if any(b.auto and not b.held for b in bes):
+            esps = self.backend.esp_usage(refs)
         plan = retention.decide_all(snaps, bes, space, esps, policy)
         held = self._held(tree, plan)
         be_decisions = list(plan.bes)
@@ -1416,10 +1407,10 @@ class BeManager:
         if not 1 <= tries <= 9:
             raise UsageError(f"--tries must be 1 to 9, not {tries}")
         wd.check(watchdog)
-        hook = getattr(self.backend, "activate_trial", None)
-        if hook is None or not callable(hook):
-            raise UnsupportedError(f"backend {self.backend.name} has no trial boots")
-        with self._changing(boot=True) as tree:
+        with self._changing(boot=True) as tree:  # (the backend's preflight first)
+            if not self.backend.trials():
+                raise UnsupportedError(f"backend {self.backend.name} has no trial boots "
+                                       "(boot counting): 'beadm activate -t' boots a BE once")
             be = self._need(tree, name)
             running = self.running_name()
             if running is None or not tree.has_be(running):
@@ -1433,7 +1424,7 @@ class BeManager:
             undo = UndoLog()
             try:
                 self._point_pool_at(tree, back.dataset, bootfs, undo)
-                hook(self._ref(be, running), back, tries, watchdog)
+                self.backend.activate_trial(self._ref(be, running), back, tries, watchdog)
             except BaseException:
                 undo.rollback()
                 raise
@@ -1457,10 +1448,7 @@ class BeManager:
         checks passed, every way out of step 3 (confirmed, settled, the lock not had in
         time, the activation failing) stops the trial's watchdog with ``disarm()``: its
         notes go into the outcome, or are logged as warnings when an error follows."""
-        state = getattr(self.backend, "trial_state", None)
-        end = getattr(self.backend, "end_trial", None)
-        if state is None or end is None:
-            return TrialOutcome("none")
+        state, end = self.backend.trial_state, self.backend.end_trial
         with self._changing(boot=True) as tree:
             running = self.running_name()
             refs = [self._ref(b, running) for b in tree.bes()]
@@ -1468,8 +1456,7 @@ class BeManager:
             if trial is not None and trial.be != running:
                 end(refs)
                 return TrialOutcome("given-up", trial.be, (f"{running} is running",))
-            booted = getattr(self.backend, "booted_trial", None)
-            ended = trial is None and callable(booted) and bool(booted())
+            ended = trial is None and self.backend.booted_trial()
         if trial is None:
             if not ended:
                 return TrialOutcome("none")
@@ -1535,12 +1522,9 @@ class BeManager:
                               only_if_used=only_if_used)
 
     def migrate(self) -> None:
-        hook = getattr(self.backend, "migrate", None)
-        if hook is None or not callable(hook):
-            raise UnsupportedError(f"backend {self.backend.name} has nothing to migrate")
         with self._changing(boot=True) as tree:
             running = self.running_name()
-            hook([self._ref(b, running) for b in tree.bes()])
+            self.backend.migrate([self._ref(b, running) for b in tree.bes()])
 
     # -- mount / umount ----------------------------------------------------------------------
 
@@ -1634,10 +1618,9 @@ class BeManager:
         return True
 
 
-def _same_trial(now: object, then: object) -> bool:
+def _same_trial(now: PendingTrial | None, then: PendingTrial) -> bool:
     """Whether the pending trial ``now`` is still the trial ``then`` (same BE and entry)."""
-    return now is not None and (getattr(now, "be", None), getattr(now, "base", None)) == (
-        getattr(then, "be", None), getattr(then, "base", None))
+    return now is not None and (now.be, now.base) == (then.be, then.base)
 
 
 def _disarmed(disarm: Callable[[], list[str]] | None) -> list[str]:

@@ -50,15 +50,19 @@ def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBa
     except ImportError as exc:
         raise UnsupportedError("the systemd-boot backend is not available") from exc
 
+    sdboot = SystemdBootBackend(runner)
+
     def grub() -> GrubBackend:
-        """Built (and its modules imported) only where the guard finds GRUB ESPs."""
+        """Built (and its modules imported) only where the guard finds GRUB ESPs; on the
+        systemd-boot backend's host: one session (namespace, ESP and BE mounts) whichever
+        backend the host needs (issue 24: it had a host of its own)."""
         try:
             from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
         except ImportError as exc:
             raise UnsupportedError("the GRUB backend is not available") from exc
-        return GrubBackend(runner)
+        return GrubBackend(runner, host=sdboot.host)
 
-    backend: BootBackend = GuardedBackend(SystemdBootBackend(runner),
+    backend: BootBackend = GuardedBackend(sdboot,
                                           efi_dir=efi_dir if efi_dir is not None else EFI_DIR,
                                           make_grub=grub)
     return backend

@@ -9,10 +9,12 @@ changes, like the real runner.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from beadm.errors import CommandError
 from beadm.runner import Result
@@ -83,7 +85,7 @@ class RecordingBackend:
     name = "recording"
 
     def __init__(self, state: object = None, fail_on: str | None = None, *,
-                 trials: bool = False) -> None:
+                 trials: bool = True) -> None:
         from beadm.backend import BootState
 
         self.state = state if state is not None else BootState()
@@ -103,6 +105,37 @@ class RecordingBackend:
 
     def trials(self) -> bool:
         return self._trials
+
+    # -- the rest of the declared contract (beadm.backend.BootBackend): nothing held, no
+    # ESP of its own, no pending trial
+    warnings: list[str] = []
+    notes: list[object] = []
+
+    def hold(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def release(self) -> None:
+        return None
+
+    def be_view(self, be: object, *, writable: bool) -> Path | None:
+        return None
+
+    def esp_usage(self, bes: list[object]) -> object:
+        return None
+
+    def migrate(self, bes: list[object]) -> None:
+        from beadm.errors import UnsupportedError
+
+        raise UnsupportedError(f"backend {self.name} has nothing to migrate")
+
+    def end_trial(self, bes: list[object]) -> None:
+        self._hook("end_trial")
+
+    def trial_state(self, bes: list[object]) -> object:
+        return None
+
+    def booted_trial(self) -> bool:
+        return False
 
     def preflight(self) -> None:
         """Not recorded (every boot-changing command calls it)."""

@@ -111,3 +111,18 @@ def test_auto_builds_the_guard_with_both_backends(tmp_path: Path) -> None:
     (tmp_path / "proxmox-boot-uuids").write_text("1111-AAAA\n")
     b = registry.make_backend("auto", FakeRunner(), etc_kernel=tmp_path)
     assert isinstance(b, GuardedBackend) and isinstance(b.grub, GrubBackend)
+    # one host: the session the library holds is the one the GRUB backend mounts in
+    assert b.grub.host is b.inner.host
+
+
+def test_a_grub_hosts_hooks_go_to_the_grub_backend(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: prune's ESP floor asked systemd-boot's layout on a GRUB host."""
+    w = GrubWorld(tmp_path)
+    g = auto(w, tmp_path, uefi=False)
+    asked: list[str] = []
+    monkeypatch.setattr(g.inner, "esp_usage", lambda bes: asked.append("sdboot") or ())
+    monkeypatch.setattr(w.backend, "esp_usage", lambda bes: asked.append("grub") or None)
+    assert g.esp_usage(w.refs()) is None
+    assert asked == ["grub"]
+    assert not g.trials() and not g.booted_trial()

@@ -30,8 +30,8 @@ import os
 import re
 from pathlib import Path
 
-from beadm.backend import BeRef, BootState
-from beadm.errors import BeadmError, BootError
+from beadm.backend import BeRef, BootState, EspUsage, PendingTrial
+from beadm.errors import BeadmError, BootError, UnsupportedError
 from beadm.espboot import EspBackend, Plan, _container
 from beadm.grub import grubenv, menu, zfscfg
 from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, GRUBENV, Item, Menu
@@ -238,6 +238,27 @@ class GrubBackend(EspBackend):
 
     def trials(self) -> bool:
         return False  # GRUB has no boot counting here: activate -t is its one-time boot
+
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+        raise UnsupportedError("activate --trial is for systemd-boot hosts (its boot "
+                               "counting): this host boots through GRUB; 'beadm activate -t' "
+                               "boots a BE once")
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        return None
+
+    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
+        return None
+
+    def booted_trial(self) -> bool:
+        return False
+
+    def migrate(self, bes: list[BeRef]) -> None:
+        raise UnsupportedError("migrate (from the old shell beadm's systemd-boot layout) is "
+                               "for systemd-boot hosts: this host boots through GRUB")
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        return None  # not measured for GRUB's layout yet: unknown, prune's ESP floor is off
 
     def activate(self, be: BeRef, *, temporary: bool) -> None:
         self.warnings = []

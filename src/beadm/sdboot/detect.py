@@ -88,6 +88,8 @@ class GuardedBackend:
             return self.grub
         return self.inner
 
+    # the session: the systemd-boot backend's host, which the GRUB backend shares (the
+    # registry builds it so): one session whichever backend the host turns out to need
     def hold(self) -> contextlib.AbstractContextManager[None]:
         return self.inner.hold()
 
@@ -225,4 +227,9 @@ class GuardedBackend:
     def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
         if self.reason() is not None:
             return None
-        return self.inner.esp_usage(bes)
+        return self._target().esp_usage(bes)  # a GRUB host's own (issue 24: was systemd-boot's)
+
+    def booted_trial(self) -> bool:
+        if self.reason() is not None or self._kind == GRUB:
+            return False
+        return self.inner.booted_trial()
