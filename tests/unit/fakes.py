@@ -91,6 +91,8 @@ class RecordingBackend:
         self.state = state if state is not None else BootState()
         self.fail_on = fail_on
         self._trials = trials
+        self.warnings: list[str] = []
+        self.notes: list[object] = []
         self.calls: list[tuple[object, ...]] = []
 
     def _hook(self, *call: object) -> None:
@@ -107,9 +109,7 @@ class RecordingBackend:
         return self._trials
 
     # -- the rest of the declared contract (beadm.backend.BootBackend): nothing held, no
-    # ESP of its own, no pending trial
-    warnings: list[str] = []
-    notes: list[object] = []
+    # ESP of its own, no pending trial (warnings and notes: set in __init__)
 
     def hold(self) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
