@@ -242,7 +242,7 @@ class Bench:
             import pstats
             buf = io.StringIO()
             pstats.Stats(f.name, stream=buf).sort_stats("cumulative").print_stats(
-                r"beadm/(?!cli\.py:\d+\(main\))|hashlib|fsync|subprocess.py.*\(run\)", 14)
+                r"beadm/(?!cli/__init__\.py:\d+\(main\))|hashlib|fsync|subprocess.py.*\(run\)", 14)
             lines = [ln for ln in buf.getvalue().splitlines() if re.match(r"\s+\d", ln)]
             print("     cProfile, cumulative (ncalls tottime percall cumtime percall where):")
             for ln in lines[:14]:

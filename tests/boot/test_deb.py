@@ -67,7 +67,7 @@ def test_deb_contents(deb: Path) -> None:
     files = _contents(deb)
     assert files["usr/sbin/beadm"].startswith("-rwxr-xr-x")
     assert "usr/bin/beadm" not in files
-    assert "usr/lib/python3/dist-packages/beadm/cli.py" in files
+    assert "usr/lib/python3/dist-packages/beadm/cli/__init__.py" in files
     assert "usr/lib/python3/dist-packages/beadm/__init__.py" in files
     assert "usr/share/man/man8/beadm.8.gz" in files
     assert "usr/share/bash-completion/completions/beadm" in files
@@ -155,7 +155,7 @@ step "installed files"
 [ -x /usr/sbin/beadm ] || fail "/usr/sbin/beadm missing"
 [ ! -e /usr/bin/beadm ] || fail "/usr/bin/beadm exists"
 [ "$(command -v beadm)" = /usr/sbin/beadm ] || fail "beadm is not /usr/sbin/beadm"
-[ -f /usr/lib/python3/dist-packages/beadm/cli.py ] || fail "beadm not in dist-packages"
+[ -f /usr/lib/python3/dist-packages/beadm/cli/__init__.py ] || fail "beadm not in dist-packages"
 py=$(python3 -c 'import beadm; print(beadm.__file__)')
 [ "$py" = /usr/lib/python3/dist-packages/beadm/__init__.py ] || fail "python3 imports $py"
 [ -f /usr/share/man/man8/beadm.8.gz ] || fail "man page missing"
