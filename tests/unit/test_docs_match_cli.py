@@ -203,14 +203,16 @@ def _exit_codes() -> set[int]:
     for _, obj in inspect.getmembers(errors, inspect.isclass):
         if issubclass(obj, errors.BeadmError):
             codes.add(int(obj.exit_code))
-    tree = ast.parse(Path(inspect.getfile(cli)).read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Return)
-            and isinstance(node.value, ast.Constant)
-            and type(node.value.value) is int
-        ):
-            codes.add(node.value.value)
+    where = Path(inspect.getfile(cli))  # the package (cli/__init__.py): every module of it
+    for source in sorted(where.parent.glob("*.py")) if where.name == "__init__.py" else [where]:
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Return)
+                and isinstance(node.value, ast.Constant)
+                and type(node.value.value) is int
+            ):
+                codes.add(node.value.value)
     return codes
 
 

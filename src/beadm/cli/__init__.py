@@ -130,7 +130,7 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,
     rc = commands.COMMANDS[name](mgr, args, deps, out, err)
     # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
     # (list prints the warnings of boot_state itself.)
-    notes = getattr(mgr.backend, "warnings", None) or []
+    notes = mgr.backend.warnings
     for note in notes if args.command != "list" else []:
         print(f"beadm: warning: {note}", file=err)
     return rc

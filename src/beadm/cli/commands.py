@@ -208,7 +208,7 @@ def cmd_check(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
     problems = mgr.check()
     for line in problems:
         print(line, file=out)
-    for note in getattr(mgr.backend, "notes", None) or []:
+    for note in mgr.backend.notes:
         print(f"beadm: note: {note}", file=err)
     return 1 if problems else 0
 
