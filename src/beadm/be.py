@@ -337,7 +337,7 @@ class BeManager:
                 if top is None or "/" not in top:
                     # the real cause first where it is that (no OpenZFS tools: the runner
                     # says "zfs: command not found")
-                    self.runner.run(["zfs", "version"], readonly=True, check=False)
+                    self.zfs.version()
                     raise UnsupportedError(
                         "/ is not a ZFS dataset below a BE root; use --root DATASET"
                     )
@@ -1567,7 +1567,7 @@ class BeManager:
                     target = directory + rel if rel else directory
                     if rel and not self.runner.dry_run:  # never through a link in the BE
                         confined.mount_point(Path(directory), rel, create=True)
-                    self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", d.name, target])
+                    self.zfs.mount_at(d.name, target)
                     done.append(target)
             except BaseException:
                 for target in reversed(done):

@@ -26,6 +26,7 @@ from beadm.sdboot import entries as ent
 from beadm.sdboot import esplist, hooks, kernels, persist
 from beadm.sdboot.host import Esp, Host, Session, SystemHost
 from beadm.sdboot.store import EspStore
+from beadm.zfs import Zfs
 
 log = logging.getLogger(__name__)
 RECORD = "org.beadm:next"
@@ -78,6 +79,7 @@ class EspBackend:
     def __init__(self, runner: Runner, *, host: Host | None = None,
                  out: TextIO | None = None) -> None:
         self._runner = runner
+        self._zfs = Zfs(runner)
         self._out = out if out is not None else sys.stdout
         self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
         self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
@@ -105,20 +107,18 @@ class EspBackend:
     # -- the record ----------------------------------------------------------------
     def _get_record(self, container: str) -> str | None:
         try:
-            r = self._runner.run(["zfs", "get", "-H", "-p", "-o", "value", RECORD, container],
-                                 readonly=True)
+            value = self._zfs.get(container, RECORD).strip()
         except BeadmError:
             return None
-        value = r.stdout.strip()
         return value if value and value != "-" else None
 
     def _set_record(self, container: str, name: str | None, *, ask: bool = True) -> None:
         """``ask``: leave an equal record alone (a query first); else set it right away
         (one process instead of two: activate, issue 15)."""
         if name is None:
-            self._runner.run(["zfs", "inherit", RECORD, container])
+            self._zfs.inherit(container, RECORD)
         elif not ask or self._get_record(container) != name:
-            self._runner.run(["zfs", "set", f"{RECORD}={name}", container])
+            self._zfs.set(container, RECORD, name)
 
     def _plan(self, s: Session, be: BeRef, *, prepare: bool) -> Plan:
         """Read BE ``be``'s kernels and command line (``prepare``: also write its cmdline
@@ -251,9 +251,7 @@ class EspBackend:
             raise BootError("; ".join(problems))
 
     def _exists(self, dataset: str) -> bool:
-        r = self._runner.run(["zfs", "list", "-H", "-o", "name", dataset], readonly=True,
-                             check=False)
-        return r.returncode == 0
+        return self._zfs.exists(dataset)
 
     def _running_pins(self, bes: list[BeRef]) -> tuple[KernelPin, ...]:
         """The running BE's kernel pin (files in / : no mount needed)."""

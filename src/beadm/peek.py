@@ -15,6 +15,7 @@ from pathlib import Path
 from beadm import confined
 from beadm import mounts as mnt
 from beadm.runner import Runner
+from beadm.zfs import Zfs
 
 #: A BE's mount plan: (dataset, path relative to the BE's top), parents first.
 Plan = Sequence[tuple[str, str]]
@@ -65,7 +66,7 @@ def look_into(
                 confined.mount_point(Path(tmp), rel)
             except OSError:
                 continue  # no directory to mount it on in the read-only parent
-            runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", ds, target], readonly=True)
+            Zfs(runner).mount_at(ds, target, ro=True, readonly=True)
             done.append(target)
         yield Path(tmp)
     finally:

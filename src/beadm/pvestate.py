@@ -336,8 +336,7 @@ def prepare_be(
         return BeState(tuple(written), tuple(own_copies(got, paths)))
     tmp = tempfile.mkdtemp(prefix="beadm-", dir=tmpdir)
     try:
-        runner.run(["mount", "-t", "zfs", "-o", "ro,zfsutil" if dry else "zfsutil",
-                    be_dataset, tmp], readonly=dry)
+        Zfs(runner).mount_at(be_dataset, tmp, ro=dry, readonly=dry)
         try:
             written = write_units(Path(tmp), units, dry_run=dry, out=say)
             hidden = own_copies(Path(tmp), paths)
@@ -593,10 +592,7 @@ class Mover:
         if restart:
             props.append((PROP_RESTART, ",".join(restart)))
         self._step(f"create {spec.path}")
-        argv = ["zfs", "create"]
-        for k, v in props:
-            argv += ["-o", f"{k}={v}"]
-        self.runner.run([*argv, ds])
+        self.zfs.create(ds, props)
         if stop:
             self._step(f"stop {spec.path}")
             self._restart = restart
@@ -634,7 +630,7 @@ class Mover:
                 self.runner.run(["umount", p])
         if live not in where:
             self._step(f"mount {spec.path}")
-            self.runner.run(["zfs", "mount", ds])
+            self.zfs.mount(ds)
         self._step(f"mark-removing {spec.path}")
         self.zfs.set(ds, PROP_STATE, STATE_REMOVING)
         self._step(f"remove-old {spec.path}")
@@ -688,7 +684,7 @@ class Mover:
                 self._write_units(Path(where[d.name][-1]), units)
                 continue
             tmp = self._tmp()
-            self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", d.name, tmp])
+            self.zfs.mount_at(d.name, tmp)
             try:
                 self._write_units(Path(tmp), units)
             finally:
@@ -713,7 +709,7 @@ class Mover:
     @contextmanager
     def _mounted(self, ds: str, path: str) -> Iterator[str]:
         tmp = self._tmp()
-        self.runner.run(["mount", "-t", "zfs", "-o", "zfsutil", ds, tmp])
+        self.zfs.mount_at(ds, tmp)
         try:
             yield tmp
         finally:

@@ -41,6 +41,7 @@ from typing import Protocol, TextIO
 from beadm import aptinfo, confined
 from beadm.record import record
 from beadm.runner import Result, Runner
+from beadm.zfs import mount_argv
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Chroot:
 
             for dataset, rel in self._plan:
                 target = inside(rel) if rel else self.root
-                mount(["mount", "-t", "zfs", "-o", "zfsutil", dataset], target)
+                mount(mount_argv(dataset), target)
             mount(["mount", "-t", "proc", "proc"], inside("proc"))
             mount(["mount", "-t", "sysfs", "-o", "ro,nosuid,nodev,noexec", "sysfs"],
                   inside("sys"))

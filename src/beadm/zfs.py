@@ -1,7 +1,9 @@
 """A thin typed layer over the ``zfs`` and ``zpool`` commands. It knows nothing of BEs.
 
-Queries use ``-H -p`` (tab-separated, exact numbers) and run ``readonly`` so a dry run
-still sees the real state; changes go through the injected runner as argv lists.
+Every zfs/zpool argv of beadm, and every ZFS mount (the helper form
+``mount -t zfs -o [ro,]zfsutil DATASET DIR``), is built here. Queries use ``-H -p``
+(tab-separated, exact numbers) and run ``readonly`` so a dry run still sees the real
+state; changes go through the injected runner as argv lists.
 """
 
 from __future__ import annotations
@@ -212,6 +214,12 @@ class Zfs:
         argv = ["zfs", "get", "-H", "-p", "-o", "value", prop, name]
         return _dash(self.runner.run(argv, readonly=True).stdout.rstrip("\n"))
 
+    def version(self) -> str:
+        """What ``zfs version`` prints ("" when it fails): an unchecked query, run for its
+        error too: without the OpenZFS tools the runner says "zfs: command not found"."""
+        res = self.runner.run(["zfs", "version"], readonly=True, check=False)
+        return res.stdout.rstrip("\n") if res.returncode == 0 else ""
+
     def pool_props(self, pool: str, props: Sequence[str]) -> dict[str, str]:
         """Several pool properties with one ``zpool get`` (each ``zpool`` process costs
         0.2-0.4 s under emulation, issue 15): {property: value}, ``-`` read as empty."""
@@ -236,6 +244,21 @@ class Zfs:
 
     def clone(self, snapshot: str, target: str, props: Sequence[tuple[str, str]]) -> None:
         self.runner.run(["zfs", "clone", *_opts(props), snapshot, target])
+
+    def create(self, name: str, props: Sequence[tuple[str, str]]) -> None:
+        """``zfs create -o PROP=VALUE... NAME``, the properties in the given order."""
+        self.runner.run(["zfs", "create", *_opts(props), name])
+
+    def mount(self, name: str) -> None:
+        """``zfs mount NAME``: at its ``mountpoint`` property."""
+        self.runner.run(["zfs", "mount", name])
+
+    def mount_at(self, name: str, target: str, *, ro: bool = False,
+                 readonly: bool = False) -> None:
+        """Mount ``name`` on directory ``target`` with the ZFS helper (:func:`mount_argv`);
+        ``ro``: the mount is read-only; ``readonly``: the runner's flag (a query: it runs
+        in a dry run too)."""
+        self.runner.run([*mount_argv(name, ro=ro), target], readonly=readonly)
 
     def set(self, name: str, prop: str, value: str) -> None:
         self.runner.run(["zfs", "set", f"{prop}={value}", name])
@@ -263,6 +286,14 @@ class Zfs:
 
     def pool_set(self, pool: str, prop: str, value: str) -> None:
         self.runner.run(["zpool", "set", f"{prop}={value}", pool])
+
+
+def mount_argv(name: str, *, ro: bool = False) -> list[str]:
+    """``mount -t zfs -o [ro,]zfsutil NAME``, the directory to append: the ZFS mount
+    helper's form, which mounts ``name`` wherever asked, whatever its ``mountpoint`` and
+    ``canmount`` say (a private or temporary mount). For a caller that runs it itself;
+    else :meth:`Zfs.mount_at`."""
+    return ["mount", "-t", "zfs", "-o", "ro,zfsutil" if ro else "zfsutil", name]
 
 
 def _opts(props: Iterable[tuple[str, str]]) -> list[str]:

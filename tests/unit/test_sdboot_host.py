@@ -316,6 +316,25 @@ def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
                             "/run/b/be-2")]
 
 
+
+def test_the_zfs_helper_mounts_beadm_zfs_builds_are_the_libc_calls(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: every ZFS mount's argv comes from beadm.zfs; the session's (both modes)
+    must stay in the form LibcMounts makes with mount(2), not a process each."""
+    from beadm.sdboot import host as hostmod
+    from beadm.zfs import Zfs
+
+    libc = RecordingLibc()
+    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    inner = PropRunner()
+    z = Zfs(hostmod.LibcMounts(inner))  # type: ignore[arg-type]
+    z.mount_at("rpool/ROOT/pve-2", "/run/b/be-0", readonly=True)
+    z.mount_at("rpool/ROOT/pve-3", "/run/b/be-1", ro=True, readonly=True)
+    assert inner.calls == []
+    assert [c[1:5] for c in libc.calls] == [
+        (b"rpool/ROOT/pve-2", b"/run/b/be-0", b"zfs", 0),
+        (b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", hostmod.MS_RDONLY)]
+
 def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
     from beadm.runner import SubprocessRunner
     from beadm.sdboot.host import LibcMounts

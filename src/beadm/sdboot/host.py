@@ -45,6 +45,7 @@ from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
 from beadm.runner import Result, Runner, SubprocessRunner
 from beadm.sdboot.efivars import EFIVARS, EfiVars
 from beadm.sdboot.store import EspStore
+from beadm.zfs import Zfs
 
 UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
 CLONE_NEWNS = 0x00020000
@@ -344,8 +345,7 @@ class SystemSession:
             self._bes[be.dataset] = found
             return self.be_root(be, writable=writable)
         d = self._dir(f"be-{len(self._bes)}")
-        opts = "zfsutil" if writable else "ro,zfsutil"
-        host.mounter.run(["mount", "-t", "zfs", "-o", opts, be.dataset, str(d)], readonly=True)
+        Zfs(host.mounter).mount_at(be.dataset, str(d), ro=not writable, readonly=True)
         host.be_mounts += 1
         self._mounted.append(d)
         self._bes[be.dataset] = (d, writable)
