@@ -217,13 +217,36 @@ class BootBackend(Protocol):
         ...
 
 
-class NoopBackend:
+class NoTrialBoots:
+    """The trial hooks of a backend without trial boots: ``activate_trial`` refuses with
+    :attr:`no_trials` (UnsupportedError), nothing is ever pending or booted as a trial."""
+
+    no_trials = "this boot backend has no trial boots"
+
+    def trials(self) -> bool:
+        return False
+
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+        raise UnsupportedError(self.no_trials)
+
+    def end_trial(self, bes: list[BeRef]) -> None:
+        return None
+
+    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
+        return None
+
+    def booted_trial(self) -> bool:
+        return False
+
+
+class NoopBackend(NoTrialBoots):
     """Does nothing and knows nothing: for hosts (or tests) where beadm manages datasets only.
 
     With it, the BE library shows the pool's ``bootfs`` BE as next boot (R).
     """
 
     name = "none"
+    no_trials = "backend none has no trial boots"
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
@@ -236,8 +259,6 @@ class NoopBackend:
     def preflight(self) -> None:
         pass
 
-    def trials(self) -> bool:
-        return False
 
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         pass
@@ -277,18 +298,6 @@ class NoopBackend:
 
     def migrate(self, bes: list[BeRef]) -> None:
         raise UnsupportedError(f"backend {self.name} has nothing to migrate")
-
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
-        raise UnsupportedError(f"backend {self.name} has no trial boots")
-
-    def end_trial(self, bes: list[BeRef]) -> None:
-        return None
-
-    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
-        return None
-
-    def booted_trial(self) -> bool:
-        return False
 
 
 BackendFactory = Callable[[Runner], BootBackend]

@@ -7,6 +7,10 @@ import hashlib
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from beadm.sdboot.backend import SystemdBootBackend
 
 
 def create_pool(name: str, altroot: str, disk: Path) -> None:
@@ -33,3 +37,21 @@ def device_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 22), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def lab_sdboot_backend(tmp_path: Path, uuids: list[str]) -> SystemdBootBackend:
+    """The systemd-boot backend on the lab's real ESPs: ``uuids`` as the host's ESP list
+    (in ``tmp_path/etc``), the VM's efivarfs where it has one (``--uefi``), else a
+    directory standing in for it."""
+    from beadm.runner import SubprocessRunner
+    from beadm.sdboot.backend import SystemdBootBackend
+    from beadm.sdboot.efivars import EFIVARS
+    from beadm.sdboot.host import SystemHost
+
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "proxmox-boot-uuids").write_text("\n".join(uuids) + "\n")
+    efi = EFIVARS if EFIVARS.is_dir() else tmp_path / "efivars"
+    efi.mkdir(exist_ok=True)
+    runner = SubprocessRunner()
+    return SystemdBootBackend(runner, host=SystemHost(runner, etc_kernel=etc, efivars=efi))

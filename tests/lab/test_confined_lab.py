@@ -12,13 +12,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from labpool import lab_sdboot_backend
 
 from beadm.backend import BeRef
 from beadm.errors import BootError
-from beadm.runner import SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.efivars import EFIVARS
-from beadm.sdboot.host import SystemHost
 
 POOL = "cnftest"
 KVER = "6.1.0-99-test"
@@ -56,15 +54,8 @@ def machine(pool_disks: list[Path], esps: list[tuple[Path, str]], sh: Callable[.
                 (alt / f"boot/vmlinuz-{KVER}").write_bytes(b"K" * (2 << 20))
                 (alt / f"boot/initrd.img-{KVER}").write_bytes(b"I" * (3 << 20))
             sh("zfs", "umount", f"{POOL}/ROOT/{name}")
-        etc = tmp_path / "etc"
-        etc.mkdir()
         uuids = [u for _, u in esps]
-        (etc / "proxmox-boot-uuids").write_text("\n".join(uuids) + "\n")
-        efi = EFIVARS if EFIVARS.is_dir() else tmp_path / "efivars"
-        efi.mkdir(exist_ok=True)
-        runner = SubprocessRunner()
-        yield SystemdBootBackend(runner, host=SystemHost(runner, etc_kernel=etc,
-                                                         efivars=efi)), uuids
+        yield lab_sdboot_backend(tmp_path, uuids), uuids
     finally:
         subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
 

@@ -9,13 +9,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from labpool import device_digest
+from labpool import device_digest, lab_sdboot_backend
 
 from beadm.backend import BeRef
 from beadm.errors import BootError
 from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.efivars import DEFAULT, EFIVARS, ONESHOT
+from beadm.sdboot.efivars import DEFAULT, ONESHOT
 from beadm.sdboot.host import SystemHost
 
 POOL = "sdbtest"
@@ -42,15 +42,8 @@ def machine(pool_disks: list[Path], esps: list[tuple[Path, str]], sh: Callable[.
         sh("zfs", "snapshot", f"{POOL}/ROOT/a@s")
         sh("zfs", "clone", "-o", "mountpoint=/", "-o", "canmount=noauto",
            f"{POOL}/ROOT/a@s", f"{POOL}/ROOT/b")
-        etc = tmp_path / "etc"
-        etc.mkdir()
         uuids = [u for _, u in esps]
-        (etc / "proxmox-boot-uuids").write_text("\n".join(uuids) + "\n")
-        efi = EFIVARS if EFIVARS.is_dir() else tmp_path / "efivars"
-        efi.mkdir(exist_ok=True)
-        runner = SubprocessRunner()
-        yield SystemdBootBackend(runner, host=SystemHost(runner, etc_kernel=etc,
-                                                         efivars=efi)), uuids
+        yield lab_sdboot_backend(tmp_path, uuids), uuids
     finally:
         subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
 

@@ -30,7 +30,7 @@ import os
 import re
 from pathlib import Path
 
-from beadm.backend import BeRef, BootState, EspUsage, PendingTrial
+from beadm.backend import BeRef, BootState, EspUsage, NoTrialBoots
 from beadm.errors import BeadmError, BootError, UnsupportedError
 from beadm.espboot import EspBackend, Plan, _container
 from beadm.grub import grubenv, menu, zfscfg
@@ -46,10 +46,13 @@ log = logging.getLogger(__name__)
 _LINUX = re.compile(r"^\s*linux\s+(\S+)(.*)$")
 
 
-class GrubBackend(EspBackend):
+class GrubBackend(NoTrialBoots, EspBackend):
     """BEs booted by GRUB from every ESP in ``/etc/kernel/proxmox-boot-uuids``."""
 
     name = "grub"
+    # GRUB has no boot counting here: activate -t is its one-time boot
+    no_trials = ("activate --trial is for systemd-boot hosts (its boot counting): this host "
+                 "boots through GRUB; 'beadm activate -t' boots a BE once")
 
     # -- one ESP ---------------------------------------------------------------------
     @staticmethod
@@ -235,23 +238,6 @@ class GrubBackend(EspBackend):
             dead = _fallback_dead(esps, replacing) if replacing is not None else ()
         if dead:
             self._revive_fallback(dead, replacing.dataset if replacing else "")
-
-    def trials(self) -> bool:
-        return False  # GRUB has no boot counting here: activate -t is its one-time boot
-
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
-        raise UnsupportedError("activate --trial is for systemd-boot hosts (its boot "
-                               "counting): this host boots through GRUB; 'beadm activate -t' "
-                               "boots a BE once")
-
-    def end_trial(self, bes: list[BeRef]) -> None:
-        return None
-
-    def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
-        return None
-
-    def booted_trial(self) -> bool:
-        return False
 
     def migrate(self, bes: list[BeRef]) -> None:
         raise UnsupportedError("migrate (from the old shell beadm's systemd-boot layout) is "
