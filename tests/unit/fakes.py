@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import io
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +93,7 @@ class RecordingBackend:
         self._trials = trials
         self.warnings: list[str] = []
         self.notes: list[object] = []
+        self.held = 0
         self.calls: list[tuple[object, ...]] = []
 
     def _hook(self, *call: object) -> None:
@@ -111,8 +112,15 @@ class RecordingBackend:
     # -- the rest of the declared contract (beadm.backend.BootBackend): nothing held, no
     # ESP of its own, no pending trial (warnings and notes: set in __init__)
 
-    def hold(self) -> contextlib.AbstractContextManager[None]:
-        return contextlib.nullcontext()
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Counts open holds (``held``): ``beadm.be`` holds the session while it has the
+        lock (the private namespace, the ESPs mounted)."""
+        self.held += 1
+        try:
+            yield
+        finally:
+            self.held -= 1
 
     def release(self) -> None:
         return None

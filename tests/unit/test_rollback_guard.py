@@ -4,11 +4,9 @@ the target BE are temporary directories (the fake runner's ``mount`` copies the 
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -374,16 +372,7 @@ class HoldingBackend(RecordingBackend):
     def __init__(self, old: Path) -> None:
         super().__init__()
         self.old = old
-        self.held = 0
         self.views: list[tuple[str, bool]] = []
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self.held += 1
-        try:
-            yield
-        finally:
-            self.held -= 1
 
     def release(self) -> None:
         self.calls.append(("release",))

@@ -99,7 +99,6 @@ class TrialBackend(RecordingBackend):
         super().__init__(fail_on=fail_on)
         self.trial_be = be
         self.pending = True
-        self.held = 0
 
     def trial_state(self, bes: list[BeRef]) -> object:
         if not self.pending:
@@ -109,13 +108,6 @@ class TrialBackend(RecordingBackend):
     def end_trial(self, bes: list[BeRef]) -> None:
         self._hook("end_trial")
 
-    @contextmanager
-    def hold(self) -> Iterator[None]:
-        self.held += 1
-        try:
-            yield
-        finally:
-            self.held -= 1
 
 
 def lock_is_free(path: Path) -> bool:
