@@ -1,7 +1,7 @@
 """The explicit registry of bootloader backends (name -> factory) and the ``auto`` choice.
 
 ``auto``: ``none`` where no proxmox-boot uuids file exists; else the choice of
-:mod:`beadm.sdboot.detect`: systemd-boot when every listed ESP is a systemd-boot ESP and the
+:mod:`beadm.detect`: systemd-boot when every listed ESP is a systemd-boot ESP and the
 host booted in UEFI mode, GRUB when every ESP boots GRUB (``EFI/proxmox/grubx64.efi``, or a
 legacy-BIOS boot with ``grub/`` on the ESPs), and a refusal of every boot-changing command
 (exit 7, with the reason) otherwise: a mixed host, an ESP without a boot loader.
@@ -45,8 +45,8 @@ def _grub(runner: Runner) -> BootBackend:
 
 def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBackend:
     try:
+        from beadm.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
         from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
-        from beadm.sdboot.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise UnsupportedError("the systemd-boot backend is not available") from exc
 

@@ -119,7 +119,7 @@ NamespaceFactory = Callable[[Runner], Namespace]
 
 
 def _default_namespace(runner: Runner) -> Namespace:
-    from beadm.sdboot.host import PrivateNamespace  # the one implementation (ctypes)
+    from beadm.esp.host import PrivateNamespace  # the one implementation (ctypes)
 
     return PrivateNamespace(runner)
 

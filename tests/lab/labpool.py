@@ -43,10 +43,10 @@ def lab_sdboot_backend(tmp_path: Path, uuids: list[str]) -> SystemdBootBackend:
     """The systemd-boot backend on the lab's real ESPs: ``uuids`` as the host's ESP list
     (in ``tmp_path/etc``), the VM's efivarfs where it has one (``--uefi``), else a
     directory standing in for it."""
+    from beadm.esp.efivars import EFIVARS
+    from beadm.esp.host import SystemHost
     from beadm.runner import SubprocessRunner
     from beadm.sdboot.backend import SystemdBootBackend
-    from beadm.sdboot.efivars import EFIVARS
-    from beadm.sdboot.host import SystemHost
 
     etc = tmp_path / "etc"
     etc.mkdir()

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from beadm.backend import BeRef
+from beadm.esp.host import SystemHost
 from beadm.grub.backend import GrubBackend
 from beadm.runner import SubprocessRunner
-from beadm.sdboot.host import SystemHost
 
 POOL = "grubtest"
 KVER = "6.1.0-99-test"

@@ -24,10 +24,10 @@ from labpool import create_pool, device_digest
 
 from beadm.backend import BeRef
 from beadm.cli import Deps, main
+from beadm.esp.efivars import DEFAULT, EFIVARS, ONESHOT
+from beadm.esp.host import SystemHost
 from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.efivars import DEFAULT, EFIVARS, ONESHOT
-from beadm.sdboot.host import SystemHost
 
 POOL = "guardtest"
 ROOT = f"{POOL}/ROOT"

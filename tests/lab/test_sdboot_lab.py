@@ -13,10 +13,10 @@ from labpool import device_digest, lab_sdboot_backend
 
 from beadm.backend import BeRef
 from beadm.errors import BootError
+from beadm.esp.efivars import DEFAULT, ONESHOT
+from beadm.esp.host import SystemHost
 from beadm.runner import Runner, SubprocessRunner
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.efivars import DEFAULT, ONESHOT
-from beadm.sdboot.host import SystemHost
 
 POOL = "sdbtest"
 KVER = "6.1.0-99-test"
@@ -109,7 +109,7 @@ def test_a_sessions_be_mounts_are_mount2_calls_that_real_zfs_takes(
     the ``mntpoint=`` hint lets a ``.zfs/snapshot`` automount work under it, and a mount
     that the kernel refuses goes through the helper, whose message the error carries."""
     from beadm.errors import CommandError
-    from beadm.sdboot.host import LibcMounts
+    from beadm.esp.host import LibcMounts
 
     m = LibcMounts(SubprocessRunner())
     ro, rw = tmp_path / "ro", tmp_path / "rw"

@@ -20,8 +20,8 @@ from pathlib import Path
 from sdboot_world import POOL, PropRunner
 
 from beadm.backend import BeRef
+from beadm.esp.host import DirHost
 from beadm.grub.backend import GrubBackend
-from beadm.sdboot.host import DirHost
 
 UUIDS = ("BBBB-0001", "BBBB-0002")
 K1 = "6.8.12-1-pve"

@@ -16,9 +16,9 @@ from pathlib import Path
 
 from beadm.backend import BeRef
 from beadm.errors import CommandError
+from beadm.esp.host import DirHost
 from beadm.runner import Result
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.host import DirHost
 
 UUIDS = ("AAAA-0001", "AAAA-0002")
 K1 = "6.8.12-1-pve"
@@ -162,9 +162,9 @@ class World:
 
     def booted(self, uuid: str) -> str | None:
         """The BE systemd-boot would boot from ESP ``uuid`` (EFI variables included)."""
-        from beadm.sdboot import entries as ent
+        from beadm.esp import entries as ent
+        from beadm.esp.store import EspStore
         from beadm.sdboot import resolve
-        from beadm.sdboot.store import EspStore
 
         st = EspStore(self.esps[uuid], uuid)
         found = st.entry_files()

@@ -17,10 +17,10 @@ from sdboot_world import K1, World
 
 from beadm import confined
 from beadm.errors import BootError
+from beadm.esp import cmdline as cmd
+from beadm.esp import esplist, hooks, kernels, persist
+from beadm.esp.store import EspStore, content_name
 from beadm.grub import zfscfg
-from beadm.sdboot import cmdline as cmd
-from beadm.sdboot import esplist, hooks, kernels, persist
-from beadm.sdboot.store import EspStore, content_name
 
 HOST_LINE = "root=ZFS=rpool/ROOT/host-only boot=zfs host-secret-option"
 SECRET = b"root:$y$host-shadow-hash:19000:0:99999:7:::\n"
@@ -246,7 +246,7 @@ def test_the_store_does_not_write_through_a_link_on_the_esp(tmp_path: Path,
     (esp / "loader/entries").symlink_to(host / "etc/systemd")
     st = EspStore(esp, "AAAA-0001")
     before = snapshot(host)
-    from beadm.sdboot import entries as ent
+    from beadm.esp import entries as ent
     with pytest.raises(BootError, match="symbolic link"):
         st.write_entry("beadm-x-1.conf", ent.Entry(title="x", linux="/beadm/a",
                                                    initrd=("/beadm/b",), options="o"))

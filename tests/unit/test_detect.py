@@ -1,4 +1,4 @@
-"""Issue 11 item 3: GRUB hosts are never silently "activated" (beadm.sdboot.detect, registry)."""
+"""Issue 11 item 3: GRUB hosts are never silently "activated" (beadm.detect, registry)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sdboot_world import UUIDS, World, tree_snapshot
 from world import manager, row
 
 from beadm import registry
+from beadm.detect import GRUB, SDBOOT, GuardedBackend, esp_kind
 from beadm.errors import UnsupportedError
-from beadm.sdboot.detect import GRUB, SDBOOT, GuardedBackend, esp_kind
 
 R = "rpool/ROOT"
 LISTING = "".join([

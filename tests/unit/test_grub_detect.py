@@ -13,10 +13,10 @@ from sdboot_world import UUIDS as SD_UUIDS
 from sdboot_world import World, tree_snapshot
 
 from beadm import registry
+from beadm.detect import GRUB, SDBOOT, GuardedBackend
 from beadm.errors import UnsupportedError
 from beadm.grub.backend import GrubBackend
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.detect import GRUB, SDBOOT, GuardedBackend
 
 
 def auto(w: GrubWorld, tmp: Path, *, uefi: bool) -> GuardedBackend:

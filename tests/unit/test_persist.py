@@ -1,5 +1,5 @@
 """Issue 11 item 5: the apt hook and the shutdown unit that re-assert the activated BE where no
-kernel hook follows a loader.conf rewrite (beadm.sdboot.persist)."""
+kernel hook follows a loader.conf rewrite (beadm.esp.persist)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sdboot_world import UUIDS, PropRunner, World
 
-from beadm.sdboot import persist
+from beadm.esp import persist
 
 REPO = Path(__file__).resolve().parents[2]
 

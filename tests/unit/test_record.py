@@ -138,7 +138,7 @@ def test_beadm_list_imports_no_dataclasses() -> None:
     """The point of beadm.record (issue 15): what every command imports stays without
     dataclasses and inspect."""
     code = ("import sys, beadm.cli, beadm.be, beadm.registry, beadm.sdboot.backend, "
-            "beadm.sdboot.detect, beadm.sdboot.host, beadm.grub.backend; "
+            "beadm.detect, beadm.esp.host, beadm.grub.backend; "
             "print(sorted(m for m in ('dataclasses', 'inspect') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
                           f"{str(SRC)!r}); {code}"], capture_output=True, text=True, check=True)

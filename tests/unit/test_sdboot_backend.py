@@ -9,8 +9,8 @@ from fakes import pool_props
 from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
-from beadm.sdboot import hooks
-from beadm.sdboot.efivars import EfiRefused, EfiVars
+from beadm.esp import hooks
+from beadm.esp.efivars import EfiRefused, EfiVars
 
 
 @pytest.fixture
@@ -484,8 +484,8 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
     from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
     from beadm.cli import Deps, main
+    from beadm.esp.host import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
-    from beadm.sdboot.host import DirHost
 
     out, err = io.StringIO(), io.StringIO()
 

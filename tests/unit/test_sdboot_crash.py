@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from sdboot_world import K2, UUIDS, World
 
-from beadm.sdboot import entries as ent
+from beadm.esp import entries as ent
+from beadm.esp.store import EspStore
 from beadm.sdboot import resolve
-from beadm.sdboot.store import EspStore
 
 
 class Killed(BaseException):

@@ -13,7 +13,7 @@ from sdboot_world import UUIDS, World, tree_snapshot
 
 from beadm import confined
 from beadm.errors import BootError
-from beadm.sdboot import esplist
+from beadm.esp import esplist
 
 NEW = "BBBB-0003"
 CURRENT = f"{UUIDS[0]}\n{NEW}\n"
@@ -125,8 +125,8 @@ def test_running_root_with_the_old_name_and_a_be_without_a_list(w: World) -> Non
 def test_dry_run_says_it_and_changes_nothing(w: World) -> None:
     from sdboot_world import K1, PropRunner
 
+    from beadm.esp.host import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
-    from beadm.sdboot.host import DirHost
 
     replace_esp2(w)
     host = DirHost(w.etc, dict(w.esps), w.bes, w.efivars, dry_run=True, out=w.out, kernel=K1)

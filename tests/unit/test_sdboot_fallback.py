@@ -127,7 +127,7 @@ def test_a_stale_default_naming_the_gone_be_is_not_put_back(w: World) -> None:
     _refresh_does(w, "ok")
     del w.bes["rpool/ROOT/pve-2"]
     w.backend.post_destroy(w.ref("pve-2"))
-    from beadm.sdboot.store import EspStore
+    from beadm.esp.store import EspStore
 
     for u in UUIDS:
         assert "pve-2" not in (EspStore(w.esps[u], u).loader_default() or "")

@@ -12,10 +12,10 @@ from sdboot_world import PropRunner
 
 from beadm.backend import BeRef
 from beadm.errors import BootError, CommandError
+from beadm.esp.efivars import EfiVars
+from beadm.esp.host import SystemHost, read_uuids
 from beadm.runner import Runner
 from beadm.sdboot.backend import SystemdBootBackend
-from beadm.sdboot.efivars import EfiVars
-from beadm.sdboot.host import SystemHost, read_uuids
 
 U1, U2 = "C0DE-0001", "C0DE-0002"
 
@@ -119,8 +119,8 @@ def test_old_uuids_file_name(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root (CAP_SYS_ADMIN) for unshare")
 def test_private_namespace_hides_mounts_and_returns(tmp_path: Path) -> None:
+    from beadm.esp.host import PrivateNamespace
     from beadm.runner import SubprocessRunner
-    from beadm.sdboot.host import PrivateNamespace
 
     ns = PrivateNamespace(SubprocessRunner())
     d = tmp_path / "m"
@@ -171,7 +171,7 @@ class FakeLibc:
 def test_namespace_is_a_slave_of_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10.7: slave propagation, so that the host's unmounts reach beadm's namespace
     (a private one kept them alive and busy) and beadm's mounts never reach the host."""
-    from beadm.sdboot import host as hostmod
+    from beadm.esp import host as hostmod
 
     libc = FakeLibc()
     monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
@@ -184,7 +184,7 @@ def test_namespace_is_a_slave_of_the_hosts(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_namespace_left_when_propagation_cannot_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from beadm.sdboot import host as hostmod
+    from beadm.esp import host as hostmod
 
     libc = FakeLibc()
     monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
@@ -271,7 +271,7 @@ def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
     """Issue 15: no process per ESP or BE mount, unmount or propagation change; a ZFS
     mount with other options than ``[ro,]zfsutil`` goes through mount(8) (its ZFS helper),
     as does one whose mount(2) fails (the helper then says why, in its words)."""
-    from beadm.sdboot import host as hostmod
+    from beadm.esp import host as hostmod
 
     libc = RecordingLibc()
     monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
@@ -321,7 +321,7 @@ def test_the_zfs_helper_mounts_beadm_zfs_builds_are_the_libc_calls(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24: every ZFS mount's argv comes from beadm.zfs; the session's (both modes)
     must stay in the form LibcMounts makes with mount(2), not a process each."""
-    from beadm.sdboot import host as hostmod
+    from beadm.esp import host as hostmod
     from beadm.zfs import Zfs
 
     libc = RecordingLibc()
@@ -336,8 +336,8 @@ def test_the_zfs_helper_mounts_beadm_zfs_builds_are_the_libc_calls(
         (b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", hostmod.MS_RDONLY)]
 
 def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
+    from beadm.esp.host import LibcMounts
     from beadm.runner import SubprocessRunner
-    from beadm.sdboot.host import LibcMounts
 
     assert isinstance(SystemHost(SubprocessRunner()).mounter, LibcMounts)
     r = PropRunner()

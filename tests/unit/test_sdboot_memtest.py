@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sdboot_world import UUIDS, World, tree_snapshot
 
-from beadm.sdboot import entries as ent
+from beadm.esp import entries as ent
 from beadm.sdboot import resolve
 
 MEMTEST_ID = "memtest86+x64.efi.conf"

@@ -11,10 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from beadm.errors import BootError
-from beadm.sdboot import cmdline, entries, kernels, loaderconf, resolve
-from beadm.sdboot import store as store_mod
-from beadm.sdboot.efivars import EfiRefused, EfiVars, decode, encode
-from beadm.sdboot.store import EspStore, content_name, file_digest, store_name
+from beadm.esp import cmdline, entries, kernels, loaderconf
+from beadm.esp import store as store_mod
+from beadm.esp.efivars import EfiRefused, EfiVars, decode, encode
+from beadm.esp.store import EspStore, content_name, file_digest, store_name
+from beadm.sdboot import resolve
 
 NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
 TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
@@ -222,7 +223,7 @@ def test_store_full_esp_names_the_esp_and_leaves_no_temporary(
 
 
 def test_hook_copy_in_repo_matches_installed_text() -> None:
-    from beadm.sdboot import hooks
+    from beadm.esp import hooks
 
     repo_hook = Path(__file__).resolve().parents[2] / "hooks" / hooks.NAME
     assert repo_hook.read_text() == hooks.SCRIPT

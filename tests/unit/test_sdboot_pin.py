@@ -9,7 +9,7 @@ import pytest
 from sdboot_world import K1, K2, UUIDS, World
 
 from beadm.backend import KernelPin
-from beadm.sdboot import entries as ent
+from beadm.esp import entries as ent
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def _pin(w: World, kver: str | None, *, next_boot: bool = False) -> None:
 
 
 def _defaults(w: World) -> set[str | None]:
-    from beadm.sdboot.store import EspStore
+    from beadm.esp.store import EspStore
 
     return {w.efi("LoaderEntryDefault")} | {EspStore(w.esps[u], u).loader_default()
                                             for u in UUIDS}

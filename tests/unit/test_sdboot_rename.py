@@ -61,7 +61,7 @@ def test_post_rename_swapped_undoes_a_rename(tmp_path: Path) -> None:
 def test_the_auto_backend_checks_renames_too(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """``--backend auto`` wraps the backend (GRUB guard): its rename check still runs."""
-    from beadm.sdboot.detect import GuardedBackend
+    from beadm.detect import GuardedBackend
 
     w = _with_pve2(tmp_path)
     efi = tmp_path / "sys-firmware-efi"

@@ -11,8 +11,8 @@ import pytest
 from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
+from beadm.esp import entries as ent
 from beadm.sdboot import backend as sdb
-from beadm.sdboot import entries as ent
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> None:
@@ -24,7 +24,7 @@ def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> N
 
 
 def _pair(w: World, uuid: str) -> int:
-    from beadm.sdboot.store import EspStore
+    from beadm.esp.store import EspStore
 
     return EspStore(w.esps[uuid], uuid).proxmox_pair_bytes()
 
@@ -111,7 +111,7 @@ def _held(w: World, uuid: str) -> int:
 
 
 def _ids(w: World, uuid: str, be: str) -> set[str]:
-    from beadm.sdboot.store import EspStore
+    from beadm.esp.store import EspStore
 
     return {f for f, e in EspStore(w.esps[uuid], uuid).beadm_entries().items() if e.be == be}
 

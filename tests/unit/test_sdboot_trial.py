@@ -10,9 +10,10 @@ from sdboot_world import K2, UUIDS, World
 
 from beadm import health
 from beadm.errors import BootError
+from beadm.esp import persist
+from beadm.esp.efivars import EfiRefused, EfiVars
 from beadm.runner import SubprocessRunner
-from beadm.sdboot import persist, trial
-from beadm.sdboot.efivars import EfiRefused, EfiVars
+from beadm.sdboot import trial
 
 P1 = f"beadm-pve-1-{K2}.conf"
 P2 = f"beadm-pve-2-{K2}.conf"

@@ -23,8 +23,8 @@ from beadm.backend import BeRef
 from beadm.be import BeManager
 from beadm.cli import Deps, main
 from beadm.errors import BootError, LockedError, UsageError
+from beadm.esp import persist
 from beadm.lock import Lock
-from beadm.sdboot import persist
 
 
 def fake_watchdog(tmp_path: Path, name: str, identity: str, state: str) -> tuple[Path, Path]:

@@ -32,15 +32,15 @@ from pathlib import Path
 
 from beadm.backend import BeRef, BootState, EspUsage, NoTrialBoots
 from beadm.errors import BeadmError, BootError, UnsupportedError
-from beadm.espboot import EspBackend, Plan, _container
+from beadm.esp import cmdline as cmd
+from beadm.esp import entries as ent
+from beadm.esp import esplist
+from beadm.esp.backend import EspBackend, Plan, _container
+from beadm.esp.host import Esp, Session
+from beadm.esp.store import EspStore, content_name
 from beadm.grub import grubenv, menu, zfscfg
 from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, GRUBENV, Item, Menu
 from beadm.record import replace
-from beadm.sdboot import cmdline as cmd
-from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist
-from beadm.sdboot.host import Esp, Session
-from beadm.sdboot.store import EspStore, content_name
 
 log = logging.getLogger(__name__)
 _LINUX = re.compile(r"^\s*linux\s+(\S+)(.*)$")

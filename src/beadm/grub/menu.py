@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import re
 
+from beadm.esp.kernels import version_key
 from beadm.record import record, replace
-from beadm.sdboot.kernels import version_key
 
 CUSTOM_CFG = "grub/custom.cfg"
 GRUB_CFG = "grub/grub.cfg"

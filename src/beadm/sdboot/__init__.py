@@ -8,8 +8,7 @@ Layout on each ESP (FAT, listed in ``/etc/kernel/proxmox-boot-uuids``)::
     loader/loader.conf                       ``default`` line (re-asserted after Proxmox's tools)
 
 Nothing is ever written under ``EFI/proxmox/`` or named ``proxmox-*``/``auto-*``.
-Modules: :mod:`.entries` (entry files), :mod:`.loaderconf`, :mod:`.cmdline`,
-:mod:`.efivars`, :mod:`.store` (one ESP as a plain directory), :mod:`.kernels`,
-:mod:`.resolve` (which entry systemd-boot picks), :mod:`.host` (mounting, private mount
-namespace), :mod:`.hooks` (kernel and initramfs hook scripts), :mod:`.backend`.
+Modules: :mod:`.resolve` (which entry systemd-boot picks), :mod:`.trial` (trial boots),
+:mod:`.backend`; what it shares with GRUB (the ESPs, the kernel store, entries, ``loader.conf``,
+EFI variables) is :mod:`beadm.esp`.
 """

@@ -34,15 +34,16 @@ from pathlib import Path
 from beadm import watchdog as wd
 from beadm.backend import BeRef, BootState, EspUsage, KernelPin
 from beadm.errors import BeadmError, BootError
-from beadm.espboot import EspBackend, Plan, _container
+from beadm.esp import cmdline as cmd
+from beadm.esp import entries as ent
+from beadm.esp import esplist, kernels, persist
+from beadm.esp.backend import EspBackend, Plan, _container
+from beadm.esp.efivars import DEFAULT, ONESHOT, SELECTED, EfiRefused
+from beadm.esp.host import Esp, Session
+from beadm.esp.kernels import version_key
+from beadm.esp.store import EspStore, content_name
 from beadm.record import record, replace
-from beadm.sdboot import cmdline as cmd
-from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist, kernels, persist, resolve, trial
-from beadm.sdboot.efivars import DEFAULT, ONESHOT, SELECTED, EfiRefused
-from beadm.sdboot.host import Esp, Session
-from beadm.sdboot.kernels import version_key
-from beadm.sdboot.store import EspStore, content_name
+from beadm.sdboot import resolve, trial
 
 log = logging.getLogger(__name__)
 PROXMOX_DEFAULT = "proxmox-*"
@@ -263,7 +264,7 @@ class SystemdBootBackend(EspBackend):
 
     def preflight(self) -> None:
         """Nothing to refuse here: ``--backend systemd-boot`` is the admin's own choice
-        (``auto`` wraps this backend in :class:`beadm.sdboot.detect.GuardedBackend`)."""
+        (``auto`` wraps this backend in :class:`beadm.detect.GuardedBackend`)."""
 
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         """Before any change: every ESP at hand has room for ``new``'s entries (one FAT

@@ -16,8 +16,8 @@ import fnmatch
 import functools
 from pathlib import Path
 
-from beadm.sdboot import entries as ent
-from beadm.sdboot.kernels import version_key
+from beadm.esp import entries as ent
+from beadm.esp.kernels import version_key
 
 
 def usable(root: Path, entries: dict[str, ent.Entry]) -> dict[str, ent.Entry]:

@@ -36,8 +36,8 @@ from __future__ import annotations
 import re
 
 from beadm import watchdog as wd
+from beadm.esp import entries as ent
 from beadm.record import record
-from beadm.sdboot import entries as ent
 
 TRIES_DEFAULT = 3
 TRIES_MAX = 9  # one digit: the pattern's class lists the digits that mean "tries left"

@@ -24,8 +24,8 @@ from typing import TextIO
 
 from beadm import confined
 from beadm.errors import BootError
-from beadm.sdboot import entries as ent
-from beadm.sdboot import loaderconf
+from beadm.esp import entries as ent
+from beadm.esp import loaderconf
 
 ENTRIES_DIR = "loader/entries"
 LOADER_CONF = "loader/loader.conf"
@@ -39,7 +39,7 @@ _CHUNK = 1 << 20
 
 def _stat_key(path: Path) -> _StatKey:
     """Of a source file (a kernel or initrd of a BE, resolved inside it by
-    :func:`beadm.sdboot.kernels.find`): a link now is refused, not followed."""
+    :func:`beadm.esp.kernels.find`): a link now is refused, not followed."""
     st = path.lstat()
     if stat.S_ISLNK(st.st_mode):
         raise confined.LinkRefused(str(path), "not followed")

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import TextIO
 
 from beadm import confined
+from beadm.esp.host import UUID_FILES
 from beadm.record import record
-from beadm.sdboot.host import UUID_FILES
 
 ETC_KERNEL = "etc/kernel"
 TMP_SUFFIX = confined.TMP_SUFFIX
@@ -55,7 +55,7 @@ class EspList:
     @staticmethod
     def of(etc_kernel: Path) -> EspList | None:
         """The list beadm reads the ESPs from (the first name that exists, as
-        :func:`beadm.sdboot.host.read_uuids`); None when there is none or it lists no ESP."""
+        :func:`beadm.esp.host.read_uuids`); None when there is none or it lists no ESP."""
         for name in UUID_FILES:
             path = etc_kernel / name
             if path.is_file():

@@ -19,13 +19,13 @@ from typing import TextIO
 from beadm import confined
 from beadm.backend import BeRef, KernelPin
 from beadm.errors import BeadmError, BootError
+from beadm.esp import cmdline as cmd
+from beadm.esp import entries as ent
+from beadm.esp import esplist, hooks, kernels, persist
+from beadm.esp.host import Esp, Host, Session, SystemHost
+from beadm.esp.store import EspStore
 from beadm.record import record, replace
 from beadm.runner import Runner
-from beadm.sdboot import cmdline as cmd
-from beadm.sdboot import entries as ent
-from beadm.sdboot import esplist, hooks, kernels, persist
-from beadm.sdboot.host import Esp, Host, Session, SystemHost
-from beadm.sdboot.store import EspStore
 from beadm.zfs import Zfs
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class EspBackend:
     # -- one session for the whole command (beadm.be holds it) -----------------------
     def hold(self) -> contextlib.AbstractContextManager[None]:
         """Share one session (namespace, ESP and BE mounts) between every hook and look
-        into a BE until the hold ends (see :mod:`beadm.sdboot.host`)."""
+        into a BE until the hold ends (see :mod:`beadm.esp.host`)."""
         return self.host.hold()
 
     def release(self) -> None:
@@ -166,7 +166,7 @@ class EspBackend:
 
     def _carry_esp_list(self, s: Session, be: BeRef) -> None:
         """Write the running root's ESP list into BE ``be`` where it differs (a BE cloned
-        before a disk replacement lists the gone ESP; see :mod:`beadm.sdboot.esplist`)."""
+        before a disk replacement lists the gone ESP; see :mod:`beadm.esp.esplist`)."""
         want, drift = self._esp_list_drift(s, be)
         if want is None or not drift:
             return

@@ -42,9 +42,9 @@ from typing import Protocol, TextIO
 from beadm import mounts as mnt
 from beadm.backend import BeRef
 from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
+from beadm.esp.efivars import EFIVARS, EfiVars
+from beadm.esp.store import EspStore
 from beadm.runner import Result, Runner, SubprocessRunner
-from beadm.sdboot.efivars import EFIVARS, EfiVars
-from beadm.sdboot.store import EspStore
 from beadm.zfs import Zfs
 
 UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
