@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs
 
 
-def activate(ctx: BeContext,
+def activate(
+    ctx: BeContext,
     name: str,
     *,
     temporary: bool = False,
@@ -57,11 +58,11 @@ def activate(ctx: BeContext,
     check_be_name(name)
     with ctx._changing(boot=True) as tree:
         return activate_locked(ctx, tree, name, temporary=temporary, force=force,
-                              on_report=on_report)
+                               on_report=on_report)
 
 
 def activate_locked(ctx: BeContext, tree: Tree, name: str, *, temporary: bool, force: bool,
-              on_report: Callable[[rollback_guard.Report], None] | None) -> BeRef:
+                    on_report: Callable[[rollback_guard.Report], None] | None) -> BeRef:
     """``activate``, under the lock the caller holds (``trial_boot`` confirms a trial
     under the lock it re-verified the trial with)."""
     be = ctx._need(tree, name)
@@ -80,7 +81,7 @@ def activate_locked(ctx: BeContext, tree: Tree, name: str, *, temporary: bool, f
 
 
 def point_pool_at(ctx: BeContext, tree: Tree, dataset: str | None, bootfs: str,
-                   undo: UndoLog) -> None:
+                  undo: UndoLog) -> None:
     """The pool's ``bootfs`` (read under this command's lock) to ``dataset`` (None: left
     alone), and no BE dataset with ``canmount=on``: the initramfs mounts the booted BE
     (and its children) explicitly, and `zfs mount -a` must skip every other BE,
@@ -98,7 +99,7 @@ def point_pool_at(ctx: BeContext, tree: Tree, dataset: str | None, bootfs: str,
 
 
 def before_it_boots(ctx: BeContext, be: BootEnv, running: str | None, *, force: bool,
-                     on_report: Callable[[rollback_guard.Report], None] | None) -> None:
+                    on_report: Callable[[rollback_guard.Report], None] | None) -> None:
     """activate (also --trial), before anything changes: the BE compared with the
     running one (beadm.rollback_guard; the report goes to ``on_report``, a BE that can
     break the cluster is refused unless ``force``), then the shared-state drop-ins it
@@ -129,7 +130,8 @@ def before_it_boots(ctx: BeContext, be: BootEnv, running: str | None, *, force: 
     shared.shared_state_into(ctx, be.name, be.dataset, new=False)
 
 
-def activate_trial(ctx: BeContext,
+def activate_trial(
+    ctx: BeContext,
     name: str,
     *,
     tries: int,
@@ -189,7 +191,7 @@ def sync(ctx: BeContext, *, only_if_used: bool = False) -> None:
     with ctx._changing(boot=not only_if_used) as tree:
         running = ctx.running_name()
         ctx.backend.sync([ctx._ref(b, running) for b in _bootable(tree)],
-                          only_if_used=only_if_used)
+                         only_if_used=only_if_used)
 
 
 def migrate(ctx: BeContext) -> None:

@@ -19,8 +19,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("beadm.be")
 
-log = logging.getLogger(__name__)
-
 STATE_CREATING = "creating"
 #: ``org.beadm:state`` of a BE root while ``rename`` runs: ``renaming:OLD``. A killed rename
 #: leaves it; the next changing command finishes the rename (bootfs, backend) or, if the
@@ -91,13 +89,11 @@ def _mount_plan(be: BootEnv) -> list[tuple[Dataset, str]]:
     return plan
 
 
-
 def _unprintable(text: str) -> bool:
     """True if ``text`` holds a character that is not printable: control characters
     (``\t``, ``\n``, ``\x0b``, ``\x1c``, ``\x85``, ...), line and paragraph separators
     (U+2028/9), undecodable bytes (lone surrogates from a non-UTF-8 argument)."""
     return not text.isprintable()
-
 
 
 def _check_description(description: str) -> None:
@@ -122,4 +118,3 @@ def _check_len(name: str) -> None:
         raise InvalidNameError(
             f"dataset name {name[:40]}... would exceed {MAX_DATASET_LEN} characters"
         )
-

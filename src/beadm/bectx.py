@@ -61,7 +61,6 @@ class _HostNsRunner:
         return self._inner.run(argv, readonly=readonly, check=check)
 
 
-
 class BeContext:
     """What the verbs share: dependencies injected, nothing printed, nothing exited."""
 

@@ -99,7 +99,6 @@ def _clone_props(
     return list(props.items())
 
 
-
 def _parse_props(props: list[str]) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     for p in props:
@@ -114,9 +113,8 @@ def _parse_props(props: list[str]) -> list[tuple[str, str]]:
     return out
 
 
-
-
-def create(ctx: BeContext,
+def create(
+    ctx: BeContext,
     name: str,
     *,
     source: str | None = None,
@@ -187,7 +185,8 @@ def new_snapname(ctx: BeContext, tree: Tree, src: BootEnv) -> str:
     return snap
 
 
-def clone_be(ctx: BeContext,
+def clone_be(
+    ctx: BeContext,
     tree: Tree,
     name: str,
     source: str | None,
@@ -249,7 +248,7 @@ def clone_be(ctx: BeContext,
         # Commit: clear the in-progress marks, in one `zfs inherit` (one process, not
         # one a dataset: issue 15). zfs clears them one by one in name order, so a kill
         # can leave any subset cleared; each is a state the next changing command
-        # finishes (_cleanup_stale): a BE whose root is still marked is removed with
+        # finishes (beadm.recovery): a BE whose root is still marked is removed with
         # its snapshot, a marked child dataset or snapshot of a finished BE is unmarked.
         marked = [f"{d.name}@{snap}" for d in src.datasets] if made_snapshot else []
         marked += [c for c in clones if not (upgrading and c == target)]

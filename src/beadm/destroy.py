@@ -111,7 +111,8 @@ def refuse_unique_vz(ctx: BeContext, tree: Tree, be: BootEnv) -> None:
                           views={b.dataset: ro(b) for b in [be, *others]})
 
 
-def destroy_be(ctx: BeContext, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool
+def destroy_be(
+    ctx: BeContext, tree: Tree, be: BootEnv, *, remove_origin: bool, beadm_only: bool
 ) -> set[str]:
     """Promote dependents, destroy the BE, then its origin snapshots. Returns what went."""
     inside = {d.name for d in be.datasets}

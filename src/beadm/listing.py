@@ -58,7 +58,8 @@ def read_listing(ctx: BeContext, *, snapshots: bool, want_bootfs: bool) -> Listi
     return Listing(ctx.root, ctx.pool, bootfs, state, infos)
 
 
-def rollback_reports(ctx: BeContext, bes: Sequence[BootEnv]
+def rollback_reports(
+    ctx: BeContext, bes: Sequence[BootEnv]
 ) -> dict[str, rollback_guard.Report | None]:
     """What booting each of ``bes`` instead of the running BE would change (cluster,
     network; beadm.rollback_guard): each BE is mounted read-only for it. None for

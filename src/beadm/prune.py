@@ -101,7 +101,7 @@ def auto_snapshot(ctx: BeContext, *, description: str, important: str, run: str,
 
 
 def prune_or_warn(ctx: BeContext, tree: Tree, policy: retention.Policy) -> Pruned:
-    """``_prune``; when it fails, a warning and nothing pruned (what it did stays done)."""
+    """``prune_tree``; when it fails, a warning and nothing pruned (what it did stays done)."""
     try:
         return prune_tree(ctx, tree, policy)
     except BeadmError as exc:
@@ -222,7 +222,7 @@ def prune_be_failed(ctx: BeContext, be: BootEnv, exc: BeadmError) -> str:
         with _suppressed(f"writing the boot entries of BE {be.name} back (beadm sync "
                          "does)"):
             ctx.backend.sync([ctx._ref(b, running) for b in _bootable(ctx._tree())],
-                              only_if_used=True)
+                             only_if_used=True)
     log.warning("warning: prune keeps BE %s: could not destroy it: %s", be.name, exc)
     return f"kept: could not destroy it: {exc}"
 
@@ -257,7 +257,7 @@ def pool_space(ctx: BeContext) -> retention.Space:
 
 
 def auto_snaps(ctx: BeContext, tree: Tree,
-                props: dict[str, dict[str, str]]) -> list[retention.Snap]:
+               props: dict[str, dict[str, str]]) -> list[retention.Snap]:
     """Every snapshot of every BE root, with its marks. Automatic: named
     ``beadm-auto-...`` *and* ``org.beadm:auto`` set on it locally."""
     from beadm import retention
@@ -285,7 +285,7 @@ def auto_snaps(ctx: BeContext, tree: Tree,
 
 
 def auto_bes(ctx: BeContext, tree: Tree, props: dict[str, dict[str, str]],
-              snaps: list[retention.Snap]) -> tuple[list[retention.Be], list[BeRef]]:
+             snaps: list[retention.Snap]) -> tuple[list[retention.Be], list[BeRef]]:
     """Every BE with its marks and, for an automatic one (``org.beadm:auto`` set
     locally on its root), why it is protected, if it is. Also every BE's ref."""
     from beadm import retention

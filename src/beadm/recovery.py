@@ -91,7 +91,7 @@ def cleanup_stale(ctx: BeContext, tree: Tree) -> Tree:
 
 
 def finish_renames(ctx: BeContext, tree: Tree,
-                    step: Callable[[str], AbstractContextManager[None]]) -> None:
+                   step: Callable[[str], AbstractContextManager[None]]) -> None:
     """Finish what a killed ``rename`` left (BE roots marked ``renaming:OLD``), each
     BE in a ``step`` of the clean-up."""
     bootfs: list[str] = []

@@ -41,7 +41,7 @@ def rename(ctx: BeContext, old: str, new: str) -> BeRef:
     Then: mark the BE root ``renaming:OLD``, ``zfs rename``, move ``bootfs``, the
     backend's ``post_rename``, clear the mark. A failure undoes every step (the
     backend's with ``post_rename(new, old)``); a kill leaves the mark, and the next
-    changing command finishes the rename (:meth:`_finish_renames`).
+    changing command finishes the rename (:func:`beadm.recovery.finish_renames`).
     """
     check_be_name(old)
     check_new_be_name(new)

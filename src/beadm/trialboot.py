@@ -73,7 +73,7 @@ def trial_boot(ctx: BeContext, checks: Callable[[], list[str]], *,
                 outcome = TrialOutcome("settled", trial.be)
             else:
                 activate.activate_locked(ctx, tree, trial.be, temporary=False, force=False,
-                               on_report=None)
+                                         on_report=None)
                 outcome = TrialOutcome("confirmed", trial.be)
     finally:
         notes = _disarmed(disarm)

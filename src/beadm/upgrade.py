@@ -143,7 +143,7 @@ def _default_namespace(runner: Runner) -> Namespace:
 class Chroot:
     """The clone mounted for a chroot (see the module doc); a context manager.
 
-    ``plan``: (dataset, path relative to the BE root), parents first (``be._mount_plan``).
+    ``plan``: (dataset, path relative to the BE root), parents first (``becommon._mount_plan``).
     In a dry run nothing is entered, made or mounted: every step is printed."""
 
     def __init__(self, runner: Runner, plan: Sequence[tuple[str, str]], *,
@@ -288,7 +288,7 @@ def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
             name = upgrade_name(ctx, tree)
         src = tree.be(running)
         ref = create.clone_be(ctx, tree, name, None, description or describe(running, args),
-                           [(PROP_AUTO, AUTO_UPGRADE)], upgrading=True)
+                              [(PROP_AUTO, AUTO_UPGRADE)], upgrading=True)
         plan = [(ref.dataset + d.name[len(src.dataset):], rel)
                 for d, rel in _mount_plan(src)]
         changes: tuple[Change, ...] = ()
@@ -302,14 +302,14 @@ def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
                     f"(beadm destroy {name} removes it); the running BE {running} and "
                     "what boots next are unchanged") from exc
             _be_log.warning("warning: upgrade in BE %s interrupted: it is marked failed "
-                        "(beadm destroy %s removes it)", name, name)
+                            "(beadm destroy %s removes it)", name, name)
             raise
         try:
             ctx.backend.post_create(ref)
         except BaseException:
             mark_failed(ctx, ref)
             _be_log.warning("warning: the boot entries of BE %s could not be written: it is "
-                        "marked failed (beadm destroy %s removes it)", name, name)
+                            "marked failed (beadm destroy %s removes it)", name, name)
             with _suppressed("removing the boot entries of the failed upgrade"):
                 ctx.backend.post_destroy(ref)
             raise
