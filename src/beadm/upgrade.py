@@ -36,14 +36,30 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Protocol, TextIO
+from typing import TYPE_CHECKING, Protocol, TextIO
 
-from beadm import aptinfo, confined
+from beadm import aptinfo, confined, create
+from beadm.backend import BeRef
+from beadm.becommon import (
+    AUTO_UPGRADE,
+    STATE_FAILED,
+    _check_description,
+    _mount_plan,
+    _suppressed,
+)
+from beadm.errors import RefusedError, UpgradeError
+from beadm.names import check_new_be_name, same_but_case
 from beadm.record import record
+from beadm.results import Upgraded
 from beadm.runner import Result, Runner
-from beadm.zfs import mount_argv
+from beadm.tree import Tree
+from beadm.zfs import PROP_AUTO, PROP_IMPORTANT, PROP_STATE, mount_argv
+
+if TYPE_CHECKING:
+    from beadm.bectx import BeContext
 
 log = logging.getLogger(__name__)
+_be_log = logging.getLogger("beadm.be")  # the verb logs as the BE library
 
 DEFAULT_APT_ARGS = ("full-upgrade", "-y")
 POLICY_RC_D = Path("usr/sbin/policy-rc.d")
@@ -127,7 +143,7 @@ def _default_namespace(runner: Runner) -> Namespace:
 class Chroot:
     """The clone mounted for a chroot (see the module doc); a context manager.
 
-    ``plan``: (dataset, path relative to the BE root), parents first (``be._mount_plan``).
+    ``plan``: (dataset, path relative to the BE root), parents first (``becommon._mount_plan``).
     In a dry run nothing is entered, made or mounted: every step is printed."""
 
     def __init__(self, runner: Runner, plan: Sequence[tuple[str, str]], *,
@@ -244,3 +260,95 @@ def apt_argv(apt_args: Sequence[str]) -> list[str]:
 def describe(running: str, apt_args: Sequence[str]) -> str:
     text = f"upgrade of {running}: apt-get {shlex.join(apt_args)}"
     return text if len(text) <= 200 and text.isprintable() else f"upgrade of {running}"
+
+
+# -- the verb: clone, apt in the clone, its entries ------------------------------------
+
+def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
+            description: str = "") -> Upgraded:
+    """Clone the running BE as ``name``, run ``apt-get APT_ARGS`` (default
+    ``full-upgrade -y``) in it in a chroot (``beadm.upgrade``), then write its boot
+    entries: it is ready to try (``activate --trial``), nothing boots it yet.
+
+    The clone is marked ``upgrading`` while apt runs; if apt (or writing the entries)
+    fails, or beadm is interrupted, it is marked ``failed`` and the error says so; a
+    killed upgrade leaves ``upgrading``, which the next changing command turns into
+    ``failed``. The running BE, the pool's ``bootfs`` and what boots next are never
+    changed."""
+    args = tuple(apt_args) or DEFAULT_APT_ARGS
+    if name is not None:
+        check_new_be_name(name)
+    _check_description(description)
+    with ctx._changing(boot=True) as tree:
+        running = ctx.running_name()
+        if running is None or not tree.has_be(running):
+            raise RefusedError(f"upgrade clones the running BE: no BE under {ctx.root} "
+                               "is mounted at /")
+        if name is None:
+            name = upgrade_name(ctx, tree)
+        src = tree.be(running)
+        ref = create.clone_be(ctx, tree, name, None, description or describe(running, args),
+                              [(PROP_AUTO, AUTO_UPGRADE)], upgrading=True)
+        plan = [(ref.dataset + d.name[len(src.dataset):], rel)
+                for d, rel in _mount_plan(src)]
+        changes: tuple[Change, ...] = ()
+        try:
+            changes = apt_in(ctx, plan, args)
+        except BaseException as exc:
+            mark_failed(ctx, ref)
+            if isinstance(exc, Exception):
+                raise UpgradeError(
+                    f"upgrade in BE {name} failed: {exc}; BE {name} is marked failed "
+                    f"(beadm destroy {name} removes it); the running BE {running} and "
+                    "what boots next are unchanged") from exc
+            _be_log.warning("warning: upgrade in BE %s interrupted: it is marked failed "
+                            "(beadm destroy %s removes it)", name, name)
+            raise
+        try:
+            ctx.backend.post_create(ref)
+        except BaseException:
+            mark_failed(ctx, ref)
+            _be_log.warning("warning: the boot entries of BE %s could not be written: it is "
+                            "marked failed (beadm destroy %s removes it)", name, name)
+            with _suppressed("removing the boot entries of the failed upgrade"):
+                ctx.backend.post_destroy(ref)
+            raise
+        important = importance(changes)
+        if important:
+            ctx.zfs.set(ref.dataset, PROP_IMPORTANT, important)
+        ctx.zfs.inherit(ref.dataset, PROP_STATE)
+        return Upgraded(ref, running, args, changes)
+
+
+def upgrade_name(ctx: BeContext, tree: Tree) -> str:
+    base = "upgrade-" + ctx._clock().strftime("%Y%m%d-%H%M%S")
+    name, n = base, 0
+    while tree.has_be(name) or same_but_case(name, tree.be_names()):
+        n += 1
+        name = f"{base}-{n}"
+    return name
+
+
+def apt_in(ctx: BeContext, plan: list[tuple[str, str]], args: tuple[str, ...]) -> tuple[
+        Change, ...]:
+    ctx._release()  # the chroot makes its own namespace from the host's
+    chroot = (ctx._chroot(ctx._raw_runner, plan) if ctx._chroot is not None
+              else Chroot(ctx._raw_runner, plan, out=ctx._out))
+    with chroot.mounted() as root:
+        before = packages(root)
+        res = root.run(apt_argv(args), check=False)
+        for line in (res.stdout + res.stderr).splitlines():
+            _be_log.info("apt: %s", line)
+        if res.returncode != 0:
+            tail = [ln for ln in res.stderr.splitlines() if ln.strip()]
+            why = tail[-1].strip() if tail else f"exit status {res.returncode}"
+            raise UpgradeError(f"apt-get {shlex.join(args)} exited {res.returncode}: {why}")
+        after = packages(root)
+    return diff(before, after)
+
+
+def mark_failed(ctx: BeContext, ref: BeRef) -> None:
+    if ctx.runner.dry_run:
+        return
+    with _suppressed(f"marking BE {ref.name} failed"):
+        ctx.zfs.set(ref.dataset, PROP_STATE, STATE_FAILED)
