@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 #: Changing commands that mount, unmount or make ZFS (un)mount something: they must run in
 #: the host's mount namespace, so the backend's held session (a private namespace, see
-#: beadm.sdboot.host) is released before each one.
+#: beadm.esp.host) is released before each one.
 _HOST_NS: tuple[tuple[str, ...], ...] = (
     ("mount",), ("umount",), ("zfs", "destroy"), ("zfs", "rename"), ("zfs", "create"),
     ("zfs", "promote"), ("zfs", "mount"), ("zfs", "unmount"), ("zfs", "umount"),
