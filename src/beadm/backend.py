@@ -9,7 +9,7 @@ registry (``beadm.registry``), never discovered by import side effects.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -58,6 +58,20 @@ class BootState:
     pins: tuple[KernelPin, ...] = ()  # the running BE's kernel pin, if any
     trial: str | None = None  # a trial boot (activate --trial) is pending for this BE
     trial_tries: int | None = None  # its tries left (the most any ESP holds)
+
+
+#: What a changing hook found that did not stop it (an EFI variable write refused, a BE left
+#: lean on a tight ESP, ...): one line each, returned by the hook, shown by the command.
+Warnings = tuple[str, ...]
+
+
+@record
+class Checked:
+    """What :meth:`BootBackend.check` found: ``problems`` (drift, one line each) and
+    ``notes`` (facts worth showing beside them: a kernel pin, a pending trial)."""
+
+    problems: tuple[str, ...] = ()
+    notes: tuple[object, ...] = ()
 
 
 @record
@@ -119,20 +133,15 @@ class BootBackend(Protocol):
     - ``trials`` and the trial hooks (``activate --trial``, ``beadm trial-boot``): where
       ``trials()`` is False, ``activate_trial`` refuses (UnsupportedError, with the reason),
       ``trial_state`` is None and ``booted_trial`` False.
-    - ``warnings`` (printed by the CLI after any command but ``list``) and ``notes`` (facts
-      ``check`` shows): what the last hook found, reset by each hook.
+    - Every changing hook returns its :data:`Warnings` (the library hands them to the caller
+      in the command's result); ``check`` returns a :class:`Checked`. No hook leaves state
+      for a later call to read.
 
     Every hook is declared here and every backend has each one: the library never looks
     one up by name.
     """
 
     name: str
-
-    @property
-    def warnings(self) -> list[str]: ...
-
-    @property
-    def notes(self) -> Sequence[object]: ...
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         """Report R and T among ``bes``; cheap (no ESP mount unless unavoidable)."""
@@ -150,31 +159,31 @@ class BootBackend(Protocol):
         """Refuse (raise) a rename that would fail half-way (e.g. no room on an ESP)."""
         ...
 
-    def init(self, be: BeRef) -> None:
+    def init(self, be: BeRef) -> Warnings:
         """Adopt an existing dataset as a BE: write its cmdline and its boot entries."""
         ...
 
-    def post_create(self, be: BeRef) -> None:
+    def post_create(self, be: BeRef) -> Warnings:
         """A new BE exists (not active): make it bootable."""
         ...
 
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
         """Make ``be`` boot next (``temporary``: once only)."""
         ...
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
         """Datasets were renamed: move entries, rewrite the BE's cmdline."""
         ...
 
-    def post_destroy(self, be: BeRef) -> None:
+    def post_destroy(self, be: BeRef) -> Warnings:
         """The BE's datasets are gone: remove its entries, free unshared kernel files."""
         ...
 
-    def check(self, bes: list[BeRef]) -> list[str]:
+    def check(self, bes: list[BeRef]) -> Checked:
         """Report drift (between ESPs, and between ESPs and ZFS), one line per problem."""
         ...
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
         """Repair what :meth:`check` reports: re-copy, re-write entries, collect garbage.
         ``only_if_used`` (the kernel and initramfs hooks): do nothing where beadm has not
         written boot entries yet, so installing beadm changes no ESP before ``init``."""
@@ -196,15 +205,15 @@ class BootBackend(Protocol):
         """Each ESP's space and what beadm keeps on it (None: unknown)."""
         ...
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         """Take over the old shell beadm's boot entries (or refuse: UnsupportedError)."""
         ...
 
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> Warnings:
         """Boot ``be`` next with ``tries`` counted tries, ``fallback`` the default after."""
         ...
 
-    def end_trial(self, bes: list[BeRef]) -> None:
+    def end_trial(self, bes: list[BeRef]) -> Warnings:
         """Give up the pending trial: the fallback stays the default."""
         ...
 
@@ -226,11 +235,11 @@ class NoTrialBoots:
     def trials(self) -> bool:
         return False
 
-    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> None:
+    def activate_trial(self, be: BeRef, fallback: BeRef, tries: int, watchdog: int) -> Warnings:
         raise UnsupportedError(self.no_trials)
 
-    def end_trial(self, bes: list[BeRef]) -> None:
-        return None
+    def end_trial(self, bes: list[BeRef]) -> Warnings:
+        return ()
 
     def trial_state(self, bes: list[BeRef]) -> PendingTrial | None:
         return None
@@ -250,8 +259,6 @@ class NoopBackend(NoTrialBoots):
 
     def __init__(self, runner: Runner) -> None:
         self._runner = runner
-        self.warnings: list[str] = []
-        self.notes: list[object] = []
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         return BootState()
@@ -259,30 +266,29 @@ class NoopBackend(NoTrialBoots):
     def preflight(self) -> None:
         pass
 
-
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         pass
 
-    def init(self, be: BeRef) -> None:
-        return None
+    def init(self, be: BeRef) -> Warnings:
+        return ()
 
-    def post_create(self, be: BeRef) -> None:
-        return None
+    def post_create(self, be: BeRef) -> Warnings:
+        return ()
 
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
-        return None
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
+        return ()
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
-        return None
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
+        return ()
 
-    def post_destroy(self, be: BeRef) -> None:
-        return None
+    def post_destroy(self, be: BeRef) -> Warnings:
+        return ()
 
-    def check(self, bes: list[BeRef]) -> list[str]:
-        return []
+    def check(self, bes: list[BeRef]) -> Checked:
+        return Checked()
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
-        return None
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
+        return ()
 
     def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
         return None  # no ESP of its own: unknown
@@ -296,7 +302,7 @@ class NoopBackend(NoTrialBoots):
     def be_view(self, be: BeRef, *, writable: bool) -> Path | None:
         return None  # no session: the library mounts what it reads itself
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         raise UnsupportedError(f"backend {self.name} has nothing to migrate")
 
 
