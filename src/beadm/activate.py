@@ -73,7 +73,7 @@ def activate_locked(ctx: BeContext, tree: Tree, name: str, *, temporary: bool, f
     undo = UndoLog()
     try:
         point_pool_at(ctx, tree, None if temporary else be.dataset, bootfs, undo)
-        ctx.backend.activate(ref, temporary=temporary)
+        ctx._warn(ctx.backend.activate(ref, temporary=temporary))
     except BaseException:
         undo.rollback()
         raise
@@ -165,7 +165,7 @@ def activate_trial(
         undo = UndoLog()
         try:
             point_pool_at(ctx, tree, back.dataset, bootfs, undo)
-            ctx.backend.activate_trial(ctx._ref(be, running), back, tries, watchdog)
+            ctx._warn(ctx.backend.activate_trial(ctx._ref(be, running), back, tries, watchdog))
         except BaseException:
             undo.rollback()
             raise
@@ -183,18 +183,18 @@ def init(ctx: BeContext, name: str | None = None) -> BeRef:
         check_new_be_name(name)  # its entries become files on the ESPs
         be = ctx._need(tree, name)
         ref = ctx._ref(be, running)
-        ctx.backend.init(ref)
+        ctx._warn(ctx.backend.init(ref))
         return ref
 
 
 def sync(ctx: BeContext, *, only_if_used: bool = False) -> None:
     with ctx._changing(boot=not only_if_used) as tree:
         running = ctx.running_name()
-        ctx.backend.sync([ctx._ref(b, running) for b in _bootable(tree)],
-                         only_if_used=only_if_used)
+        ctx._warn(ctx.backend.sync([ctx._ref(b, running) for b in _bootable(tree)],
+                                   only_if_used=only_if_used))
 
 
 def migrate(ctx: BeContext) -> None:
     with ctx._changing(boot=True) as tree:
         running = ctx.running_name()
-        ctx.backend.migrate([ctx._ref(b, running) for b in tree.bes()])
+        ctx._warn(ctx.backend.migrate([ctx._ref(b, running) for b in tree.bes()]))

@@ -16,9 +16,10 @@ command left. Each verb module is imported when its command runs (start-up time)
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from beadm import watchdog as wd
+from beadm.backend import BeRef
 from beadm.becommon import (
     _STALE,
     AUTO_UPGRADE,
@@ -41,17 +42,43 @@ from beadm.becommon import (
 )
 from beadm.bectx import _HOST_NS, BeContext, _HostNsRunner, _needs_host_ns
 from beadm.names import check_component
-from beadm.results import AutoSnapshot, BeInfo, Listing, Pruned, TrialOutcome, Upgraded
+from beadm.record import replace
+from beadm.results import AutoSnapshot, BeInfo, Done, Listing, Pruned, TrialOutcome, Upgraded
 
 if TYPE_CHECKING:
     from beadm import pvestate, retention, rollback_guard
-    from beadm.backend import BeRef
+    from beadm.backend import Checked
     from beadm.tree import BootEnv
+
+#: a verb's own result record, to which the command's warnings are added
+_R = TypeVar("_R", AutoSnapshot, Pruned, TrialOutcome, Upgraded)
 
 
 class BeManager(BeContext):
     """Every BE operation. Dependencies are injected; nothing here prints or exits. Each
-    command runs its verb module's function over this context."""
+    command runs its verb module's function over this context and returns its result:
+    what it did and the warnings that did not stop it (nothing is left for the caller
+    to read afterwards)."""
+
+    def _done(self, verb: Callable[[], BeRef | str | None]) -> Done:
+        """Run a changing verb; what it made or changed, with the command's warnings."""
+        self._take_warnings()  # (a command that failed before may have left some)
+        try:
+            made = verb()
+        finally:
+            warned = self._take_warnings()
+        if made is None or isinstance(made, str):
+            return Done(made or "", None, warned)
+        return Done(made.name, made, warned)
+
+    def _with_warnings(self, verb: Callable[[], _R]) -> _R:
+        """Run a verb whose result has its own record; the command's warnings added."""
+        self._take_warnings()
+        try:
+            result = verb()
+        finally:
+            warned = self._take_warnings()
+        return replace(result, warnings=result.warnings + warned)
 
     # -- queries (beadm.listing) -----------------------------------------------------------
 
@@ -65,25 +92,27 @@ class BeManager(BeContext):
         from beadm import listing
         return listing.rollback_reports(self, bes)
 
-    def check(self) -> list[str]:
+    def check(self) -> Checked:
         from beadm import listing
         return listing.check(self)
 
     # -- create (beadm.create), upgrade (beadm.upgrade) ------------------------------------
 
     def create(self, name: str, *, source: str | None = None, description: str = "",
-               props: list[str] | None = None) -> BeRef | str:
+               props: list[str] | None = None) -> Done:
         from beadm import create
-        return create.create(self, name, source=source, description=description, props=props)
+        return self._done(lambda: create.create(self, name, source=source,
+                                                description=description, props=props))
 
-    def snapshot(self, spec: str) -> str:
+    def snapshot(self, spec: str) -> Done:
         from beadm import create
-        return create.snapshot(self, spec)
+        return self._done(lambda: create.snapshot(self, spec))
 
     def upgrade(self, name: str | None, apt_args: Sequence[str] = (), *,
                 description: str = "") -> Upgraded:
         from beadm import upgrade
-        return upgrade.upgrade(self, name, apt_args, description=description)
+        return self._with_warnings(lambda: upgrade.upgrade(self, name, apt_args,
+                                                    description=description))
 
     # -- destroy (beadm.destroy), shared state (beadm.shared) -------------------------------
 
@@ -91,9 +120,9 @@ class BeManager(BeContext):
         from beadm import destroy
         return destroy.destroy_check(self, spec, force=force)
 
-    def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> None:
+    def destroy(self, spec: str, *, origin: bool = False, force: bool = False) -> Done:
         from beadm import destroy
-        destroy.destroy(self, spec, origin=origin, force=force)
+        return self._done(lambda: destroy.destroy(self, spec, origin=origin, force=force))
 
     def shared_state(self, *, move: bool, out: TextIO | None = None) -> list[pvestate.Finding]:
         from beadm import shared
@@ -104,67 +133,68 @@ class BeManager(BeContext):
     def auto_snapshot(self, *, description: str, important: str, run: str,
                       policy: retention.Policy) -> AutoSnapshot:
         from beadm import prune
-        return prune.auto_snapshot(self, description=description, important=important,
-                                   run=run, policy=policy)
+        return self._with_warnings(lambda: prune.auto_snapshot(
+            self, description=description, important=important, run=run, policy=policy))
 
     def prune(self, policy: retention.Policy) -> Pruned:
         from beadm import prune
-        return prune.prune(self, policy)
+        return self._with_warnings(lambda: prune.prune(self, policy))
 
     # -- rename (beadm.rename) ---------------------------------------------------------------
 
-    def rename(self, old: str, new: str) -> BeRef:
+    def rename(self, old: str, new: str) -> Done:
         from beadm import rename
-        return rename.rename(self, old, new)
+        return self._done(lambda: rename.rename(self, old, new))
 
     # -- activate / init / sync (beadm.activate), trial boots (beadm.trialboot) -------------
 
     def activate(self, name: str, *, temporary: bool = False, force: bool = False,
-                 on_report: Callable[[rollback_guard.Report], None] | None = None) -> BeRef:
+                 on_report: Callable[[rollback_guard.Report], None] | None = None) -> Done:
         from beadm import activate
-        return activate.activate(self, name, temporary=temporary, force=force,
-                                 on_report=on_report)
+        return self._done(lambda: activate.activate(self, name, temporary=temporary,
+                                                    force=force, on_report=on_report))
 
     def activate_trial(self, name: str, *, tries: int, watchdog: int = wd.DEFAULT,
                        force: bool = False,
                        on_report: Callable[[rollback_guard.Report], None] | None = None,
-                       ) -> BeRef:
+                       ) -> Done:
         from beadm import activate
-        return activate.activate_trial(self, name, tries=tries, watchdog=watchdog,
-                                       force=force, on_report=on_report)
+        return self._done(lambda: activate.activate_trial(
+            self, name, tries=tries, watchdog=watchdog, force=force, on_report=on_report))
 
     def trial_boot(self, checks: Callable[[], list[str]], *, reboot: bool = True,
                    disarm: Callable[[], list[str]] | None = None) -> TrialOutcome:
         from beadm import trialboot
-        return trialboot.trial_boot(self, checks, reboot=reboot, disarm=disarm)
+        return self._with_warnings(lambda: trialboot.trial_boot(self, checks, reboot=reboot,
+                                                         disarm=disarm))
 
-    def init(self, name: str | None = None) -> BeRef:
+    def init(self, name: str | None = None) -> Done:
         from beadm import activate
-        return activate.init(self, name)
+        return self._done(lambda: activate.init(self, name))
 
-    def sync(self, *, only_if_used: bool = False) -> None:
+    def sync(self, *, only_if_used: bool = False) -> Done:
         from beadm import activate
-        activate.sync(self, only_if_used=only_if_used)
+        return self._done(lambda: activate.sync(self, only_if_used=only_if_used))
 
-    def migrate(self) -> None:
+    def migrate(self) -> Done:
         from beadm import activate
-        activate.migrate(self)
+        return self._done(lambda: activate.migrate(self))
 
     # -- mount / umount (beadm.mountbe) ------------------------------------------------------
 
-    def mount(self, name: str, directory: str | None = None) -> str:
+    def mount(self, name: str, directory: str | None = None) -> Done:
         from beadm import mountbe
-        return mountbe.mount(self, name, directory)
+        return self._done(lambda: mountbe.mount(self, name, directory))
 
-    def umount(self, target: str, *, force: bool = False) -> None:
+    def umount(self, target: str, *, force: bool = False) -> Done:
         from beadm import mountbe
-        mountbe.umount(self, target, force=force)
+        return self._done(lambda: mountbe.umount(self, target, force=force))
 
 
 __all__ = [
     "AUTO_UPGRADE", "MAX_DESCRIPTION_LEN", "NOT_BOOTABLE", "STATE_CREATING",
     "STATE_DESTROYING", "STATE_FAILED", "STATE_RENAMING", "STATE_UPGRADING", "_HOST_NS",
-    "_STALE", "AutoSnapshot", "BeInfo", "BeManager", "Listing", "Pruned", "TrialOutcome",
+    "_STALE", "AutoSnapshot", "BeInfo", "BeManager", "Done", "Listing", "Pruned", "TrialOutcome",
     "Upgraded", "_HostNsRunner", "_bootable", "_check_description", "_check_len",
     "_mount_plan", "_needs_host_ns", "_now", "_refuse_case_clash", "_rmdir", "_suppressed",
     "_unprintable", "check_component",

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
 from beadm import mounts as mnt
-from beadm.backend import BeRef, BootBackend
+from beadm.backend import BeRef, BootBackend, Warnings
 from beadm.becommon import _now
 from beadm.errors import NotFoundError, RefusedError, UnsupportedError, UsageError
 from beadm.lock import Lock
@@ -91,6 +91,18 @@ class BeContext:
         self._root: str | None = None
         self._root_checked = False
         self._altroot_value: str | None = None
+        # the warnings of the command running now (its backend hooks', its clean-ups'),
+        # handed to the caller in the command's result (beadm.be) and then forgotten
+        self._warned: list[str] = []
+
+    def _warn(self, found: Warnings) -> None:
+        """Keep a hook's warnings for the command's result (each once)."""
+        self._warned.extend(w for w in found if w not in self._warned)
+
+    def _take_warnings(self) -> Warnings:
+        """The command's warnings, now that it ended; the next command starts without."""
+        taken, self._warned = tuple(self._warned), []
+        return taken
 
     # -- where BEs live ------------------------------------------------------------------
 

@@ -243,8 +243,8 @@ def clone_be(
         shared.shared_state_into(ctx, name, target, new=True)
         ref = BeRef(name, target, description, False)
         if not upgrading:
-            undo.done(f"boot entries of {name}", lambda: ctx.backend.post_destroy(ref))
-            ctx.backend.post_create(ref)
+            undo.done(f"boot entries of {name}", lambda: ctx._warn(ctx.backend.post_destroy(ref)))
+            ctx._warn(ctx.backend.post_create(ref))
         # Commit: clear the in-progress marks, in one `zfs inherit` (one process, not
         # one a dataset: issue 15). zfs clears them one by one in name order, so a kill
         # can leave any subset cleared; each is a state the next changing command

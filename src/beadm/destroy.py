@@ -151,7 +151,7 @@ def destroy_be(
             log.info("kept automatic snapshot %s ('beadm prune' decides)", snap)
         elif not beadm_only:
             log.warning("kept origin snapshot %s (not made by beadm; -o removes it)", snap)
-    ctx.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False))
+    ctx._warn(ctx.backend.post_destroy(BeRef(be.name, be.dataset, be.description, False)))
     return gone
 
 

@@ -16,8 +16,8 @@ from beadm.results import BeInfo, Listing
 from beadm.tree import BootEnv
 
 if TYPE_CHECKING:
-
     from beadm import rollback_guard
+    from beadm.backend import Checked
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs
@@ -84,7 +84,7 @@ def rollback_report(ctx: BeContext, be: BootEnv,
         running_root=ctx._running_root, be_root=ctx.root, view=lambda: view(False))
 
 
-def check(ctx: BeContext) -> list[str]:
+def check(ctx: BeContext) -> Checked:
     with ctx._hold():
         tree = ctx._tree()
         running = ctx.running_name()

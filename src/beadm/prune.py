@@ -190,7 +190,7 @@ def prune_be(ctx: BeContext, d: retention.BeDecision) -> str:
     ctx.zfs.set(be.dataset, PROP_STATE, STATE_DESTROYING)
     try:
         if not ctx.runner.dry_run:  # (a dry run shows it once, below)
-            ctx.backend.post_destroy(ref)
+            ctx._warn(ctx.backend.post_destroy(ref))
         destroy.destroy_be(ctx, tree, be, remove_origin=False, beadm_only=True)
     except BeadmError as exc:
         return prune_be_failed(ctx, be, exc)
@@ -221,8 +221,8 @@ def prune_be_failed(ctx: BeContext, be: BootEnv, exc: BeadmError) -> str:
         running = ctx.running_name()
         with _suppressed(f"writing the boot entries of BE {be.name} back (beadm sync "
                          "does)"):
-            ctx.backend.sync([ctx._ref(b, running) for b in _bootable(ctx._tree())],
-                             only_if_used=True)
+            ctx._warn(ctx.backend.sync([ctx._ref(b, running) for b in _bootable(ctx._tree())],
+                                       only_if_used=True))
     log.warning("warning: prune keeps BE %s: could not destroy it: %s", be.name, exc)
     return f"kept: could not destroy it: {exc}"
 

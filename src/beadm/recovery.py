@@ -113,5 +113,5 @@ def finish_rename(ctx: BeContext, tree: Tree, be: BootEnv, old: str, bootfs: lis
         if bootfs[0] == old_ds:
             ctx.zfs.pool_set(ctx.pool, "bootfs", be.dataset)
         old_ref = BeRef(old, old_ds, be.description, False)
-        ctx.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description))
+        ctx._warn(ctx.backend.post_rename(old_ref, BeRef(be.name, be.dataset, be.description)))
     ctx.zfs.inherit(be.dataset, PROP_STATE)

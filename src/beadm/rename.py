@@ -73,14 +73,14 @@ def rename(ctx: BeContext, old: str, new: str) -> BeRef:
             def unrename() -> None:
                 ctx.zfs.rename(target, be.dataset)
                 if backend_ran:
-                    ctx.backend.post_rename(new_ref, old_ref)
+                    ctx._warn(ctx.backend.post_rename(new_ref, old_ref))
 
             undo.done(f"rename of {old} to {new}", unrename)
             if bootfs == be.dataset:
                 ctx.zfs.pool_set(ctx.pool, "bootfs", target)
                 undo.done("bootfs", lambda: ctx.zfs.pool_set(ctx.pool, "bootfs", bootfs))
             backend_ran.append(True)
-            ctx.backend.post_rename(old_ref, new_ref)
+            ctx._warn(ctx.backend.post_rename(old_ref, new_ref))
             ctx.zfs.inherit(target, PROP_STATE)
         except BaseException:
             ctx._release()  # the undo starts from fresh ESP mounts, as a new command

@@ -14,6 +14,19 @@ if TYPE_CHECKING:
 
 
 @record
+class Done:
+    """What a changing command did: ``what`` it made or changed (a BE's name, a
+    snapshot's full name, a mountpoint; "" when nothing was named, e.g. ``sync``), the
+    BE's :class:`BeRef` where it made or changed one, and the ``warnings`` that did not
+    stop it: the boot backend's hooks' (an EFI variable write refused, a BE left lean on
+    a tight ESP) and those of finishing what a killed command left."""
+
+    what: str = ""
+    be: BeRef | None = None
+    warnings: tuple[str, ...] = ()
+
+
+@record
 class BeInfo:
     """One BE as ``list`` shows it."""
 
@@ -52,6 +65,7 @@ class TrialOutcome:
     kind: str
     be: str | None = None
     why: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()  # what did not stop it (the boot backend's hooks, clean-ups)
 
 
 @record
@@ -65,6 +79,7 @@ class Pruned:
     pool: str
     bes: tuple[retention.BeDecision, ...] = ()
     esps: tuple[EspUsage, ...] | None = None
+    warnings: tuple[str, ...] = ()  # what did not stop it (the boot backend's hooks, clean-ups)
 
     def esp_free_after(self, esp: EspUsage) -> int:
         """The ESP's free bytes once the BEs that go are gone."""
@@ -81,6 +96,7 @@ class AutoSnapshot:
     snapshot: str
     same_run: bool
     pruned: Pruned
+    warnings: tuple[str, ...] = ()  # what did not stop it (the boot backend's hooks, clean-ups)
 
 
 @record
@@ -92,6 +108,7 @@ class Upgraded:
     source: str
     apt_args: tuple[str, ...]
     changes: tuple[upg.Change, ...]
+    warnings: tuple[str, ...] = ()  # what did not stop it (the boot backend's hooks, clean-ups)
 
 
 @record

@@ -45,7 +45,7 @@ def trial_boot(ctx: BeContext, checks: Callable[[], list[str]], *,
         refs = [ctx._ref(b, running) for b in tree.bes()]
         trial = state(refs)
         if trial is not None and trial.be != running:
-            end(refs)
+            ctx._warn(end(refs))
             return TrialOutcome("given-up", trial.be, (f"{running} is running",))
         ended = trial is None and ctx.backend.booted_trial()
     if trial is None:
@@ -61,7 +61,7 @@ def trial_boot(ctx: BeContext, checks: Callable[[], list[str]], *,
             refs = [ctx._ref(b, running) for b in tree.bes()]
             if not _same_trial(state(refs), trial):
                 return TrialOutcome("settled", trial.be, problems)
-            end(refs)
+            ctx._warn(end(refs))
         if reboot:
             ctx.runner.run(["systemctl", "reboot", "--no-block"])
         return TrialOutcome("failed", trial.be, problems)

@@ -305,13 +305,13 @@ def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
                             "(beadm destroy %s removes it)", name, name)
             raise
         try:
-            ctx.backend.post_create(ref)
+            ctx._warn(ctx.backend.post_create(ref))
         except BaseException:
             mark_failed(ctx, ref)
             _be_log.warning("warning: the boot entries of BE %s could not be written: it is "
                             "marked failed (beadm destroy %s removes it)", name, name)
             with _suppressed("removing the boot entries of the failed upgrade"):
-                ctx.backend.post_destroy(ref)
+                ctx._warn(ctx.backend.post_destroy(ref))
             raise
         important = importance(changes)
         if important:

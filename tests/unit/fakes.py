@@ -91,17 +91,17 @@ class RecordingBackend:
         self.state = state if state is not None else BootState()
         self.fail_on = fail_on
         self._trials = trials
-        self.warnings: list[str] = []
-        self.notes: list[object] = []
         self.held = 0
         self.calls: list[tuple[object, ...]] = []
 
-    def _hook(self, *call: object) -> None:
+    def _hook(self, *call: object) -> tuple[str, ...]:
+        """Record the call; no warnings (what a changing hook returns)."""
         self.calls.append(call)
         if call[0] == self.fail_on:
             from beadm.errors import BootError
 
             raise BootError(f"{call[0]} failed")
+        return ()
 
     def boot_state(self, bes: list[object]) -> object:
         return self.state
@@ -110,7 +110,7 @@ class RecordingBackend:
         return self._trials
 
     # -- the rest of the declared contract (beadm.backend.BootBackend): nothing held, no
-    # ESP of its own, no pending trial (warnings and notes: set in __init__)
+    # ESP of its own, no pending trial
 
     @contextlib.contextmanager
     def hold(self) -> Iterator[None]:
@@ -136,8 +136,8 @@ class RecordingBackend:
 
         raise UnsupportedError(f"backend {self.name} has nothing to migrate")
 
-    def end_trial(self, bes: list[object]) -> None:
-        self._hook("end_trial")
+    def end_trial(self, bes: list[object]) -> tuple[str, ...]:
+        return self._hook("end_trial")
 
     def trial_state(self, bes: list[object]) -> object:
         return None
@@ -151,28 +151,39 @@ class RecordingBackend:
     def check_rename(self, old: object, new: object) -> None:
         """Not recorded (tests of it subclass)."""
 
-    def init(self, be: object) -> None:
-        self._hook("init", be)
+    def init(self, be: object) -> tuple[str, ...]:
+        return self._hook("init", be)
 
-    def post_create(self, be: object) -> None:
-        self._hook("post_create", be)
+    def post_create(self, be: object) -> tuple[str, ...]:
+        return self._hook("post_create", be)
 
-    def activate(self, be: object, *, temporary: bool) -> None:
-        self._hook("activate", be, temporary)
+    def activate(self, be: object, *, temporary: bool) -> tuple[str, ...]:
+        return self._hook("activate", be, temporary)
 
     def activate_trial(self, be: object, fallback: object, tries: int,
-                       watchdog: int = 600) -> None:
-        self._hook("activate_trial", be, fallback, tries, watchdog)
+                       watchdog: int = 600) -> tuple[str, ...]:
+        return self._hook("activate_trial", be, fallback, tries, watchdog)
 
-    def post_rename(self, old: object, new: object) -> None:
-        self._hook("post_rename", old, new)
+    def post_rename(self, old: object, new: object) -> tuple[str, ...]:
+        return self._hook("post_rename", old, new)
 
-    def post_destroy(self, be: object) -> None:
-        self._hook("post_destroy", be)
+    def post_destroy(self, be: object) -> tuple[str, ...]:
+        return self._hook("post_destroy", be)
 
-    def check(self, bes: list[object]) -> list[str]:
+    def check(self, bes: list[object]) -> object:
+        from beadm.backend import Checked
+
         self._hook("check")
-        return []
+        return Checked()
 
-    def sync(self, bes: list[object], *, only_if_used: bool = False) -> None:
-        self._hook("sync")
+    def sync(self, bes: list[object], *, only_if_used: bool = False) -> tuple[str, ...]:
+        return self._hook("sync")
+
+
+class WarningBackend(RecordingBackend):
+    """Each changing hook call returns a warning of its own, numbered by the calls so far
+    (``"activate #1"``)."""
+
+    def _hook(self, *call: object) -> tuple[str, ...]:
+        super()._hook(*call)
+        return (f"{call[0]} #{len(self.calls)}",)

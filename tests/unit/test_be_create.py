@@ -14,7 +14,7 @@ CLEAR = ("zfs", "inherit", "org.beadm:state")
 
 def test_create_from_running_exact_argv(tmp_path: Path) -> None:
     mgr, runner, backend = manager(tmp_path)
-    ref = mgr.create("pve-3", description="new one", props=["com.example:x=1"])
+    ref = mgr.create("pve-3", description="new one", props=["com.example:x=1"]).be
     assert ref == BeRef("pve-3", "rpool/ROOT/pve-3", "new one", False)
     assert runner.changes == [
         (
@@ -140,7 +140,7 @@ def test_bad_props_rejected_before_anything(tmp_path: Path) -> None:
 
 def test_create_be_snapshot(tmp_path: Path) -> None:
     mgr, runner, _ = manager(tmp_path)
-    assert mgr.create("pve-1@before") == "rpool/ROOT/pve-1@before"
+    assert mgr.create("pve-1@before").what == "rpool/ROOT/pve-1@before"
     assert runner.changes == [("zfs", "snapshot", "-r", "rpool/ROOT/pve-1@before")]
     with pytest.raises(ExistsError):
         mgr.create("pve-1@manual")

@@ -63,7 +63,7 @@ def test_activate(tmp_path: Path) -> None:
         ]
     )
     mgr, runner, backend = manager(tmp_path, listing=listing)
-    ref = mgr.activate("pve-3")
+    ref = mgr.activate("pve-3").be
     assert runner.changes == [
         ("zpool", "set", f"bootfs={R}/pve-3", "rpool"),
         # the running BE too: booted as another BE, `zfs mount -a` would mount it over /
@@ -83,7 +83,7 @@ def test_activate_temporary_keeps_bootfs(tmp_path: Path) -> None:
 
 def test_rename(tmp_path: Path) -> None:
     mgr, runner, backend = manager(tmp_path)
-    new = mgr.rename("pve-2", "stable")
+    new = mgr.rename("pve-2", "stable").be
     assert runner.changes == [
         ("zfs", "set", "org.beadm:state=renaming:pve-2", f"{R}/pve-2"),
         ("zfs", "rename", "-u", f"{R}/pve-2", f"{R}/stable"),
@@ -108,7 +108,7 @@ def test_mount_and_umount(tmp_path: Path) -> None:
     mgr, runner, _ = manager(tmp_path)
     where = tmp_path / "mnt"
     where.mkdir()
-    assert mgr.mount("pve-2", str(where)) == str(where)
+    assert mgr.mount("pve-2", str(where)).what == str(where)
     assert runner.changes == [
         ("mount", "-t", "zfs", "-o", "zfsutil", f"{R}/pve-2", str(where)),
         ("mount", "-t", "zfs", "-o", "zfsutil", f"{R}/pve-2/var", f"{where}/var"),
@@ -129,7 +129,7 @@ def test_mount_and_umount(tmp_path: Path) -> None:
 
 def test_mount_fresh_dir_and_refusals(tmp_path: Path) -> None:
     mgr, _runner, _ = manager(tmp_path)
-    d = mgr.mount("pve-2")
+    d = mgr.mount("pve-2").what
     try:
         assert Path(d).is_dir()
         assert Path(d).name.startswith("beadm-")
@@ -148,7 +148,8 @@ def test_mount_fresh_dir_and_refusals(tmp_path: Path) -> None:
 
 def test_init_defaults_to_running(tmp_path: Path) -> None:
     mgr, runner, backend = manager(tmp_path)
-    ref = mgr.init()
+    ref = mgr.init().be
+    assert ref is not None
     assert ref.name == "pve-1" and ref.running
     assert backend.calls == [("init", ref)]
     assert runner.changes == []

@@ -249,7 +249,7 @@ def test_command_error_with_undecodable_stderr_is_one_line(tmp_path: Path) -> No
 
 def test_unexpected_error_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     class Broken(RecordingBackend):
-        def sync(self, bes: list[object], *, only_if_used: bool = False) -> None:
+        def sync(self, bes: list[object], *, only_if_used: bool = False) -> tuple[str, ...]:
             raise RuntimeError("bug\nsecond line")
 
     rc, _out, err = _list_with_backend(tmp_path, Broken())

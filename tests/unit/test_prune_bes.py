@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend, pool_props
+from fakes import FakeRunner, RecordingBackend, WarningBackend, pool_props
 from sdboot_world import K1, UUIDS, World
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
@@ -78,6 +78,17 @@ def test_prune_destroys_the_oldest_automatic_be_through_the_be_layer(tmp_path: P
         ("u1", True, "older than the newest 1"),
     ]  # pve-1 (running) and pve-2 (made by hand, no mark) are not even candidates
     assert pruned.esps is None  # the recording backend has no esp_usage: unknown
+
+
+def test_prune_keeps_the_warnings_of_every_hook_call(tmp_path: Path) -> None:
+    """prune removes a BE's entries before its datasets and destroy's post_destroy runs
+    again after them: the warnings of both calls reach the result (before, the second
+    call's reset lost the first's)."""
+    mgr, _runner, _backend = world(tmp_path, LISTING, marks("u1", "u2", "u3"),
+                                  backend=WarningBackend())
+    pruned = mgr.prune(Policy(keep=1, keep_important=0))
+    assert pruned.warnings == ("post_destroy #1", "post_destroy #2", "post_destroy #3",
+                               "post_destroy #4")
 
 
 def test_prune_never_destroys_a_protected_be(tmp_path: Path) -> None:
@@ -265,8 +276,9 @@ def test_a_killed_prune_is_finished_by_the_next_changing_command(tmp_path: Path)
     synced: list[list[str]] = []
 
     class Syncing(RecordingBackend):
-        def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:  # type: ignore[override]
+        def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> tuple[str, ...]:  # type: ignore[override]
             synced.append([b.name for b in bes])
+            return ()
 
     mgr, runner, backend = world(tmp_path, listing, marks("u1", "u2"), backend=Syncing())
     # listed with its state, so that a BE whose destroy keeps failing is not hidden

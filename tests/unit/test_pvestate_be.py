@@ -152,7 +152,7 @@ def test_create_from_a_snapshot_before_the_move_gets_the_dropins_while_still_mar
     mgr, runner, backend, bes = setup(tmp_path)
     root = old_be(bes, "rpool/ROOT/pve-3")
     with caplog.at_level(logging.WARNING, logger="beadm"):
-        ref = mgr.create("pve-3", source="pve-1@beadm-20261120-101010")
+        ref = mgr.create("pve-3", source="pve-1@beadm-20261120-101010").be
     assert ref == BeRef("pve-3", "rpool/ROOT/pve-3", "", False)
     assert f"RequiresMountsFor={PC}" in (root / DROPIN).read_text()
     heads = [c[:3] if c[0] == "zfs" else c[:1] for c in runner.changes]

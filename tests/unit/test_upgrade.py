@@ -252,8 +252,8 @@ def _with_state(state: str) -> str:
 
 
 class SyncBackend(RecordingBackend):
-    def sync(self, bes: list[object], *, only_if_used: bool = False) -> None:
-        self._hook("sync", tuple(b.name for b in bes))  # type: ignore[attr-defined]
+    def sync(self, bes: list[object], *, only_if_used: bool = False) -> tuple[str, ...]:
+        return self._hook("sync", tuple(b.name for b in bes))  # type: ignore[attr-defined]
 
 
 def test_interrupted_upgrade_becomes_failed_and_gets_no_entries(tmp_path: Path) -> None:

@@ -105,8 +105,8 @@ class TrialBackend(RecordingBackend):
             return None
         return SimpleNamespace(be=self.trial_be, base=f"beadm-{self.trial_be}-6.8.conf")
 
-    def end_trial(self, bes: list[BeRef]) -> None:
-        self._hook("end_trial")
+    def end_trial(self, bes: list[BeRef]) -> tuple[str, ...]:
+        return self._hook("end_trial")
 
 
 

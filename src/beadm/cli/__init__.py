@@ -127,10 +127,4 @@ def _dispatch(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO, *,
         raise RefusedError(f"{args.command}: refused in a chroot (/ is not init's root): it "
                            "changes what boots; run it outside the chroot")
     mgr = build_manager(args, deps, out, err, plan=plan)
-    rc = commands.COMMANDS[name](mgr, args, deps, out, err)
-    # Non-fatal notes of the backend's last hook (e.g. an EFI variable write refused).
-    # (list prints the warnings of boot_state itself.)
-    notes = mgr.backend.warnings
-    for note in notes if args.command != "list" else []:
-        print(f"beadm: warning: {note}", file=err)
-    return rc
+    return commands.COMMANDS[name](mgr, args, deps, out, err)

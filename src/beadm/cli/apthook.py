@@ -10,6 +10,7 @@ import sys
 from typing import TextIO
 
 from beadm import config as conf
+from beadm.cli import output
 from beadm.cli.deps import Deps, build_manager
 from beadm.errors import UnsupportedError
 from beadm.runner import UNDER_BEADM
@@ -61,5 +62,5 @@ def run(args: argparse.Namespace, deps: Deps, out: TextIO, err: TextIO) -> int:
     for d in done.pruned.decisions:
         if d.destroy and d.snap.be not in {b.be.name for b in done.pruned.bes if b.destroy}:
             print(f"beadm: {verb} {d.snap.name} ({d.reason})", file=out)
-    return 0
+    return output.warnings(done.warnings, err)
 

@@ -70,12 +70,12 @@ def cmd_list(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
 
 def cmd_create(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                err: TextIO) -> int:
-    made = mgr.create(
+    done = mgr.create(
         args.name, source=args.source, description=args.description, props=args.props
     )
     if args.verbose:
-        print(f"created {made if isinstance(made, str) else made.name}", file=err)
-    return 0
+        print(f"created {done.what}", file=err)
+    return output.warnings(done.warnings, err)
 
 
 def cmd_destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
@@ -91,33 +91,32 @@ def cmd_destroy(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextI
         answer = stdin.readline().strip().lower()
         if answer not in ("y", "yes"):
             raise RefusedError(f"{what} not destroyed")
-    mgr.destroy(args.name, origin=args.origin, force=args.force)
-    return 0
+    return output.warnings(mgr.destroy(args.name, origin=args.origin,
+                                       force=args.force).warnings, err)
 
 
 def cmd_rename(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                err: TextIO) -> int:
-    mgr.rename(args.old, args.new)
-    return 0
+    return output.warnings(mgr.rename(args.old, args.new).warnings, err)
 
 
 def cmd_mount(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
               err: TextIO) -> int:
-    print(mgr.mount(args.name, args.directory), file=out)
-    return 0
+    done = mgr.mount(args.name, args.directory)
+    print(done.what, file=out)
+    return output.warnings(done.warnings, err)
 
 
 def cmd_umount(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                err: TextIO) -> int:
-    mgr.umount(args.target, force=args.force)
-    return 0
+    return output.warnings(mgr.umount(args.target, force=args.force).warnings, err)
 
 
 def cmd_init(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
              err: TextIO) -> int:
     """init, then: move the Proxmox state (--shared-state), or say in one line that it
     is inside."""
-    mgr.init(args.name)
+    output.warnings(mgr.init(args.name).warnings, err)
     found = [f for f in mgr.shared_state(move=args.shared_state, out=out) if f.to_move]
     if not found:
         return 0
@@ -135,17 +134,17 @@ def cmd_activate(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: Text
                  err: TextIO) -> int:
     report = functools.partial(_print_report, force=args.force, err=err)
     if args.trial:
-        mgr.activate_trial(args.name, tries=args.tries, force=args.force,
-                           watchdog=wd.DEFAULT if args.watchdog is None else args.watchdog,
-                           on_report=report)
+        done = mgr.activate_trial(
+            args.name, tries=args.tries, force=args.force,
+            watchdog=wd.DEFAULT if args.watchdog is None else args.watchdog, on_report=report)
     elif args.tries != 3:
         raise UsageError("--tries goes with --trial")
     elif args.watchdog is not None:
         raise UsageError("--watchdog goes with --trial")
     else:
-        mgr.activate(args.name, temporary=args.temporary, force=args.force,
-                     on_report=report)
-    return 0
+        done = mgr.activate(args.name, temporary=args.temporary, force=args.force,
+                            on_report=report)
+    return output.warnings(done.warnings, err)
 
 
 def _print_report(report: Report, *, force: bool, err: TextIO) -> None:
@@ -200,17 +199,17 @@ def cmd_trial_boot(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: Te
         then = "rebooting into it" if args.reboot else "not rebooting (--no-reboot)"
         raise BootError(f"trial boot of {res.be} failed: {'; '.join(res.why)}; the previous "
                         f"default is restored, {then}")
-    return 0
+    return output.warnings(res.warnings, err)
 
 
 def cmd_check(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
               err: TextIO) -> int:
-    problems = mgr.check()
-    for line in problems:
+    checked = mgr.check()
+    for line in checked.problems:
         print(line, file=out)
-    for note in mgr.backend.notes:
+    for note in checked.notes:
         print(f"beadm: note: {note}", file=err)
-    return 1 if problems else 0
+    return 1 if checked.problems else 0
 
 
 def cmd_sync(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
@@ -221,27 +220,26 @@ def cmd_sync(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
         logging.getLogger("beadm").debug(
             "sync --if-used under beadm (pid %s): nothing to do", deps.environ[UNDER_BEADM])
         return 0
-    mgr.sync(only_if_used=args.only_if_used)
-    return 0
+    return output.warnings(mgr.sync(only_if_used=args.only_if_used).warnings, err)
 
 
 def cmd_migrate(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                 err: TextIO) -> int:
-    mgr.migrate()
-    return 0
+    return output.warnings(mgr.migrate().warnings, err)
 
 
 def cmd_upgrade(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                 err: TextIO) -> int:
     done = mgr.upgrade(args.name, args.apt_args, description=args.description)
     output.print_upgraded(done, args, mgr.backend, out=out, err=err)
-    return 0
+    return output.warnings(done.warnings, err)
 
 
 def cmd_prune(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
               err: TextIO) -> int:
-    output.print_pruned(mgr.prune(conf.load(deps.config_path).policy), args, out)
-    return 0
+    pruned = mgr.prune(conf.load(deps.config_path).policy)
+    output.print_pruned(pruned, args, out)
+    return output.warnings(pruned.warnings, err)
 
 
 #: Each command that works on BEs (it gets a manager), by name.

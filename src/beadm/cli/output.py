@@ -69,6 +69,14 @@ def sorted_bes(infos: Sequence[BeInfo], key: str | None, reverse: bool) -> list[
     return sorted(infos, key=k, reverse=reverse)
 
 
+def warnings(found: Sequence[str], err: TextIO) -> int:
+    """What did not stop a command (its result's ``warnings``), one line each on stderr;
+    the command's exit status (0: warnings do not fail it)."""
+    for w in found:
+        print(f"beadm: warning: {shown(w)}", file=err)
+    return 0
+
+
 def list_notes(listing: Listing, err: TextIO) -> None:
     """list: the boot backend's warnings and the kernel pins, on stderr."""
     for w in listing.state.warnings:
