@@ -23,6 +23,7 @@ from beadm.esp import cmdline as cmd
 from beadm.esp import entries as ent
 from beadm.esp import esplist, hooks, kernels, persist
 from beadm.esp.host import Esp, Host, Session, SystemHost
+from beadm.esp.notes import Notes
 from beadm.esp.store import EspStore
 from beadm.record import record, replace
 from beadm.runner import Runner
@@ -82,8 +83,6 @@ class EspBackend:
         self._zfs = Zfs(runner)
         self._out = out if out is not None else sys.stdout
         self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
-        self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
-        self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
 
     # -- one session for the whole command (beadm.be holds it) -----------------------
     def hold(self) -> contextlib.AbstractContextManager[None]:
@@ -120,9 +119,10 @@ class EspBackend:
         elif not ask or self._get_record(container) != name:
             self._zfs.set(container, RECORD, name)
 
-    def _plan(self, s: Session, be: BeRef, *, prepare: bool) -> Plan:
+    def _plan(self, s: Session, be: BeRef, notes: Notes, *, prepare: bool) -> Plan:
         """Read BE ``be``'s kernels and command line (``prepare``: also write its cmdline
-        and hooks, which needs it mounted read-write)."""
+        and hooks, which needs it mounted read-write); what is worth a warning goes to
+        ``notes``."""
         root = s.be_root(be, writable=prepare)
         fallback = self.host.proc_cmdline() if be.running else None
         try:
@@ -134,7 +134,7 @@ class EspBackend:
                         and be.running and root == Path("/"):
                     note = persist.start_now(self._runner)
                     if note:
-                        self.warnings.append(note)
+                        notes.add(note)
         except OSError as exc:  # a link out of the BE (beadm.confined), a read-only tree...
             raise BootError(f"BE {be.name}: {confined.why(exc)}") from exc
         keep = self.host.running_kernel() if be.running else None
@@ -145,8 +145,7 @@ class EspBackend:
         if pin is not None and all(k.kver != pin for k in found):
             note = (f"BE {be.name}: the pinned kernel {pin} is not in its /boot "
                     "(proxmox-boot-tool kernel unpin?): it boots its newest")
-            if note not in self.warnings:
-                self.warnings.append(note)
+            notes.add(note)
             pin = None
         return Plan(be, options, tuple(found), pin, keep)
 
@@ -164,7 +163,7 @@ class EspBackend:
         except OSError as exc:
             raise BootError(f"BE {be.name}: cannot compare its ESP list: {exc}") from exc
 
-    def _carry_esp_list(self, s: Session, be: BeRef) -> None:
+    def _carry_esp_list(self, s: Session, be: BeRef, notes: Notes) -> None:
         """Write the running root's ESP list into BE ``be`` where it differs (a BE cloned
         before a disk replacement lists the gone ESP; see :mod:`beadm.esp.esplist`)."""
         want, drift = self._esp_list_drift(s, be)
@@ -174,9 +173,7 @@ class EspBackend:
         for d in drift:
             kept = d.would_drop(want, self.host.esp_present)
             if kept:
-                note = esplist.describe(be.name, d, want, kept)
-                if note not in self.warnings:
-                    self.warnings.append(note)
+                notes.add(esplist.describe(be.name, d, want, kept))
             else:
                 todo.append(d)
         if not todo:
@@ -202,13 +199,13 @@ class EspBackend:
         confined.write_file(root, cmd.CMDLINE,
                             ("\n".join([options, *rest]) + "\n").encode("utf-8"), fsync=False)
 
-    def _note_lean(self, names: list[str]) -> None:
+    @staticmethod
+    def _note_lean(names: list[str], notes: Notes) -> None:
         one = len(names) == 1
         note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if one else ''} only the "
                 f"kernel {'it boots' if one else 'they boot'} (and the running one), to leave "
                 "room for Proxmox's next kernel")
-        if note not in self.warnings:
-            self.warnings.append(note)
+        notes.add(note)
 
     def _each(self, esps: list[Esp], errors: list[str], step: str,
               fn: Callable[[EspStore], object]) -> list[Esp]:
@@ -230,7 +227,8 @@ class EspBackend:
             done.append(esp)
         return done
 
-    def _raise(self, esps: list[Esp], errors: list[str]) -> None:
+    @staticmethod
+    def _raise(esps: list[Esp], errors: list[str], notes: Notes) -> None:
         """End of a changing hook: raise what failed. An ESP whose device is missing (a
         degraded mirror) is a loud warning, not an error, as long as one ESP is there:
         the others took the change, and ``sync`` completes the missing one when it is
@@ -245,8 +243,7 @@ class EspBackend:
             for e in missing:
                 note = (f"{e.error}: changed the other ESPs only; run 'beadm sync' once it "
                         "is back (booted from meanwhile, it boots what it booted before)")
-                if note not in self.warnings:
-                    self.warnings.append(note)
+                notes.add(note)
         if problems:
             raise BootError("; ".join(problems))
 

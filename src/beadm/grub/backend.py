@@ -30,13 +30,14 @@ import os
 import re
 from pathlib import Path
 
-from beadm.backend import BeRef, BootState, EspUsage, NoTrialBoots
+from beadm.backend import BeRef, BootState, Checked, EspUsage, NoTrialBoots, Warnings
 from beadm.errors import BeadmError, BootError, UnsupportedError
 from beadm.esp import cmdline as cmd
 from beadm.esp import entries as ent
 from beadm.esp import esplist
 from beadm.esp.backend import EspBackend, Plan, _container
 from beadm.esp.host import Esp, Session
+from beadm.esp.notes import Notes
 from beadm.esp.store import EspStore, content_name
 from beadm.grub import grubenv, menu, zfscfg
 from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, GRUBENV, Item, Menu
@@ -147,7 +148,7 @@ class GrubBackend(NoTrialBoots, EspBackend):
         except OSError as exc:
             raise BootError(f"BE {be.name}: cannot write /{zfscfg.ZFS_CFG}: {exc}") from exc
 
-    def _fit(self, esps: list[Esp], plan: Plan) -> Plan:
+    def _fit(self, esps: list[Esp], plan: Plan, notes: Notes) -> Plan:
         """``plan`` if every ESP takes its files with room left for Proxmox's next kernel
         (as large as its largest pair at the ESP root), else its lean form, else an error
         before anything is written."""
@@ -179,7 +180,7 @@ class GrubBackend(NoTrialBoots, EspBackend):
             return plan
         lean = plan.lean()
         if lean.kernels != plan.kernels and not problems(lean):
-            self._note_lean([plan.be.name])
+            self._note_lean([plan.be.name], notes)
             return lean
         raise BootError("not enough room on the ESPs, nothing written: " + "; ".join(found)
                         + " (destroy an unused BE, or remove old kernels, then retry)")
@@ -191,31 +192,31 @@ class GrubBackend(NoTrialBoots, EspBackend):
     def preflight(self) -> None:
         """Nothing to refuse: ``--backend grub`` is the admin's choice (``auto`` checks)."""
 
-    def init(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def init(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def post_create(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def post_create(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
         """Also the undo of a failed rename (called with old and new swapped)."""
-        self._make_bootable(new, replacing=old)
+        return self._make_bootable(new, replacing=old)
 
-    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
-        self.warnings = []
+    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> Warnings:
+        notes = Notes()
         if self._runner.dry_run and not self._exists(be.dataset):
             print(f"would write {be.dataset}'s /etc/kernel/cmdline and /{zfscfg.ZFS_CFG} "
                   f"(root=ZFS={be.dataset}), its zzz-beadm hooks, and GRUB entries for the "
                   f"kernels in its /boot in /{CUSTOM_CFG} on every ESP", file=self._out)
-            return
+            return ()
         old = replacing.name if replacing is not None else None
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=True)
+            plan = self._plan(s, be, notes, prepare=True)
             self._prepare_grub(s, be)
             esps = s.esps()
             errors: list[str] = []
-            plan = self._fit(esps, plan)
-            self._carry_esp_list(s, be)
+            plan = self._fit(esps, plan, notes)
+            self._carry_esp_list(s, be, notes)
             rec = self._get_record(_container(be))
 
             def put(st: EspStore) -> None:
@@ -234,26 +235,27 @@ class GrubBackend(NoTrialBoots, EspBackend):
             self._each(esps, errors, "GRUB menu", put)
             if old is not None and rec == old:
                 self._set_record(_container(be), be.name)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
             dead = _fallback_dead(esps, replacing) if replacing is not None else ()
         if dead:
-            self._revive_fallback(dead, replacing.dataset if replacing else "")
+            self._revive_fallback(dead, replacing.dataset if replacing else "", notes)
+        return notes.done()
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         raise UnsupportedError("migrate (from the old shell beadm's systemd-boot layout) is "
                                "for systemd-boot hosts: this host boots through GRUB")
 
     def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
         return None  # not measured for GRUB's layout yet: unknown, prune's ESP floor is off
 
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
-        self.warnings = []
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=False)
+            plan = self._plan(s, be, notes, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            plan = self._fit(esps, plan)
-            self._carry_esp_list(s, be)
+            plan = self._fit(esps, plan, notes)
+            self._carry_esp_list(s, be, notes)
             target = self._id(plan)
             staged: dict[str, tuple[Item, ...]] = {}
 
@@ -263,7 +265,7 @@ class GrubBackend(NoTrialBoots, EspBackend):
             self._each(esps, errors, "kernel files", stage)
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
-                self._raise(esps, errors)  # an ESP that cannot take them: change nothing
+                self._raise(esps, errors, notes)  # an ESP that cannot take them: change nothing
 
             def commit(st: EspStore) -> None:
                 m = self._menu(st).with_be(be.name, staged[st.uuid])
@@ -280,7 +282,8 @@ class GrubBackend(NoTrialBoots, EspBackend):
             self._each(esps, errors, "GRUB menu", commit)
             if not temporary and not errors:
                 self._set_record(_container(be), be.name)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         """Before any change: every ESP at hand can take a new custom.cfg."""
@@ -307,8 +310,8 @@ class GrubBackend(NoTrialBoots, EspBackend):
             if problems:
                 raise BootError("not renaming: " + "; ".join(problems))
 
-    def post_destroy(self, be: BeRef) -> None:
-        self.warnings = []
+    def post_destroy(self, be: BeRef) -> Warnings:
+        notes = Notes()
         if self._get_record(_container(be)) == be.name:
             self._set_record(_container(be), None)
         with self.host.session() as s:
@@ -330,11 +333,12 @@ class GrubBackend(NoTrialBoots, EspBackend):
                 self._gc(st)
 
             self._each(esps, errors, "remove entries", drop)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
             dead = _fallback_dead(esps, be)
-        self._revive_fallback(dead, be.dataset)
+        self._revive_fallback(dead, be.dataset, notes)
+        return notes.done()
 
-    def _revive_fallback(self, dead: tuple[str, ...], gone: str) -> None:
+    def _revive_fallback(self, dead: tuple[str, ...], gone: str, notes: Notes) -> None:
         """Proxmox's own entries in grub.cfg boot whichever BE ran the last refresh. When
         that BE is gone, refresh from the running BE (whose zfs.cfg beadm keeps right). A
         refresh never touches custom.cfg or grubenv: nothing to put back afterwards."""
@@ -350,17 +354,17 @@ class GrubBackend(NoTrialBoots, EspBackend):
         try:
             self._runner.run(["proxmox-boot-tool", "refresh"])
         except BeadmError as exc:  # a warning: the destroy or rename stands
-            self.warnings.append(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
+            notes.add(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
                                  "run it yourself once the cause is fixed")
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
-        self.warnings = []
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
             esps = s.esps()
             if only_if_used and not any(
                     e.store and e.store.read_text(CUSTOM_CFG) is not None for e in esps):
                 log.debug("sync: no ESP has beadm's custom.cfg yet (no init): nothing to do")
-                return
+                return ()
             for esp in esps:  # a foreign custom.cfg anywhere: refuse before any write
                 if esp.store is not None:
                     self._menu(esp.store)
@@ -368,13 +372,13 @@ class GrubBackend(NoTrialBoots, EspBackend):
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plan = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, notes, prepare=False)
                     if cmd.first_line(s.be_root(be, writable=False)) \
                             != plan.options:
-                        plan = self._plan(s, be, prepare=True)
+                        plan = self._plan(s, be, notes, prepare=True)
                     self._prepare_grub(s, be)
                     plans[be.name] = plan
-                    self._carry_esp_list(s, be)
+                    self._carry_esp_list(s, be, notes)
                 except BootError as exc:
                     errors.append(exc.message)
                 except OSError as exc:
@@ -403,17 +407,17 @@ class GrubBackend(NoTrialBoots, EspBackend):
                 self._gc(st)
 
             self._each(esps, errors, "GRUB menu", put)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
-    def check(self, bes: list[BeRef]) -> list[str]:
+    def check(self, bes: list[BeRef]) -> Checked:
         problems: list[str] = []
-        self.notes = []
-        self.warnings = []
+        notes = Notes()  # what a changing hook would warn of (a pinned kernel gone, ...)
         with self.host.session() as s:
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plan = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, notes, prepare=False)
                 except BootError as exc:
                     problems.append(exc.message)
                     continue
@@ -445,7 +449,7 @@ class GrubBackend(NoTrialBoots, EspBackend):
                     problems.append(esp.error or f"ESP {esp.uuid} is missing")
                     continue
                 problems += self._check_esp(st, Menu(menu.sort_items(items), target))
-        return problems
+        return Checked(tuple(problems), tuple(notes))
 
     def _check_esp(self, st: EspStore, want: Menu) -> list[str]:
         where = f"ESP {st.uuid}"

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootState, EspUsage, KernelPin
+from beadm.backend import BeRef, BootState, Checked, EspUsage, KernelPin, Warnings
 from beadm.errors import BeadmError, BootError
 from beadm.esp import cmdline as cmd
 from beadm.esp import entries as ent
@@ -41,6 +41,7 @@ from beadm.esp.backend import EspBackend, Plan, _container
 from beadm.esp.efivars import DEFAULT, ONESHOT, SELECTED, EfiRefused
 from beadm.esp.host import Esp, Session
 from beadm.esp.kernels import version_key
+from beadm.esp.notes import Notes
 from beadm.esp.store import EspStore, content_name
 from beadm.record import record, replace
 from beadm.sdboot import resolve, trial
@@ -103,7 +104,7 @@ class SystemdBootBackend(EspBackend):
                     f"{_mib(need)} and Proxmox's next kernel {_mib(headroom)}")
         return problems
 
-    def _fit_one(self, esps: list[Esp], plan: Plan) -> Plan:
+    def _fit_one(self, esps: list[Esp], plan: Plan, notes: Notes) -> Plan:
         """Before any ESP is written: ``plan`` if every ESP takes it with room to spare for
         Proxmox's next kernel, else its lean form (only the kernel the BE boots) if that
         fits, else nothing is written anywhere: a kernel update must never fail for lack of
@@ -113,14 +114,14 @@ class SystemdBootBackend(EspBackend):
             return plan
         lean = plan.lean()
         if lean.kernels != plan.kernels and not self._room_problems(esps, lean):
-            self._note_lean([plan.be.name])
+            self._note_lean([plan.be.name], notes)
             return lean
         raise BootError("not enough room on the ESPs, nothing written: "
                         + "; ".join(problems)
                         + " (destroy an unused BE, or remove old kernels, then retry)")
 
-    def _fit_all(self, esps: list[Esp], plans: dict[str, Plan],
-                 bes: list[BeRef]) -> tuple[dict[str, Plan], dict[str, str]]:
+    def _fit_all(self, esps: list[Esp], plans: dict[str, Plan], bes: list[BeRef],
+                 notes: Notes) -> tuple[dict[str, Plan], dict[str, str]]:
         """What ``sync`` may store on the ESPs (``check`` compares with the same): every BE's
         plan when, with them, every ESP keeps room for Proxmox's next kernel; else every BE
         lean; else BEs one by one (the running BE, the activated one, then by name), each
@@ -137,7 +138,7 @@ class SystemdBootBackend(EspBackend):
         if _fits(rooms, leans.values()):
             trimmed = sorted(n for n in plans if leans[n].kernels != plans[n].kernels)
             if trimmed:
-                self._note_lean(trimmed)
+                self._note_lean(trimmed, notes)
             return leans, {}
         record = self._get_record(_container(bes[0])) if bes else None
         order = sorted(plans, key=lambda n: (not plans[n].be.running, n != record, n))
@@ -164,7 +165,7 @@ class SystemdBootBackend(EspBackend):
             if fname not in keep and ent.strip_counter(fname) not in keep and e.be == name:
                 esp.remove_entry(fname)
 
-    def _set_efi(self, var: str, value: str | None) -> bool:
+    def _set_efi(self, var: str, value: str | None, notes: Notes) -> bool:
         """Set (or with None delete) a loader variable; False when refused."""
         efi = self.host.efivars
         try:
@@ -175,15 +176,17 @@ class SystemdBootBackend(EspBackend):
         except EfiRefused as exc:
             note = (f"EFI variable {var} not written ({exc.strerror}): "
                     "loader.conf carries the choice")
-            self.warnings.append(note)  # the CLI prints it: not the log too
+            notes.add(note)  # the CLI prints it: not the log too
             return False
         return True
 
-    def _assert_default(self, esps: list[Esp], errors: list[str], target: str) -> None:
+    def _assert_default(self, esps: list[Esp], errors: list[str], target: str,
+                        notes: Notes) -> None:
         """The default last: EFI variable (or its removal if refused), then loader.conf."""
-        if self.host.efivars.available() and not self._set_efi(DEFAULT, target):
+        if self.host.efivars.available() and not self._set_efi(DEFAULT, target, notes):
             current = self.host.efivars.get(DEFAULT)
-            if current is not None and current != target and not self._set_efi(DEFAULT, None):
+            if current is not None and current != target and \
+                    not self._set_efi(DEFAULT, None, notes):
                 errors.append(f"EFI variable {DEFAULT}={current} can be neither changed nor "
                               "removed and outranks loader.conf")
         self._each(esps, errors, "loader.conf", lambda st: st.set_loader_default(target))
@@ -192,14 +195,14 @@ class SystemdBootBackend(EspBackend):
         self._each(esps, errors, "garbage collection", lambda st: st.gc())
 
     # -- the protocol --------------------------------------------------------------
-    def init(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def init(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def post_create(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def post_create(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
-        self.warnings = []
+    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> Warnings:
+        notes = Notes()
         if self._runner.dry_run and not self._exists(be.dataset):
             # A dry run did not create (or rename) the dataset: there is nothing to read
             # or mount, only to say what would be done with it (issue 10.5).
@@ -209,42 +212,43 @@ class SystemdBootBackend(EspBackend):
             if replacing is not None:
                 print(f"would move every default naming BE {replacing.name} to BE {be.name} "
                       f"and remove {replacing.name}'s boot entries", file=self._out)
-            return
+            return ()
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=True)
+            plan = self._plan(s, be, notes, prepare=True)
             esps = s.esps()
             errors: list[str] = []
             old = replacing.name if replacing else None
-            plan = self._fit_one(esps, plan)
-            self._carry_esp_list(s, be)
+            plan = self._fit_one(esps, plan, notes)
+            self._carry_esp_list(s, be, notes)
             self._each(esps, errors, "entries", lambda st: self._install(st, plan, replacing=old))
             if replacing is not None:
-                self._follow_rename(esps, errors, replacing, plan)
+                self._follow_rename(esps, errors, replacing, plan, notes)
             self._each(esps, errors, "prune",
                        lambda st: self._prune(st, be.name, plan.fnames()))
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
             # after the defaults moved to the new name: those are what a refresh must not undo
             fallback = _Fallback.of(esps, replacing) if replacing is not None else None
         if fallback is not None:
-            self._revive_fallback(fallback)
+            self._revive_fallback(fallback, notes)
+        return notes.done()
 
     def trials(self) -> bool:
         return True
 
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
-        self.warnings = []
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=False)
+            plan = self._plan(s, be, notes, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            plan = self._fit_one(esps, plan)
-            self._carry_esp_list(s, be)  # booted, it must sync the ESPs this BE syncs
+            plan = self._fit_one(esps, plan, notes)
+            self._carry_esp_list(s, be, notes)  # booted, it must sync the ESPs this BE syncs
             self._each(esps, errors, "entries", lambda st: self._install(st, plan))
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
                 # a present ESP that cannot take the entries: change no default anywhere
-                self._raise(esps, errors)
+                self._raise(esps, errors, notes)
             if temporary:
                 efi = self.host.efivars
                 try:
@@ -255,12 +259,13 @@ class SystemdBootBackend(EspBackend):
                         f"written ({exc.strerror}); use 'activate' without -t") from exc
             else:
                 if self.host.efivars.get(ONESHOT) is not None:
-                    self._set_efi(ONESHOT, None)  # a pending once-boot is overridden
-                self._assert_default(esps, errors, plan.default_id)
+                    self._set_efi(ONESHOT, None, notes)  # a pending once-boot is overridden
+                self._assert_default(esps, errors, plan.default_id, notes)
                 self._set_record(_container(be), be.name, ask=False)
                 self._each(esps, errors, "trial", _drop_counted)  # any trial ends here
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
     def preflight(self) -> None:
         """Nothing to refuse here: ``--backend systemd-boot`` is the admin's own choice
@@ -289,19 +294,19 @@ class SystemdBootBackend(EspBackend):
             if problems:
                 raise BootError("not renaming: " + "; ".join(problems))
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
         """Also the undo of a failed rename (called with old and new swapped)."""
-        self._make_bootable(new, replacing=old)
+        return self._make_bootable(new, replacing=old)
 
     def _follow_rename(self, esps: list[Esp], errors: list[str], old: BeRef,
-                       plan: Plan) -> None:
+                       plan: Plan, notes: Notes) -> None:
         """Point every default that named ``old`` at ``plan``'s BE, then drop old's entries."""
         olds = _ids_of(esps, old.name)
         efi = self.host.efivars
         for var in (ONESHOT, DEFAULT):
             cur = efi.get(var) if efi.available() else None
             if cur and cur.lower() in olds:
-                self._set_efi(var, plan.default_id)
+                self._set_efi(var, plan.default_id, notes)
         for esp in esps:
             st = esp.store
             d = st.loader_default() if st else None
@@ -314,8 +319,8 @@ class SystemdBootBackend(EspBackend):
         self._each(esps, errors, "prune",
                    lambda st: self._prune(st, old.name, []))
 
-    def post_destroy(self, be: BeRef) -> None:
-        self.warnings = []
+    def post_destroy(self, be: BeRef) -> Warnings:
+        notes = Notes()
         if self._get_record(_container(be)) == be.name:
             self._set_record(_container(be), None)
         with self.host.session() as s:
@@ -326,7 +331,7 @@ class SystemdBootBackend(EspBackend):
             for var in (ONESHOT, DEFAULT):
                 cur = efi.get(var) if efi.available() else None
                 if cur and cur.lower() in mine:
-                    self._set_efi(var, None)
+                    self._set_efi(var, None, notes)
 
             def drop(st: EspStore) -> None:
                 d = st.loader_default()
@@ -336,12 +341,13 @@ class SystemdBootBackend(EspBackend):
 
             self._each(esps, errors, "remove entries", drop)
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
             # after drop(): no default named the gone BE's entries any more
             fallback = _Fallback.of(esps, be)
-        self._revive_fallback(fallback)
+        self._revive_fallback(fallback, notes)
+        return notes.done()
 
-    def _revive_fallback(self, fb: _Fallback) -> None:
+    def _revive_fallback(self, fb: _Fallback, notes: Notes) -> None:
         """Proxmox's own entries (``proxmox-<kver>.conf``, the fallback when no beadm
         default holds: NVRAM reset, ``reinit``) carry the ``root=`` of whichever BE ran
         ``proxmox-boot-tool refresh`` last. When that BE is gone (destroyed, renamed), run
@@ -360,7 +366,7 @@ class SystemdBootBackend(EspBackend):
         try:
             self._runner.run(["proxmox-boot-tool", "refresh"])
         except BeadmError as exc:
-            self.warnings.append(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
+            notes.add(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
                                  "run it yourself once the cause is fixed")
         with self.host.session() as s:
             errors: list[str] = []
@@ -370,33 +376,33 @@ class SystemdBootBackend(EspBackend):
                 if st is not None and want and st.loader_default() != want:
                     self._each([esp], errors, "loader.conf",
                                functools.partial(EspStore.set_loader_default, pattern=want))
-            self._raise(s.esps(), errors)
+            self._raise(s.esps(), errors, notes)
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
-        self.warnings = []
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
             if only_if_used and not any(e.store and e.store.beadm_entries() for e in s.esps()):
                 log.debug("sync: no ESP has a beadm entry yet (no init): nothing to do")
-                return
+                return ()
             errors: list[str] = []
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plan = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, notes, prepare=False)
                     if cmd.first_line(s.be_root(be, writable=False)) \
                             != plan.options:  # the drift check reports: repair it
-                        plan = self._plan(s, be, prepare=True)
+                        plan = self._plan(s, be, notes, prepare=True)
                     plans[be.name] = plan
-                    self._carry_esp_list(s, be)  # the drift check reports: repair it
+                    self._carry_esp_list(s, be, notes)  # the drift check reports: repair it
                 except BootError as exc:
                     errors.append(exc.message)
                 except OSError as exc:
                     errors.append(f"BE {be.name}: cannot write its /etc/kernel/cmdline: {exc}")
             esps = s.esps()
             names = [b.name for b in bes]
-            plans, held = self._fit_all(esps, plans, bes)
+            plans, held = self._fit_all(esps, plans, bes, notes)
             for why in held.values():  # the CLI prints the warnings: not the log too
-                self.warnings.append(why)
+                notes.add(why)
             for plan in plans.values():
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
             record = self._get_record(_container(bes[0])) if bes else None
@@ -409,13 +415,14 @@ class SystemdBootBackend(EspBackend):
                 self._each(esps, errors, "loader.conf",
                            lambda st: st.set_loader_default(target))
             elif target is not None:
-                self._assert_default(esps, errors, target)
+                self._assert_default(esps, errors, target, notes)
             self._each(esps, errors, "prune", functools.partial(_prune_all, plans=plans,
                                                                   names=names, trial=base))
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         """Convert the old shell beadm's layout (``env/<be>/`` copies of kernels and entries
         ``<be>-<kver>.conf`` naming them) to the shared store; free the old copies.
 
@@ -423,7 +430,7 @@ class SystemdBootBackend(EspBackend):
         a default (EFI variable or loader.conf) that chose an old entry is moved to the BE's
         new entry and recorded; then the old entries go, then their ``env/<be>/`` folders.
         """
-        self.warnings = []
+        notes = Notes()
         by_name = {b.name: b for b in bes}
         with self.host.session() as s:
             esps = s.esps()
@@ -433,7 +440,7 @@ class SystemdBootBackend(EspBackend):
                 if esp.store is not None:
                     old[esp.uuid] = _old_entries(esp.store)
             found = {be for per in old.values() for be in per.values()}
-            plans = {n: self._plan(s, by_name[n], prepare=False) for n in sorted(found)
+            plans = {n: self._plan(s, by_name[n], notes, prepare=False) for n in sorted(found)
                      if n in by_name}
             for plan in plans.values():
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=plan))
@@ -443,7 +450,7 @@ class SystemdBootBackend(EspBackend):
                 cur = efi.get(var) if efi.available() else None
                 owner = _old_owner(cur, old) if cur else None
                 if owner in plans:
-                    self._set_efi(var, plans[owner].default_id)
+                    self._set_efi(var, plans[owner].default_id, notes)
                     chosen = owner if var == DEFAULT else chosen
             for esp in esps:
                 st = esp.store
@@ -468,7 +475,8 @@ class SystemdBootBackend(EspBackend):
 
             self._each(esps, errors, "remove old copies", drop_old)
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
     def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
         """Per mounted ESP: its size, free space and beadm's files with the BEs whose
@@ -486,22 +494,22 @@ class SystemdBootBackend(EspBackend):
                     log.debug("ESP %s: cannot measure its space: %s", esp.uuid, exc)
         return tuple(out) if out else None
 
-    def check(self, bes: list[BeRef]) -> list[str]:
+    def check(self, bes: list[BeRef]) -> Checked:
         problems: list[str] = []
-        self.notes = []
-        self.warnings = []
+        facts: list[object] = []  # the kernel pins, a pending trial
+        notes = Notes()  # what a changing hook would warn of (a tight ESP, ...)
         with self.host.session() as s:
             plans: dict[str, Plan] = {}
             for be in bes:
                 try:
-                    plan = self._plan(s, be, prepare=False)
+                    plan = self._plan(s, be, notes, prepare=False)
                 except BootError as exc:
                     problems.append(exc.message)
                     continue
                 plans[be.name] = plan
                 pin = kernels.pin_of(s.be_root(be, writable=False))
                 if pin is not None:
-                    self.notes.append(KernelPin(be.name, pin.kver, pin.once,
+                    facts.append(KernelPin(be.name, pin.kver, pin.once,
                                                 plan.pin is not None).describe())
                 current = cmd.first_line(s.be_root(be, writable=False))
                 if current != plan.options:
@@ -520,7 +528,7 @@ class SystemdBootBackend(EspBackend):
             names = [b.name for b in bes]
             record = self._get_record(_container(bes[0])) if bes else None
             full = dict(plans)
-            plans, held = self._fit_all(esps, plans, bes)
+            plans, held = self._fit_all(esps, plans, bes, notes)
             problems += held.values()
             base = self._pending_trial(esps)
             for esp in esps:
@@ -530,13 +538,13 @@ class SystemdBootBackend(EspBackend):
                 problems += self._check_esp(esp.store, plans, names, record, full,
                                             trial=base)
             if base is not None:
-                self.notes.append(f"a trial boot of {self._be_of_id(base, names)} is pending "
+                facts.append(f"a trial boot of {self._be_of_id(base, names)} is pending "
                                   f"(LoaderEntryDefault={self.host.efivars.get(DEFAULT)})")
             if record in plans and self.host.efivars.available() and base is None:
                 cur = self.host.efivars.get(DEFAULT)
                 if cur is not None and cur != plans[record].default_id:
                     problems.append(f"EFI {DEFAULT} is {cur}, beadm activated {record}")
-        return problems
+        return Checked(tuple(problems), (*facts, *notes))
 
     def _check_esp(self, st: EspStore, plans: dict[str, Plan], names: list[str],
                    record: str | None, full: dict[str, Plan], *,
@@ -634,29 +642,29 @@ class SystemdBootBackend(EspBackend):
             trial.is_counted(str(selected))
 
     def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
-                       watchdog: int = wd.DEFAULT) -> None:
+                       watchdog: int = wd.DEFAULT) -> Warnings:
         """Boot ``be`` next with ``tries`` counted tries; ``fallback`` (the running BE)
         becomes the default that boots once they are spent. Order (a kill at any point
         leaves ``fallback`` or the trial booting next): entries, the counted entry,
         the fallback as default everywhere (EFI variable, loader.conf, record), then the
         trial glob in LoaderEntryDefault (the commit)."""
-        self.warnings = []
+        notes = Notes()
         efi = self.host.efivars
         if not efi.available():
             raise BootError("activate --trial needs the EFI variable LoaderEntryDefault: "
                             "this system did not boot in UEFI mode")
         with self.host.session() as s:
             self._trial_units(s, be)
-            plan = self._plan(s, be, prepare=False)
-            back = self._plan(s, fallback, prepare=False)
+            plan = self._plan(s, be, notes, prepare=False)
+            back = self._plan(s, fallback, notes, prepare=False)
             esps = s.esps()
             errors: list[str] = []
-            plan = self._fit_one(esps, plan)
+            plan = self._fit_one(esps, plan, notes)
             for p in (plan, back):
                 self._each(esps, errors, "entries", functools.partial(self._install, plan=p))
             broken = [e for e in esps if e.store is None and not e.missing]
             if errors or broken or not any(e.store for e in esps):
-                self._raise(esps, errors)
+                self._raise(esps, errors, notes)
             kernel = next(k for k in plan.kernels if k.kver == plan.default_kver)
             counted = trial.counted_fname(plan.default_id, tries)
 
@@ -668,10 +676,10 @@ class SystemdBootBackend(EspBackend):
 
             self._each(esps, errors, "trial entry", put)
             if efi.get(ONESHOT) is not None:
-                self._set_efi(ONESHOT, None)
-            self._assert_default(esps, errors, back.default_id)
+                self._set_efi(ONESHOT, None, notes)
+            self._assert_default(esps, errors, back.default_id, notes)
             self._set_record(_container(fallback), fallback.name)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
             try:
                 efi.set(DEFAULT, trial.pattern_for(plan.default_id))
             except EfiRefused as exc:
@@ -680,7 +688,8 @@ class SystemdBootBackend(EspBackend):
                     f"activate --trial needs the EFI variable {DEFAULT}, and it could not be "
                     f"written ({exc.strerror}): {fallback.name} stays the default") from exc
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
     def _trial_units(self, s: Session, be: BeRef) -> None:
         """BE ``be`` gets the units that settle its trial boot (and its watchdog) before
@@ -694,22 +703,24 @@ class SystemdBootBackend(EspBackend):
             raise BootError(f"activate --trial: cannot install beadm's trial units into BE "
                             f"{be.name} ({exc}): nothing changed") from exc
 
-    def end_trial(self, bes: list[BeRef]) -> None:
+    def end_trial(self, bes: list[BeRef]) -> Warnings:
         """Give up the pending trial: the recorded BE's entry is the default again (EFI
         variable and loader.conf), every counted entry goes, on every ESP."""
-        self.warnings = []
+        notes = Notes()
         with self.host.session() as s:
             esps = s.esps()
             errors: list[str] = []
             record = self._get_record(_container(bes[0])) if bes else None
             rec = next((b for b in bes if b.name == record), None)
             if rec is not None:
-                self._assert_default(esps, errors, self._plan(s, rec, prepare=False).default_id)
+                target = self._plan(s, rec, notes, prepare=False).default_id
+                self._assert_default(esps, errors, target, notes)
             elif trial.base_of_pattern(self.host.efivars.get(DEFAULT)) is not None:
-                self._set_efi(DEFAULT, None)  # loader.conf decides, as before the trial
+                self._set_efi(DEFAULT, None, notes)  # loader.conf decides, as before the trial
             self._each(esps, errors, "trial", _drop_counted)
             self._gc(esps, errors)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         state = self._boot_state(bes)
