@@ -18,8 +18,8 @@ from beadm import be as be_mod
 from beadm.backend import BeRef, BootState, EspUsage
 from beadm.be import BeManager
 from beadm.cli import Deps, main
+from beadm.esp import room
 from beadm.retention import Floor, Policy
-from beadm.sdboot import backend as sdb
 
 PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t", "filesystem,snapshot")
 SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")
@@ -184,7 +184,7 @@ def test_systemd_boot_esp_usage_counts_each_file_with_the_bes_needing_it(
     w.add_be("up-1", {"6.9.1-1-pve": b"a newer kernel" * 50}, clone_of="pve-1")
     for be in ("pve-2", "up-1"):
         w.backend.post_create(w.ref(be))
-    monkeypatch.setattr(sdb, "_free_space", lambda p: (5000, 512))
+    monkeypatch.setattr(room, "free_space", lambda p: (5000, 512))
     usage = w.backend.esp_usage(w.refs())
     assert usage is not None and [u.uuid for u in usage] == list(UUIDS)
     for u in usage:

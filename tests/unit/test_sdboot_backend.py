@@ -483,7 +483,7 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
     from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
     from beadm.cli import Deps, main
-    from beadm.esp.host import DirHost
+    from beadm.esp.dirhost import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
 
     out, err = io.StringIO(), io.StringIO()

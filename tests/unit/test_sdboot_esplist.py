@@ -125,7 +125,7 @@ def test_running_root_with_the_old_name_and_a_be_without_a_list(w: World) -> Non
 def test_dry_run_says_it_and_changes_nothing(w: World) -> None:
     from sdboot_world import K1, PropRunner
 
-    from beadm.esp.host import DirHost
+    from beadm.esp.dirhost import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
 
     replace_esp2(w)

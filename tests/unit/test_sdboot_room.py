@@ -12,14 +12,14 @@ from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.esp import entries as ent
-from beadm.sdboot import backend as sdb
+from beadm.esp import room
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> None:
     """ESP ``uuid`` has ``free`` bytes free (512-byte clusters); the others are roomy."""
-    real = sdb._free_space
+    real = room.free_space
     esp = w.esps[uuid]
-    monkeypatch.setattr(sdb, "_free_space",
+    monkeypatch.setattr(room, "free_space",
                         lambda p: (free, 512) if Path(p) == esp else real(p))
 
 
@@ -63,13 +63,13 @@ def test_free_space_is_asked_only_when_an_esp_lacks_a_file(
     """Issue 15: statvfs on FAT counts every free cluster the first time after a mount, so
     the room check asks for it only where a file is to be stored."""
     asked: list[Path] = []
-    real = sdb._free_space
+    real = room.free_space
 
     def free_space(p: Path) -> tuple[int, int]:
         asked.append(Path(p))
         return real(p)
 
-    monkeypatch.setattr(sdb, "_free_space", free_space)
+    monkeypatch.setattr(room, "free_space", free_space)
     w.add_be("pve-2", clone_of="pve-1")  # the same kernels, stored on both ESPs
     w.backend.post_create(w.ref("pve-2"))
     w.backend.activate(w.ref("pve-2"), temporary=False)
@@ -123,10 +123,10 @@ def _used(esp: Path) -> int:
 def _capacity(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free_now: int) -> None:
     """ESP ``uuid`` is a file system with ``free_now`` bytes free at this moment: writing
     takes free space and removing gives it back (512-byte clusters)."""
-    real = sdb._free_space
+    real = room.free_space
     esp = w.esps[uuid]
     cap = _used(esp) + free_now
-    monkeypatch.setattr(sdb, "_free_space",
+    monkeypatch.setattr(room, "free_space",
                         lambda p: (cap - _used(esp), 512) if Path(p) == esp else real(p))
 
 
