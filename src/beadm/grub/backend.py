@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from beadm.backend import BeRef, BootState, Checked, EspUsage, NoTrialBoots, Warnings
+from beadm.backend import BeRef, BootState, Checked, NoTrialBoots, Warnings
 from beadm.errors import BootError, UnsupportedError
 from beadm.esp import fallback, room
 from beadm.esp.backend import _container
@@ -137,9 +137,6 @@ class GrubBackend(NoTrialBoots, EspDrift):
         raise UnsupportedError("migrate (from the old shell beadm's systemd-boot layout) is "
                                "for systemd-boot hosts: this host boots through GRUB")
 
-    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
-        return None  # not measured for GRUB's layout yet: unknown, prune's ESP floor is off
-
     def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
         notes = Notes()
         with self.host.session() as s:
@@ -171,6 +168,22 @@ class GrubBackend(NoTrialBoots, EspDrift):
                 self._set_record(_container(be), be.name)
             self._raise(esps, errors, notes)
         return notes.done()
+
+    def _claims(self, st: EspStore, names: list[str],
+                cluster: int) -> tuple[list[tuple[int, frozenset[str]]], dict[str, set[str]]]:
+        """beadm's menu (custom.cfg, kept while any BE is: freed by no destroy); per stored
+        file the BEs whose menu items name it (an item of no BE: ``(entry ID)``, which never
+        goes). A custom.cfg that is not beadm's names nothing: no file counts as freed."""
+        text = st.read_text(CUSTOM_CFG)
+        if text is None:
+            return [], {}
+        refs: dict[str, set[str]] = {}
+        m = menu.parse(text)
+        for item in m.items if m is not None else ():
+            owner = item.be if item.be in names else f"(entry {item.id})"
+            for path in item.store_paths():
+                refs.setdefault(path, set()).add(owner)
+        return [(room.clusters(len(text.encode()), cluster), frozenset())], refs
 
     def _rename_need(self, st: EspStore, old: BeRef, new: BeRef,
                      cluster: int) -> tuple[int, str]:
