@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from beadm import watchdog as wd
-from beadm.backend import BeRef, BootState, EspUsage
+from beadm.backend import BeRef, BootState, Checked, EspUsage, Warnings
 from beadm.errors import UnsupportedError
 from beadm.sdboot.backend import SystemdBootBackend
 from beadm.sdboot.trial import Trial
@@ -74,14 +74,6 @@ class GuardedBackend:
             self._grub = self._make_grub()
             self._make_grub = None
         return self._grub
-
-    @property
-    def warnings(self) -> list[str]:
-        return self._target().warnings
-
-    @property
-    def notes(self) -> list[str]:
-        return self._target().notes
 
     def _target(self) -> SystemdBootBackend | GrubBackend:
         if self._kind == GRUB and self.grub is not None:
@@ -163,41 +155,41 @@ class GuardedBackend:
                              decides=False)
         return self._target().boot_state(bes)
 
-    def init(self, be: BeRef) -> None:
+    def init(self, be: BeRef) -> Warnings:
         self.preflight()
-        self._target().init(be)
+        return self._target().init(be)
 
-    def post_create(self, be: BeRef) -> None:
+    def post_create(self, be: BeRef) -> Warnings:
         self.preflight()
-        self._target().post_create(be)
+        return self._target().post_create(be)
 
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
         self.preflight()
-        self._target().activate(be, temporary=temporary)
+        return self._target().activate(be, temporary=temporary)
 
     def check_rename(self, old: BeRef, new: BeRef) -> None:
         self.preflight()
         self._target().check_rename(old, new)
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
         self.preflight()
-        self._target().post_rename(old, new)
+        return self._target().post_rename(old, new)
 
-    def post_destroy(self, be: BeRef) -> None:
+    def post_destroy(self, be: BeRef) -> Warnings:
         self.preflight()
-        self._target().post_destroy(be)
+        return self._target().post_destroy(be)
 
-    def check(self, bes: list[BeRef]) -> list[str]:
+    def check(self, bes: list[BeRef]) -> Checked:
         why = self.reason()
         if why is not None:
-            return [why]
+            return Checked((why,))
         return self._target().check(bes)
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
         if only_if_used and self.reason() is not None:
-            return  # the hooks on a host beadm does not manage: nothing to do, quietly
+            return ()  # the hooks on a host beadm does not manage: nothing to do, quietly
         self.preflight()
-        self._target().sync(bes, only_if_used=only_if_used)
+        return self._target().sync(bes, only_if_used=only_if_used)
 
     def _sdboot_only(self, what: str) -> None:
         self.preflight()
@@ -205,19 +197,19 @@ class GuardedBackend:
             raise UnsupportedError(f"{what} is for systemd-boot hosts: this host boots "
                                    "through GRUB")
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         self._sdboot_only("migrate (from the old shell beadm's systemd-boot layout)")
-        self.inner.migrate(bes)
+        return self.inner.migrate(bes)
 
-    # -- trial boots (optional hooks, looked up by the BE library) -----------------------
+    # -- trial boots (declared hooks; systemd-boot only) ---------------------------------
     def activate_trial(self, be: BeRef, fallback: BeRef, tries: int,
-                       watchdog: int = wd.DEFAULT) -> None:
+                       watchdog: int = wd.DEFAULT) -> Warnings:
         self._sdboot_only("activate --trial (systemd-boot's boot counting)")
-        self.inner.activate_trial(be, fallback, tries, watchdog)
+        return self.inner.activate_trial(be, fallback, tries, watchdog)
 
-    def end_trial(self, bes: list[BeRef]) -> None:
+    def end_trial(self, bes: list[BeRef]) -> Warnings:
         self._sdboot_only("ending a trial boot")
-        self.inner.end_trial(bes)
+        return self.inner.end_trial(bes)
 
     def trial_state(self, bes: list[BeRef]) -> Trial | None:
         if self.reason() is not None or self._kind == GRUB:

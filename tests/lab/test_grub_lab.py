@@ -121,7 +121,7 @@ def test_grub_backend_on_real_zfs_and_fat(machine: tuple[GrubBackend, list[str]]
         assert f"root=ZFS={POOL}/ROOT/b boot=zfs quiet" in out
         assert out.count(f"-vmlinuz-{KVER}") >= 2 and out.rstrip().endswith("1024")
     assert backend.boot_state(bes).next_boot == "b"
-    assert backend.check(bes) == []
+    assert backend.check(bes).problems == ()
     backend.activate(a, temporary=True)
     for u in uuids:  # GRUB's own tool reads the block beadm wrote
         env = in_esp(u, sh, "grub-editenv grub/grubenv list; cd / && umount /run/grbt")
@@ -136,7 +136,7 @@ def test_grub_backend_on_real_zfs_and_fat(machine: tuple[GrubBackend, list[str]]
     for u in uuids:
         out = in_esp(u, sh, "cat grub/custom.cfg; ls beadm; cd / && umount /run/grbt")
         assert "beadm-b-" not in out and f"beadm-a-{KVER}" in out
-    assert backend.check([a]) == []
+    assert backend.check([a]).problems == ()
     nothing_mounted(uuids)
 
 
@@ -204,7 +204,7 @@ def test_fixture_grub_mode_with_real_grub_keeps_beadm_menu(
                                  "cat grub/grub.cfg; cd / && umount /run/grbt")
         assert after.startswith(before)
         assert "source $prefix/custom.cfg" in after[len(before):]
-        assert backend.check([a]) == []
+        assert backend.check([a]).problems == ()
     finally:
         subprocess.run(["zpool", "destroy", "-f", POOL], check=False)
         if had is None:

@@ -86,7 +86,7 @@ def test_backend_on_real_zfs_and_fat(machine: tuple[SystemdBootBackend, list[str
     efi = backend.host.efivars
     assert efi.get(DEFAULT) == f"beadm-b-{KVER}.conf"
     assert backend.boot_state([a, b]).next_boot == "b"
-    assert backend.check([a, b]) == []
+    assert backend.check([a, b]).problems == ()
     backend.activate(a, temporary=True)
     assert efi.get(ONESHOT) == f"beadm-a-{KVER}.conf"
     assert backend.boot_state([a, b]).once == "a"
@@ -166,7 +166,7 @@ def test_a_be_mounted_by_hand_is_checked_and_activated_where_it_is(
             second = subprocess.run(["mount", "-t", "zfs", "-o", "ro,zfsutil", b.dataset,
                                      str(tmp_path)], capture_output=True, text=True)
             assert second.returncode != 0, "ZFS mounted a mounted dataset twice"
-            assert backend.check([a, b]) == []
+            assert backend.check([a, b]).problems == ()
             backend.activate(b, temporary=False)
             assert backend.boot_state([a, b]).next_boot == "b"
             backend.sync([a, b])
@@ -210,7 +210,7 @@ def test_activate_carries_the_running_esp_list_on_real_zfs(
         assert sh("sh", "-c", in_b.format("ro", f"cat {path}")) == "\n".join(uuids) + "\n"
         sh("sh", "-c", in_b.format("rw", f"printf '{uuids[0]}\\nGONE-0002\\n' > {path}; "
                                          f"chmod 600 {path}"))
-        problems = backend.check([a, b])
+        problems = backend.check([a, b]).problems
         assert any(p.startswith("BE b: /etc/kernel/proxmox-boot-uuids lists") for p in problems)
         backend.activate(b, temporary=False)
         nothing_mounted(sh, uuids)
@@ -218,7 +218,7 @@ def test_activate_carries_the_running_esp_list_on_real_zfs(
                                                "ls -A $d/etc/kernel"))
         assert out.startswith("\n".join(uuids) + "\n600\n"), out
         assert "beadm-tmp" not in out
-        assert backend.check([a, b]) == []
+        assert backend.check([a, b]).problems == ()
     finally:
         backend.post_destroy(b)
         backend.post_destroy(a)
@@ -299,9 +299,9 @@ def test_sync_repairs_cmdline_drift_on_real_fat(
     sh("sh", "-c", f"d=$(mktemp -d); mount -t zfs -o zfsutil {POOL}/ROOT/b $d; "
        f"echo 'root=ZFS={POOL}/ROOT/a quiet mitigations=off' > $d/etc/kernel/cmdline; "
        "umount $d")
-    assert any("b: /etc/kernel/cmdline" in p for p in backend.check([a, b]))
+    assert any("b: /etc/kernel/cmdline" in p for p in backend.check([a, b]).problems)
     backend.sync([a, b])
-    assert backend.check([a, b]) == []
+    assert backend.check([a, b]).problems == ()
     want = f"root=ZFS={POOL}/ROOT/b quiet mitigations=off boot=zfs"
     for u in uuids:
         assert f"options {want}\n" in esp_ls(u, sh, f"cat loader/entries/beadm-b-{KVER}.conf")

@@ -20,7 +20,7 @@ from pathlib import Path
 from sdboot_world import POOL, PropRunner
 
 from beadm.backend import BeRef
-from beadm.esp.host import DirHost
+from beadm.esp.dirhost import DirHost
 from beadm.grub.backend import GrubBackend
 
 UUIDS = ("BBBB-0001", "BBBB-0002")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from beadm.backend import BeRef
 from beadm.errors import CommandError
-from beadm.esp.host import DirHost
+from beadm.esp.dirhost import DirHost
 from beadm.runner import Result
 from beadm.sdboot.backend import SystemdBootBackend
 

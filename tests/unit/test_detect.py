@@ -105,7 +105,7 @@ def test_grub_host_hooks_sync_quietly_and_check_says_why(tmp_path: Path) -> None
     g = guarded(w, tmp_path)
     g.sync(w.refs(), only_if_used=True)  # zzz-beadm, the apt hook, the shutdown unit
     assert {u: tree_snapshot(p) for u, p in w.esps.items()} == before
-    problems = g.check(w.refs())
+    problems = g.check(w.refs()).problems
     assert len(problems) == 1 and UUIDS[0] in problems[0]
 
 

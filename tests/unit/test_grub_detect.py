@@ -38,7 +38,7 @@ def test_legacy_bios_host_is_a_grub_host(tmp_path: Path) -> None:
     g.activate(w.ref("pve-2"), temporary=False)
     assert [w.boot(u) for u in UUIDS] == ["pve-2", "pve-2"]
     assert g.boot_state(w.refs()).next_boot == "pve-2"
-    assert g.check(w.refs()) == []
+    assert g.check(w.refs()).problems == ()
     with pytest.raises(UnsupportedError, match="GRUB"):
         g.activate_trial(w.ref("pve-2"), w.ref("pve-1"), 3)
     assert g.trial_state(w.refs()) is None
@@ -78,7 +78,7 @@ def test_mixed_host_is_refused_with_one_line_and_nothing_changes(tmp_path: Path)
             call()
         assert exc.value.exit_code == 7
     g.sync(w.refs(), only_if_used=True)  # the hooks: quietly nothing
-    assert g.check(w.refs()) == [why]
+    assert g.check(w.refs()).problems == (why,)
     st = g.boot_state(w.refs())
     assert st.decides is False and st.next_boot is None
     assert tree_snapshot(tmp_path / "esp") == before

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from fakes import FakeRunner, RecordingBackend, WarningBackend, pool_props
+from grub_world import UUIDS as GRUB_UUIDS
+from grub_world import GrubWorld
 from sdboot_world import K1, UUIDS, World
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
@@ -18,8 +20,11 @@ from beadm import be as be_mod
 from beadm.backend import BeRef, BootState, EspUsage
 from beadm.be import BeManager
 from beadm.cli import Deps, main
+from beadm.detect import GuardedBackend
+from beadm.esp import room
+from beadm.grub.backend import GrubBackend
 from beadm.retention import Floor, Policy
-from beadm.sdboot import backend as sdb
+from beadm.sdboot.backend import SystemdBootBackend
 
 PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t", "filesystem,snapshot")
 SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")
@@ -195,7 +200,7 @@ def test_systemd_boot_esp_usage_counts_each_file_with_the_bes_needing_it(
     w.add_be("up-1", {"6.9.1-1-pve": b"a newer kernel" * 50}, clone_of="pve-1")
     for be in ("pve-2", "up-1"):
         w.backend.post_create(w.ref(be))
-    monkeypatch.setattr(sdb, "_free_space", lambda p: (5000, 512))
+    monkeypatch.setattr(room, "free_space", lambda p: (5000, 512))
     usage = w.backend.esp_usage(w.refs())
     assert usage is not None and [u.uuid for u in usage] == list(UUIDS)
     for u in usage:
@@ -213,6 +218,34 @@ def test_systemd_boot_esp_usage_counts_each_file_with_the_bes_needing_it(
         assert by_refs[frozenset({"up-1"})] == own + 512 * n_entries
         assert frozenset({"pve-1", "pve-2", "up-1"}) in by_refs  # K1, K2 shared by all
         assert any(K1 in f for f in w.files(u.uuid))
+
+
+def test_the_esp_floor_on_an_auto_detected_grub_host_frees_what_grub_keeps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24: ``--backend auto`` on a GRUB host (GuardedBackend) hands prune the GRUB
+    backend's own ``esp_usage``: the kernel files only u1 and u2 boot are freed when both
+    go, so the floor makes them go (and not u3, whose kernel is its own)."""
+    gw = GrubWorld(tmp_path / "grub")
+    gw.add_be("u1", {"6.9.3-1-pve": b"k3" * 3000}, clone_of="pve-1")
+    gw.add_be("u2", clone_of="u1")  # the same kernels as u1
+    gw.add_be("u3", {"6.9.4-1-pve": b"k4" * 3000}, clone_of="pve-1")
+    sd = SystemdBootBackend(gw.runner, host=gw.host, out=gw.out)
+    auto = GuardedBackend(sd, efi_dir=tmp_path / "no-efi",  # legacy BIOS: a GRUB host
+                          make_grub=lambda: GrubBackend(gw.runner, host=gw.host, out=gw.out))
+    auto.init(gw.ref("pve-1"))
+    for be in ("u1", "u2", "u3"):
+        auto.post_create(gw.ref(be))
+    monkeypatch.setattr(room, "free_space", lambda p: (1000, 512))
+    k3 = sum(-(-(gw.bes_by_name()["u1"] / "boot" / f).stat().st_size // 512) * 512
+             for f in ("vmlinuz-6.9.3-1-pve", "initrd.img-6.9.3-1-pve"))
+    mgr, _, _ = world(tmp_path, LISTING, marks("u1", "u2", "u3"), backend=auto)
+    pruned = mgr.prune(Policy(keep=10, esp_min_free=Floor(bytes=1000 + k3)))
+    assert auto.name == "grub"
+    assert sorted(d.be.name for d in pruned.bes if d.destroy) == ["u1", "u2"]
+    assert pruned.esps is not None and [e.uuid for e in pruned.esps] == list(GRUB_UUIDS)
+    for esp in pruned.esps:
+        assert esp.free == 1000 and esp.size > 0
+        assert pruned.esp_free_after(esp) == 1000 + k3
 
 
 def cli(tmp_path: Path, *argv: str, conf: str = "keep = 1\n") -> tuple[int, str, str]:

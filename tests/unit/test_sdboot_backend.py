@@ -123,15 +123,15 @@ def test_activate_survives_refresh_and_reinit(w: World) -> None:
     w.backend.sync(w.refs())  # what zzz-beadm runs after Proxmox's hooks
     for u in UUIDS:
         assert "default beadm-pve-2-" in (w.esps[u] / "loader/loader.conf").read_text()
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_refused_efi_loader_conf_alone_and_list_warns(w: World) -> None:
     with_pve2(w)
     w.host.efivars = Refusing(w.efivars)
-    w.backend.activate(w.ref("pve-2"), temporary=False)
+    warned = w.backend.activate(w.ref("pve-2"), temporary=False)
     assert w.efi("LoaderEntryDefault") is None
-    assert any("not written" in m for m in w.backend.warnings)
+    assert any("not written" in m for m in warned)
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
     assert w.backend.boot_state(w.refs()).next_boot == "pve-2"
     for u in UUIDS:
@@ -139,7 +139,7 @@ def test_refused_efi_loader_conf_alone_and_list_warns(w: World) -> None:
     state = w.backend.boot_state(w.refs())
     assert state.next_boot == "pve-1"  # the real state, not beadm's record
     assert any("overwritten" in m and "pve-2" in m for m in state.warnings)
-    assert any("loader.conf default" in p for p in w.backend.check(w.refs()))
+    assert any("loader.conf default" in p for p in w.backend.check(w.refs()).problems)
     w.backend.sync(w.refs())
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
     assert w.backend.boot_state(w.refs()).warnings == ()
@@ -193,7 +193,7 @@ def test_rename_moves_entries_cmdline_and_defaults(w: World) -> None:
         assert len(w.files(u)) == 4
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "Next"
     assert w.backend.boot_state(w.refs()).next_boot == "Next"
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_case_only_collision_is_refused(w: World) -> None:
@@ -227,14 +227,14 @@ def test_missing_esp_is_named_others_stay_consistent(w: World) -> None:
     inited(w)
     w.add_be("pve-2", clone_of="pve-1")
     w.host.esp_dirs.pop(UUIDS[1])
-    w.backend.post_create(w.ref("pve-2"))  # a degraded host: a warning, not an error
-    assert [m for m in w.backend.warnings if f"ESP {UUIDS[1]} is missing" in m]
+    warned = w.backend.post_create(w.ref("pve-2"))  # a degraded host: a warning, not an error
+    assert [m for m in warned if f"ESP {UUIDS[1]} is missing" in m]
     assert len(w.entries(UUIDS[0])) == 4
     w.host.esp_dirs[UUIDS[1]] = w.esps[UUIDS[1]]
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     assert problems and all(UUIDS[1] in p for p in problems)
     w.backend.sync(w.refs())
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_degraded_host_create_activate_destroy_work_and_sync_completes(w: World) -> None:
@@ -244,25 +244,24 @@ def test_degraded_host_create_activate_destroy_work_and_sync_completes(w: World)
     w.host.esp_dirs.pop(UUIDS[0])
     w.add_be("pve-3", clone_of="pve-2")
     w.backend.post_create(w.ref("pve-3"))
-    w.backend.activate(w.ref("pve-3"), temporary=False)
-    assert len(w.backend.warnings) == 1
-    assert f"ESP {UUIDS[0]} is missing" in w.backend.warnings[0]
-    assert "beadm sync" in w.backend.warnings[0]
+    warned = w.backend.activate(w.ref("pve-3"), temporary=False)
+    assert len(warned) == 1
+    assert f"ESP {UUIDS[0]} is missing" in warned[0]
+    assert "beadm sync" in warned[0]
     assert w.booted(UUIDS[1]) == "pve-3"
     assert w.efi("LoaderEntryDefault") == f"beadm-pve-3-{K2}.conf"
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-3"
     del w.bes["rpool/ROOT/pve-2"]
-    w.backend.post_destroy(w.ref("pve-2"))
-    assert w.backend.warnings and not [e for e in w.entries(UUIDS[1]) if "pve-2" in e]
+    warned = w.backend.post_destroy(w.ref("pve-2"))
+    assert warned and not [e for e in w.entries(UUIDS[1]) if "pve-2" in e]
     state = w.backend.boot_state(w.refs())
     assert state.next_boot == "pve-3"
-    assert any(f"ESP {UUIDS[0]} is missing" in p for p in w.backend.check(w.refs()))
+    assert any(f"ESP {UUIDS[0]} is missing" in p for p in w.backend.check(w.refs()).problems)
     # the disk comes back with what it had: sync brings it up to date
     w.host.esp_dirs[UUIDS[0]] = w.esps[UUIDS[0]]
-    assert w.backend.check(w.refs())
-    w.backend.sync(w.refs())
-    assert w.backend.warnings == []
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems
+    assert w.backend.sync(w.refs()) == ()
+    assert w.backend.check(w.refs()).problems == ()
     assert all(w.booted(u) == "pve-3" for u in UUIDS)
     assert w.entries(UUIDS[0]) == w.entries(UUIDS[1])
 
@@ -305,10 +304,10 @@ def test_wiped_esp_reported_and_restored_by_sync(w: World) -> None:
     shutil.rmtree(w.esps[UUIDS[1]])
     w.esps[UUIDS[1]].mkdir(parents=True)
     w.pbt_install(w.esps[UUIDS[1]])
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     assert problems and all(UUIDS[1] in p for p in problems)
     w.backend.sync(w.refs())
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     assert w.booted(UUIDS[1]) == "pve-2"
     assert w.files(UUIDS[0]) == w.files(UUIDS[1])
 
@@ -328,9 +327,9 @@ def test_sync_adds_new_kernel_and_drops_removed_and_stale(w: World) -> None:
         assert w.booted(u) == "pve-2"
     (w.esps[UUIDS[0]] / "loader/entries/beadm-gone-1.0.conf").write_text(
         "# beadm-be gone\ntitle x\nlinux /beadm/x\n")
-    assert any("belongs to no BE" in p for p in w.backend.check(w.refs()))
+    assert any("belongs to no BE" in p for p in w.backend.check(w.refs()).problems)
     w.backend.sync(w.refs())
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_dry_run_changes_nothing(tmp_path: Path) -> None:
@@ -360,7 +359,7 @@ def test_migrate_old_shell_layout(w: World) -> None:
         "root=ZFS=rpool/ROOT/pve-2 boot=zfs\n")
     old_port_layout(w, ("pve-1", "pve-2"), (K1, K2), "pve-2-*")
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
-    assert any("old shell beadm layout" in p for p in w.backend.check(w.refs()))
+    assert any("old shell beadm layout" in p for p in w.backend.check(w.refs()).problems)
     w.backend.migrate(w.refs())
     for u in UUIDS:
         assert not (w.esps[u] / "env").exists() or not list((w.esps[u] / "env").iterdir())
@@ -369,7 +368,7 @@ def test_migrate_old_shell_layout(w: World) -> None:
         assert not [p for p in (w.esps[u] / "loader/entries").iterdir()
                     if p.name.startswith("pve-")]
     assert w.runner.props[("rpool/ROOT", "org.beadm:next")] == "pve-2"
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_names_are_literals_destroying_test_leaves_test_2(w: World) -> None:
@@ -395,7 +394,7 @@ def test_names_are_literals_destroying_test_leaves_test_2(w: World) -> None:
     w.backend.post_rename(w.ref("test"), w.ref("other"))
     assert w.efi("LoaderEntryDefault") == f"beadm-test-2-{K2}.conf"
     assert w.backend.boot_state(w.refs()).next_boot == "test-2"
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_hook_sync_before_init_changes_no_esp(w: World) -> None:
@@ -464,7 +463,7 @@ def test_sync_repairs_cmdline_drift_check_reports(w: World) -> None:
     with_pve2(w)
     path = w.bes["rpool/ROOT/pve-2"] / "etc/kernel/cmdline"
     path.write_text("root=ZFS=rpool/ROOT/pve-1 quiet mitigations=off\nsecond line\n")
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     assert any("pve-2: /etc/kernel/cmdline" in p for p in problems)
     w.backend.sync(w.refs())
     want = "root=ZFS=rpool/ROOT/pve-2 quiet mitigations=off boot=zfs"
@@ -473,7 +472,7 @@ def test_sync_repairs_cmdline_drift_check_reports(w: World) -> None:
         for k in (K1, K2):
             text = (w.esps[u] / f"loader/entries/beadm-pve-2-{k}.conf").read_text()
             assert f"options {want}\n" in text
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
@@ -484,7 +483,7 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
     from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
     from beadm.cli import Deps, main
-    from beadm.esp.host import DirHost
+    from beadm.esp.dirhost import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
 
     out, err = io.StringIO(), io.StringIO()

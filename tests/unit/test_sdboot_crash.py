@@ -101,7 +101,7 @@ def test_killed_at_every_step(tmp_path: Path, op: str) -> None:
         if op == "rename" and "rpool/ROOT/renamed" in w.bes:
             w.backend.post_rename(w.ref("pve-2"), w.ref("renamed"))  # re-run: idempotent
         w.backend.sync(w.refs())
-        assert w.backend.check(w.refs()) == [], (op, k, steps)
+        assert w.backend.check(w.refs()).problems == (), (op, k, steps)
         k += 1
         assert k < 200
     assert k > 0, f"{op} made no change on the ESPs"

@@ -51,7 +51,7 @@ def test_activate_carries_the_running_list_into_a_be_cloned_before_the_replaceme
         w: World, temporary: bool) -> None:
     replace_esp2(w)
     be_list(w, "pve-2").chmod(0o640)
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     assert (f"BE pve-2: /etc/kernel/proxmox-boot-uuids lists {UUIDS[0]}, {UUIDS[1]}, the "
             f"running BE's lists {UUIDS[0]}, {NEW}") in problems
     w.backend.activate(w.ref("pve-2"), temporary=temporary)
@@ -59,7 +59,7 @@ def test_activate_carries_the_running_list_into_a_be_cloned_before_the_replaceme
     assert stat.S_IMODE(be_list(w, "pve-2").stat().st_mode) == 0o640
     assert not list(be_list(w, "pve-2").parent.glob(".*beadm-tmp"))
     assert w.entries(NEW)  # the new ESP got pve-2's entries
-    assert not [p for p in w.backend.check(w.refs()) if "pve-2" in p and "lists" in p]
+    assert not [p for p in w.backend.check(w.refs()).problems if "pve-2" in p and "lists" in p]
 
 
 def test_create_from_an_old_snapshot_gets_the_current_list(w: World) -> None:
@@ -76,18 +76,18 @@ def test_check_reports_every_stale_be_and_sync_repairs_them(w: World) -> None:
     w.add_be("pve-3", clone_of="pve-2")
     w.backend.post_create(w.ref("pve-3"))
     be_list(w, "pve-3").write_text(OLD)  # e.g. edited back by hand
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     stale = [p for p in problems if "the running BE's lists" in p]
     assert [p.split(":")[0] for p in stale] == ["BE pve-2", "BE pve-3"]
     w.backend.sync(w.refs())
     assert be_list(w, "pve-2").read_text() == be_list(w, "pve-3").read_text() == CURRENT
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_same_ids_in_another_order_or_with_comments_is_no_drift(w: World) -> None:
     be_list(w, "pve-2").write_text(f"# mine\n{UUIDS[1]}\n\n{UUIDS[0]}\n")
     before = be_list(w, "pve-2").read_text()
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     w.backend.activate(w.ref("pve-2"), temporary=False)
     assert be_list(w, "pve-2").read_text() == before
 
@@ -103,7 +103,7 @@ def test_pre_6_4_name_in_the_be_is_rewritten_under_that_name(w: World) -> None:
 def test_both_names_in_the_be_are_each_brought_up_to_date(w: World) -> None:
     replace_esp2(w)
     be_list(w, "pve-2", "pve-efiboot-uuids").write_text(OLD)
-    assert len([p for p in w.backend.check(w.refs()) if p.startswith("BE pve-2: ")]) == 2
+    assert len([p for p in w.backend.check(w.refs()).problems if p.startswith("BE pve-2: ")]) == 2
     w.backend.sync(w.refs())
     assert be_list(w, "pve-2").read_text() == CURRENT
     assert be_list(w, "pve-2", "pve-efiboot-uuids").read_text() == CURRENT
@@ -114,7 +114,7 @@ def test_running_root_with_the_old_name_and_a_be_without_a_list(w: World) -> Non
     (w.etc / "pve-efiboot-uuids").chmod(0o600)
     be_list(w, "pve-2").unlink()
     assert "BE pve-2: has no ESP list (the running BE's lists " \
-        f"{UUIDS[0]}, {UUIDS[1]})" in w.backend.check(w.refs())
+        f"{UUIDS[0]}, {UUIDS[1]})" in w.backend.check(w.refs()).problems
     w.backend.activate(w.ref("pve-2"), temporary=False)
     path = be_list(w, "pve-2", "pve-efiboot-uuids")
     assert path.read_text() == OLD
@@ -125,7 +125,7 @@ def test_running_root_with_the_old_name_and_a_be_without_a_list(w: World) -> Non
 def test_dry_run_says_it_and_changes_nothing(w: World) -> None:
     from sdboot_world import K1, PropRunner
 
-    from beadm.esp.host import DirHost
+    from beadm.esp.dirhost import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
 
     replace_esp2(w)
@@ -182,11 +182,11 @@ def test_a_list_naming_a_present_esp_the_running_list_lacks_is_left_alone(w: Wor
     (w.etc / "proxmox-boot-uuids").write_text(f"{UUIDS[0]}\n")
     w.add_be("pve-3", clone_of="pve-2")
     be_list(w, "pve-3").write_text(f"{UUIDS[0]}\nGONE-0009\n")  # a gone one: replaced
-    w.backend.activate(w.ref("pve-2"), temporary=False)
+    warned = w.backend.activate(w.ref("pve-2"), temporary=False)
     assert be_list(w, "pve-2").read_text() == OLD
     assert any(f"ESP {UUIDS[1]} is present but not in the running BE's list" in n
-               for n in w.backend.warnings)
-    problems = w.backend.check(w.refs())
+               for n in warned)
+    problems = w.backend.check(w.refs()).problems
     assert any(p.startswith("BE pve-2: ") and f"ESP {UUIDS[1]} is present" in p
                for p in problems)
     w.backend.sync(w.refs())

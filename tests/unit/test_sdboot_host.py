@@ -69,8 +69,8 @@ def test_missing_esp_named_and_rest_unmounted(tmp_path: Path) -> None:
     r = PropRunner()
     h = host(tmp_path, r, devices=(U1,))
     b = SystemdBootBackend(r, host=h)
-    b.post_destroy(BeRef("x", "rpool/ROOT/x"))  # degraded: the ESP present did it
-    assert len(b.warnings) == 1 and f"ESP {U2} is missing" in b.warnings[0]
+    warned = b.post_destroy(BeRef("x", "rpool/ROOT/x"))  # degraded: the ESP present did it
+    assert len(warned) == 1 and f"ESP {U2} is missing" in warned[0]
     ms = mounts(r)
     assert len([c for c in ms if c[0] == "mount" and "vfat" in c]) == 1
     assert len([c for c in ms if c[0] == "umount"]) == 1
@@ -171,12 +171,12 @@ class FakeLibc:
 def test_namespace_is_a_slave_of_the_hosts(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 10.7: slave propagation, so that the host's unmounts reach beadm's namespace
     (a private one kept them alive and busy) and beadm's mounts never reach the host."""
-    from beadm.esp import host as hostmod
+    from beadm.esp import namespace as nsmod
 
     libc = FakeLibc()
-    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(nsmod.ctypes, "CDLL", lambda *a, **k: libc)
     r = PropRunner()
-    ns = hostmod.PrivateNamespace(r)
+    ns = nsmod.PrivateNamespace(r)
     ns.enter()
     ns.leave()
     assert libc.calls == ["unshare", "setns"]
@@ -184,16 +184,16 @@ def test_namespace_is_a_slave_of_the_hosts(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_namespace_left_when_propagation_cannot_be_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from beadm.esp import host as hostmod
+    from beadm.esp import namespace as nsmod
 
     libc = FakeLibc()
-    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(nsmod.ctypes, "CDLL", lambda *a, **k: libc)
 
     class Failing(PropRunner):
         def run(self, argv: object, **kw: object) -> object:  # type: ignore[override]
             return super().run(["false"])
 
-    ns = hostmod.PrivateNamespace(Failing())
+    ns = nsmod.PrivateNamespace(Failing())
     with pytest.raises(CommandError):
         ns.enter()
     assert libc.calls == ["unshare", "setns"]
@@ -271,12 +271,12 @@ def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
     """Issue 15: no process per ESP or BE mount, unmount or propagation change; a ZFS
     mount with other options than ``[ro,]zfsutil`` goes through mount(8) (its ZFS helper),
     as does one whose mount(2) fails (the helper then says why, in its words)."""
-    from beadm.esp import host as hostmod
+    from beadm.esp import namespace as nsmod
 
     libc = RecordingLibc()
-    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(nsmod.ctypes, "CDLL", lambda *a, **k: libc)
     inner = PropRunner()
-    m = hostmod.LibcMounts(inner)  # type: ignore[arg-type]
+    m = nsmod.LibcMounts(inner)  # type: ignore[arg-type]
     m.run(["mount", "--make-rslave", "/"], readonly=True)
     m.run(["mount", "-t", "vfat", "-o", "umask=0077", "/dev/sda2", "/run/b/esp"], readonly=True)
     m.run(["mount", "-t", "vfat", "-o", "ro,umask=0077", "/dev/sdb2", "/run/b/e2"], readonly=True)
@@ -293,14 +293,14 @@ def test_the_sessions_own_mounts_are_libc_calls_as_mount8_makes_them(
     for argv in helper:
         m.run(argv, readonly=True)
     assert libc.calls == [
-        ("mount", None, b"/", None, hostmod.MS_REC | hostmod.MS_SLAVE, None),
+        ("mount", None, b"/", None, nsmod.MS_REC | nsmod.MS_SLAVE, None),
         ("mount", b"/dev/sda2", b"/run/b/esp", b"vfat", 0, b"umask=0077"),
-        ("mount", b"/dev/sdb2", b"/run/b/e2", b"vfat", hostmod.MS_RDONLY, b"umask=0077"),
+        ("mount", b"/dev/sdb2", b"/run/b/e2", b"vfat", nsmod.MS_RDONLY, b"umask=0077"),
         ("umount2", b"/run/b/esp", 0),
-        ("umount2", b"/run/b/e2", hostmod.MNT_DETACH),
+        ("umount2", b"/run/b/e2", nsmod.MNT_DETACH),
         ("mount", b"rpool/ROOT/pve-2", b"/run/b/be-0", b"zfs", 0,
          b"zfsutil,mntpoint=/run/b/be-0"),
-        ("mount", b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", hostmod.MS_RDONLY,
+        ("mount", b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", nsmod.MS_RDONLY,
          b"ro,zfsutil,mntpoint=/run/b/be-1"),
     ]
     assert inner.calls == helper
@@ -321,19 +321,19 @@ def test_the_zfs_helper_mounts_beadm_zfs_builds_are_the_libc_calls(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 24: every ZFS mount's argv comes from beadm.zfs; the session's (both modes)
     must stay in the form LibcMounts makes with mount(2), not a process each."""
-    from beadm.esp import host as hostmod
+    from beadm.esp import namespace as nsmod
     from beadm.zfs import Zfs
 
     libc = RecordingLibc()
-    monkeypatch.setattr(hostmod.ctypes, "CDLL", lambda *a, **k: libc)
+    monkeypatch.setattr(nsmod.ctypes, "CDLL", lambda *a, **k: libc)
     inner = PropRunner()
-    z = Zfs(hostmod.LibcMounts(inner))  # type: ignore[arg-type]
+    z = Zfs(nsmod.LibcMounts(inner))  # type: ignore[arg-type]
     z.mount_at("rpool/ROOT/pve-2", "/run/b/be-0", readonly=True)
     z.mount_at("rpool/ROOT/pve-3", "/run/b/be-1", ro=True, readonly=True)
     assert inner.calls == []
     assert [c[1:5] for c in libc.calls] == [
         (b"rpool/ROOT/pve-2", b"/run/b/be-0", b"zfs", 0),
-        (b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", hostmod.MS_RDONLY)]
+        (b"rpool/ROOT/pve-3", b"/run/b/be-1", b"zfs", nsmod.MS_RDONLY)]
 
 def test_the_real_runner_gets_libc_mounts_a_test_runner_does_not(tmp_path: Path) -> None:
     from beadm.esp.host import LibcMounts

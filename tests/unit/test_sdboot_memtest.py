@@ -85,7 +85,7 @@ def test_memtest_entry_is_left_alone_by_init_create_activate_check_sync_destroy(
     w.add_be("pve-2", clone_of="pve-1")
     w.backend.post_create(w.ref("pve-2"))
     w.backend.activate(w.ref("pve-2"), temporary=False)
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     assert all(w.booted(u) == "pve-2" for u in UUIDS)
     w.backend.sync(w.refs())
     assert w.backend.boot_state(w.refs()).next_boot == "pve-2"
@@ -93,7 +93,7 @@ def test_memtest_entry_is_left_alone_by_init_create_activate_check_sync_destroy(
     w.backend.post_destroy(w.ref("pve-2"))
     del w.bes["rpool/ROOT/pve-2"]
     w.backend.sync(w.refs())
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     for u in UUIDS:
         assert memtest_files(w.esps[u]) == before[u]
         assert w.booted(u) == "pve-1"
@@ -104,7 +104,7 @@ def test_memtest_entry_without_its_program_is_neither_reported_nor_removed(w: Wo
         (esp / MEMTEST_EFI).unlink()
     w.backend.init(w.ref("pve-1"))
     snap = {u: tree_snapshot(w.esps[u] / "loader/entries") for u in UUIDS}
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     w.backend.sync(w.refs())
     for u in UUIDS:
         assert tree_snapshot(w.esps[u] / "loader/entries") == snap[u]

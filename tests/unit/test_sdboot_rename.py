@@ -9,7 +9,7 @@ import pytest
 from sdboot_world import UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
-from beadm.sdboot import backend as sdb
+from beadm.esp import room
 
 
 def _with_pve2(tmp_path: Path) -> World:
@@ -24,8 +24,8 @@ def _with_pve2(tmp_path: Path) -> World:
 def test_check_rename_refuses_a_full_esp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _with_pve2(tmp_path)
     full = w.esps[UUIDS[1]]
-    real = sdb._free_space
-    monkeypatch.setattr(sdb, "_free_space",
+    real = room.free_space
+    monkeypatch.setattr(room, "free_space",
                         lambda p: (0, 4096) if Path(p) == full else real(p))
     before = {u: tree_snapshot(e) for u, e in w.esps.items()}
     with pytest.raises(BootError, match=f"ESP {UUIDS[1]} has 0 bytes free"):
@@ -66,6 +66,6 @@ def test_the_auto_backend_checks_renames_too(tmp_path: Path,
     w = _with_pve2(tmp_path)
     efi = tmp_path / "sys-firmware-efi"
     efi.mkdir()
-    monkeypatch.setattr(sdb, "_free_space", lambda p: (0, 4096))
+    monkeypatch.setattr(room, "free_space", lambda p: (0, 4096))
     with pytest.raises(BootError, match="has 0 bytes free"):
         GuardedBackend(w.backend, efi_dir=efi).check_rename(w.ref("pve-2"), w.ref("stable"))

@@ -12,14 +12,14 @@ from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.esp import entries as ent
-from beadm.sdboot import backend as sdb
+from beadm.esp import room
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> None:
     """ESP ``uuid`` has ``free`` bytes free (512-byte clusters); the others are roomy."""
-    real = sdb._free_space
+    real = room.free_space
     esp = w.esps[uuid]
-    monkeypatch.setattr(sdb, "_free_space",
+    monkeypatch.setattr(room, "free_space",
                         lambda p: (free, 512) if Path(p) == esp else real(p))
 
 
@@ -63,13 +63,13 @@ def test_free_space_is_asked_only_when_an_esp_lacks_a_file(
     """Issue 15: statvfs on FAT counts every free cluster the first time after a mount, so
     the room check asks for it only where a file is to be stored."""
     asked: list[Path] = []
-    real = sdb._free_space
+    real = room.free_space
 
     def free_space(p: Path) -> tuple[int, int]:
         asked.append(Path(p))
         return real(p)
 
-    monkeypatch.setattr(sdb, "_free_space", free_space)
+    monkeypatch.setattr(room, "free_space", free_space)
     w.add_be("pve-2", clone_of="pve-1")  # the same kernels, stored on both ESPs
     w.backend.post_create(w.ref("pve-2"))
     w.backend.activate(w.ref("pve-2"), temporary=False)
@@ -123,10 +123,10 @@ def _used(esp: Path) -> int:
 def _capacity(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free_now: int) -> None:
     """ESP ``uuid`` is a file system with ``free_now`` bytes free at this moment: writing
     takes free space and removing gives it back (512-byte clusters)."""
-    real = sdb._free_space
+    real = room.free_space
     esp = w.esps[uuid]
     cap = _used(esp) + free_now
-    monkeypatch.setattr(sdb, "_free_space",
+    monkeypatch.setattr(room, "free_space",
                         lambda p: (cap - _used(esp), 512) if Path(p) == esp else real(p))
 
 
@@ -144,19 +144,19 @@ def test_tight_esps_keep_only_the_kernel_each_be_boots_and_check_agrees(
     # old's newest pair and its entry fit beside Proxmox's next kernel, its older one not
     free = lean_total - held + 512 + headroom + 10
     _capacity(monkeypatch, w, u, free)
-    w.backend.sync(w.refs())
+    warned = w.backend.sync(w.refs())
     assert _ids(w, u, "old") == {ent.entry_filename("old", OLD2)}
     assert _ids(w, UUIDS[0], "old") == {ent.entry_filename("old", OLD2)}  # the same everywhere
     # pve-1 runs K1 and boots K2: it keeps both
     assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", k) for k in (K1, K2)}
-    assert any("tight" in n and "old" in n for n in w.backend.warnings)
-    assert w.backend.check(w.refs()) == []  # the same fit: no drift to report
+    assert any("tight" in n and "old" in n for n in warned)
+    assert w.backend.check(w.refs()).problems == ()  # the same fit: no drift to report
     w.backend.sync(w.refs())  # and a second sync changes nothing
     assert _ids(w, u, "old") == {ent.entry_filename("old", OLD2)}
     monkeypatch.undo()  # room again: old gets both of its kernels back
     w.backend.sync(w.refs())
     assert _ids(w, u, "old") == {ent.entry_filename("old", k) for k in (OLD1, OLD2)}
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_no_room_even_for_the_kernel_a_be_boots_holds_that_be_as_it_was(
@@ -171,12 +171,12 @@ def test_no_room_even_for_the_kernel_a_be_boots_holds_that_be_as_it_was(
     for u in UUIDS:
         _capacity(monkeypatch, w, u, _pair(w, u) + 100)  # room for Proxmox's next kernel only
     before = {u: tree_snapshot(e) for u, e in w.esps.items()}
-    w.backend.sync(w.refs())
+    warned = w.backend.sync(w.refs())
     assert {u: tree_snapshot(e) for u, e in w.esps.items()} == before
-    assert any(f"BE old: no room for kernel {OLD3}" in n for n in w.backend.warnings)
+    assert any(f"BE old: no room for kernel {OLD3}" in n for n in warned)
     assert {w.booted(u) for u in UUIDS} == {"old"}
     assert w.efi("LoaderEntryDefault") == ent.entry_filename("old", OLD2)
-    problems = w.backend.check(w.refs())
+    problems = w.backend.check(w.refs()).problems
     assert [p for p in problems if p.startswith("BE old: no room")], problems
 
 
@@ -186,9 +186,9 @@ def test_create_on_tight_esps_stores_the_lean_set_instead_of_refusing(
     u = UUIDS[0]
     free = _pair_of(old, OLD2) + 512 + _pair(w, u) + 10
     _capacity(monkeypatch, w, u, free)
-    w.backend.post_create(w.ref("old"))
+    warned = w.backend.post_create(w.ref("old"))
     assert _ids(w, u, "old") == _ids(w, UUIDS[1], "old") == {ent.entry_filename("old", OLD2)}
-    assert any("tight" in n for n in w.backend.warnings)
+    assert any("tight" in n for n in warned)
 
 
 def test_a_new_running_kernel_on_tight_esps_is_no_drift_and_sync_lets_the_old_go(
@@ -203,10 +203,10 @@ def test_a_new_running_kernel_on_tight_esps_is_no_drift_and_sync_lets_the_old_go
     w.backend.sync(w.refs())
     assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", k) for k in (K1, K2)}
     w.host._kernel = K2  # the reboot into the newest kernel
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
     w.backend.sync(w.refs())
     assert _ids(w, u, "pve-1") == {ent.entry_filename("pve-1", K2)}
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_a_tight_kernel_update_names_only_the_be_that_lacks_room(
@@ -224,14 +224,14 @@ def test_a_tight_kernel_update_names_only_the_be_that_lacks_room(
         _capacity(monkeypatch, w, u, _pair(w, u) + 100)  # Proxmox's next kernel only
     w.pbt_refresh_entries("pve-1")  # Proxmox's hook ran first: its copy of NEW took room
     with caplog.at_level(logging.WARNING, logger="beadm"):
-        w.backend.sync(w.refs())
+        warned = w.backend.sync(w.refs())
     # the CLI prints the returned warnings ("beadm: warning: ..."): the log must not say
     # them a second time
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
-    assert not set(logged) & set(w.backend.warnings), logged
-    named = [n for n in w.backend.warnings if "no room" in n]
-    assert len(named) == 1 and named[0].startswith("BE pve-1: no room"), w.backend.warnings
-    problems = w.backend.check(w.refs())
+    assert not set(logged) & set(warned), logged
+    named = [n for n in warned if "no room" in n]
+    assert len(named) == 1 and named[0].startswith("BE pve-1: no room"), warned
+    problems = w.backend.check(w.refs()).problems
     assert not [p for p in problems if p.startswith("BE pve-2")], problems
     for u in UUIDS:  # pve-2 still boots, from the files stored already
         assert _ids(w, u, "pve-2"), u

@@ -92,8 +92,9 @@ def test_sync_and_check_keep_the_pending_trial_as_the_loader_left_it(w: World) -
     assert w.efi("LoaderEntryDefault") == trial.pattern_for(P2)
     for u in UUIDS:
         assert (w.esps[u] / "loader/loader.conf").read_text().endswith(f"default {P1}\n")
-    assert w.backend.check(w.refs()) == []
-    assert any("trial boot of pve-2 is pending" in n for n in w.backend.notes)
+    checked = w.backend.check(w.refs())
+    assert checked.problems == ()
+    assert any("trial boot of pve-2 is pending" in str(n) for n in checked.notes)
 
 
 def test_end_trial_restores_the_default_everywhere(w: World) -> None:
@@ -105,7 +106,7 @@ def test_end_trial_restores_the_default_everywhere(w: World) -> None:
     assert w.efi("LoaderEntryDefault") == P1
     assert all(counted(w, u) == [] and w.booted(u) == "pve-1" for u in UUIDS)
     assert w.backend.trial_state(w.refs()) is None
-    assert w.backend.check(w.refs()) == []
+    assert w.backend.check(w.refs()).problems == ()
 
 
 def test_activate_ends_a_trial_and_leftovers_are_reported_then_pruned(w: World) -> None:
@@ -116,7 +117,7 @@ def test_activate_ends_a_trial_and_leftovers_are_reported_then_pruned(w: World) 
     # a leftover counted entry (a kill between the two steps) is reported, then pruned
     left = w.esps[UUIDS[1]] / "loader/entries" / trial.counted_fname(P2, 3)
     left.write_text((w.esps[UUIDS[1]] / "loader/entries" / P2).read_text())
-    assert any("left from a trial" in p for p in w.backend.check(w.refs()))
+    assert any("left from a trial" in p for p in w.backend.check(w.refs()).problems)
     w.backend.sync(w.refs())
     assert not left.exists()
 

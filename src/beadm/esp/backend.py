@@ -3,8 +3,9 @@
 The record of the activated BE (``org.beadm:next`` on the BE root), a BE's plan (its kernels
 from its own ``/boot``, its own command line, Proxmox's kernel pin), writing its cmdline and
 hooks, carrying the running BE's ESP list into it, running a step on every ESP and turning
-what failed into one error. :class:`EspBackend` is the base class; each backend adds where
-its entries live and how the default is chosen.
+what failed into one error, the room a rename and a BE's plan need (:mod:`beadm.esp.room`)
+and each ESP's usage. :class:`EspBackend` is the base class; each backend adds where its
+entries live and how the default is chosen (and :mod:`beadm.esp.drift`, the drift loop).
 """
 
 from __future__ import annotations
@@ -17,54 +18,19 @@ from pathlib import Path
 from typing import TextIO
 
 from beadm import confined
-from beadm.backend import BeRef, KernelPin
+from beadm.backend import BeRef, EspUsage, KernelPin
 from beadm.errors import BeadmError, BootError
 from beadm.esp import cmdline as cmd
-from beadm.esp import entries as ent
-from beadm.esp import esplist, hooks, kernels, persist
+from beadm.esp import esplist, hooks, kernels, persist, room
 from beadm.esp.host import Esp, Host, Session, SystemHost
+from beadm.esp.notes import Notes
+from beadm.esp.plan import Plan
 from beadm.esp.store import EspStore
-from beadm.record import record, replace
 from beadm.runner import Runner
 from beadm.zfs import Zfs
 
 log = logging.getLogger(__name__)
 RECORD = "org.beadm:next"
-
-
-@record
-class Plan:
-    """What a BE needs on every ESP: its entries (file name -> content, newest first)."""
-
-    be: BeRef
-    options: str
-    kernels: tuple[kernels.Kernel, ...]
-    pin: str | None = None  # Proxmox's kernel pin in the BE, when it has that kernel
-    running_kver: str | None = None  # the kernel running now, when this is the running BE
-
-    @property
-    def default_kver(self) -> str:
-        return self.pin or self.kernels[0].kver
-
-    def lean(self) -> Plan:
-        """The same BE on tight ESPs: only the kernel it boots, and the running BE also the
-        kernel running now (known to boot)."""
-        keep = [k for k in self.kernels if k.kver in (self.default_kver, self.running_kver)]
-        return replace(self, kernels=tuple(keep))
-
-    def files(self) -> list[tuple[Path, str]]:
-        """(source, basename) of every kernel and initrd the plan stores."""
-        return [(f, f"{kind}-{k.kver}") for k in self.kernels
-                for f, kind in ((k.vmlinuz, "vmlinuz"), (k.initrd, "initrd.img"))]
-
-    @property
-    def default_id(self) -> str:
-        """The entry the BE boots: its pinned kernel's (``proxmox-boot-tool kernel pin``,
-        also ``--next-boot``), else its newest kernel's."""
-        return ent.entry_filename(self.be.name, self.default_kver)
-
-    def fnames(self) -> list[str]:
-        return [ent.entry_filename(self.be.name, k.kver) for k in self.kernels]
 
 
 def _container(be: BeRef) -> str:
@@ -82,8 +48,27 @@ class EspBackend:
         self._zfs = Zfs(runner)
         self._out = out if out is not None else sys.stdout
         self.host: Host = host if host is not None else SystemHost(runner, out=self._out)
-        self.warnings: list[str] = []  # non-fatal notes of the last call (EFI refused, ...)
-        self.notes: list[str] = []  # facts worth showing (kernel pins seen by check)
+
+    # -- what the loader says (its subclass) -------------------------------------------
+    #: clusters a change writes besides the kernel files (a menu rewritten whole)
+    menu_clusters = 0
+
+    def _headroom(self, st: EspStore) -> int:
+        """What Proxmox's next kernel needs on ``st`` (where the loader's layout keeps it)."""
+        return room.proxmox_pair_bytes(st)
+
+    def _rename_need(self, st: EspStore, old: BeRef, new: BeRef,
+                     cluster: int) -> tuple[int, str]:
+        """Bytes the rename of ``old`` to ``new`` needs free on ``st``, and for what."""
+        raise NotImplementedError
+
+    def _claims(self, st: EspStore, names: list[str],
+                cluster: int) -> tuple[list[tuple[int, frozenset[str]]], dict[str, set[str]]]:
+        """The loader's files on ``st`` and who needs each stored file (:data:`room.Claims`)."""
+        raise NotImplementedError
+
+    def _prepare_loader(self, s: Session, be: BeRef) -> None:
+        """What the loader needs inside BE ``be`` besides its cmdline (GRUB: zfs.cfg)."""
 
     # -- one session for the whole command (beadm.be holds it) -----------------------
     def hold(self) -> contextlib.AbstractContextManager[None]:
@@ -120,9 +105,15 @@ class EspBackend:
         elif not ask or self._get_record(container) != name:
             self._zfs.set(container, RECORD, name)
 
-    def _plan(self, s: Session, be: BeRef, *, prepare: bool) -> Plan:
+    def _forget(self, be: BeRef) -> None:
+        """BE ``be`` is gone: the record no longer names it."""
+        if self._get_record(_container(be)) == be.name:
+            self._set_record(_container(be), None)
+
+    def _plan(self, s: Session, be: BeRef, notes: Notes, *, prepare: bool) -> Plan:
         """Read BE ``be``'s kernels and command line (``prepare``: also write its cmdline
-        and hooks, which needs it mounted read-write)."""
+        and hooks, which needs it mounted read-write); what is worth a warning goes to
+        ``notes``."""
         root = s.be_root(be, writable=prepare)
         fallback = self.host.proc_cmdline() if be.running else None
         try:
@@ -134,7 +125,7 @@ class EspBackend:
                         and be.running and root == Path("/"):
                     note = persist.start_now(self._runner)
                     if note:
-                        self.warnings.append(note)
+                        notes.add(note)
         except OSError as exc:  # a link out of the BE (beadm.confined), a read-only tree...
             raise BootError(f"BE {be.name}: {confined.why(exc)}") from exc
         keep = self.host.running_kernel() if be.running else None
@@ -145,8 +136,7 @@ class EspBackend:
         if pin is not None and all(k.kver != pin for k in found):
             note = (f"BE {be.name}: the pinned kernel {pin} is not in its /boot "
                     "(proxmox-boot-tool kernel unpin?): it boots its newest")
-            if note not in self.warnings:
-                self.warnings.append(note)
+            notes.add(note)
             pin = None
         return Plan(be, options, tuple(found), pin, keep)
 
@@ -164,7 +154,7 @@ class EspBackend:
         except OSError as exc:
             raise BootError(f"BE {be.name}: cannot compare its ESP list: {exc}") from exc
 
-    def _carry_esp_list(self, s: Session, be: BeRef) -> None:
+    def _carry_esp_list(self, s: Session, be: BeRef, notes: Notes) -> None:
         """Write the running root's ESP list into BE ``be`` where it differs (a BE cloned
         before a disk replacement lists the gone ESP; see :mod:`beadm.esp.esplist`)."""
         want, drift = self._esp_list_drift(s, be)
@@ -174,9 +164,7 @@ class EspBackend:
         for d in drift:
             kept = d.would_drop(want, self.host.esp_present)
             if kept:
-                note = esplist.describe(be.name, d, want, kept)
-                if note not in self.warnings:
-                    self.warnings.append(note)
+                notes.add(esplist.describe(be.name, d, want, kept))
             else:
                 todo.append(d)
         if not todo:
@@ -202,14 +190,6 @@ class EspBackend:
         confined.write_file(root, cmd.CMDLINE,
                             ("\n".join([options, *rest]) + "\n").encode("utf-8"), fsync=False)
 
-    def _note_lean(self, names: list[str]) -> None:
-        one = len(names) == 1
-        note = (f"the ESPs are tight: {', '.join(names)} keep{'s' if one else ''} only the "
-                f"kernel {'it boots' if one else 'they boot'} (and the running one), to leave "
-                "room for Proxmox's next kernel")
-        if note not in self.warnings:
-            self.warnings.append(note)
-
     def _each(self, esps: list[Esp], errors: list[str], step: str,
               fn: Callable[[EspStore], object]) -> list[Esp]:
         """Run ``fn`` on every available ESP; collect failures, return the ESPs that took it."""
@@ -230,7 +210,8 @@ class EspBackend:
             done.append(esp)
         return done
 
-    def _raise(self, esps: list[Esp], errors: list[str]) -> None:
+    @staticmethod
+    def _raise(esps: list[Esp], errors: list[str], notes: Notes) -> None:
         """End of a changing hook: raise what failed. An ESP whose device is missing (a
         degraded mirror) is a loud warning, not an error, as long as one ESP is there:
         the others took the change, and ``sync`` completes the missing one when it is
@@ -245,10 +226,48 @@ class EspBackend:
             for e in missing:
                 note = (f"{e.error}: changed the other ESPs only; run 'beadm sync' once it "
                         "is back (booted from meanwhile, it boots what it booted before)")
-                if note not in self.warnings:
-                    self.warnings.append(note)
+                notes.add(note)
         if problems:
             raise BootError("; ".join(problems))
+
+    def _staged(self, s: Session, be: BeRef, notes: Notes, *,
+                prepare: bool) -> tuple[Plan, list[Esp]]:
+        """The start of every change to one BE's boot files: its plan (``prepare``: its
+        cmdline, hooks and the loader's own files written first), the ESPs at hand, the plan
+        fitted to them, and the running root's ESP list carried into the BE (booted, it must
+        sync the ESPs this BE syncs)."""
+        plan = self._plan(s, be, notes, prepare=prepare)
+        if prepare:
+            self._prepare_loader(s, be)
+        esps = s.esps()
+        plan = self._fit_one(esps, plan, notes)
+        self._carry_esp_list(s, be, notes)
+        return plan, esps
+
+    def _all_or_nothing(self, esps: list[Esp], errors: list[str], notes: Notes) -> None:
+        """Raise when a present ESP could not take a step (or none is there): before any
+        default changes anywhere."""
+        broken = [e for e in esps if e.store is None and not e.missing]
+        if errors or broken or not any(e.store for e in esps):
+            self._raise(esps, errors, notes)
+
+    def _fit_one(self, esps: list[Esp], plan: Plan, notes: Notes) -> Plan:
+        """``plan``, or its lean form on tight ESPs (:func:`beadm.esp.room.fit_one`)."""
+        return room.fit_one(esps, plan, notes, self._headroom, self.menu_clusters)
+
+    def check_rename(self, old: BeRef, new: BeRef) -> None:
+        """Before any change: every ESP at hand has room for ``new``'s entries, so a full
+        ESP refuses the rename instead of failing it half-way."""
+        with self.host.session() as s:
+            room.check_rename(s.esps(), lambda st, cluster: self._rename_need(st, old, new,
+                                                                                cluster))
+
+    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
+        """Per mounted ESP: its size, free space and beadm's files with the BEs whose
+        entries need them (``prune``'s ESP floor). None when no ESP could be measured
+        (a missing ESP is left out: the others still count)."""
+        with self.host.session() as s:
+            return room.usages(s.esps(), [b.name for b in bes], self._claims)
 
     def _exists(self, dataset: str) -> bool:
         return self._zfs.exists(dataset)

@@ -23,32 +23,32 @@ dataset a concurrent ``zfs destroy`` needs free, a disk being removed) is gone i
 beadm's namespace too instead of staying alive and busy there, while nothing beadm
 mounts inside (ESPs, BEs) ever appears in the host's namespace.
 
-:class:`DirHost` is the same interface over plain directories, for tests and benchmarks.
+:mod:`beadm.esp.namespace` enters and leaves the namespace and makes the session's mounts;
+:class:`beadm.esp.dirhost.DirHost` is the same interface over plain directories, for tests
+and benchmarks.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import shlex
 import sys
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, TextIO
 
 from beadm import mounts as mnt
 from beadm.backend import BeRef
-from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
+from beadm.errors import BeadmError, BootError
 from beadm.esp.efivars import EFIVARS, EfiVars
+from beadm.esp.namespace import LibcMounts as LibcMounts  # re-exported: one place to get it
+from beadm.esp.namespace import PrivateNamespace as PrivateNamespace
 from beadm.esp.store import EspStore
-from beadm.runner import Result, Runner, SubprocessRunner
+from beadm.runner import Runner, SubprocessRunner
 from beadm.zfs import Zfs
 
 UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
-CLONE_NEWNS = 0x00020000
 log = logging.getLogger(__name__)
 
 
@@ -91,6 +91,19 @@ class Session(Protocol):
 
     def be_root(self, be: BeRef, *, writable: bool) -> Path: ...
 
+    def close(self) -> None: ...
+
+
+def at_hand(esps: list[Esp], missing: list[str] | None = None) -> Iterator[EspStore]:
+    """The stores of the ESPs at hand, in order; each one that is not there is described
+    in ``missing`` as the iteration passes it."""
+    for esp in esps:
+        if esp.store is None:
+            if missing is not None:
+                missing.append(esp.error or f"ESP {esp.uuid} is missing")
+            continue
+        yield esp.store
+
 
 class Host(Protocol):
     efivars: EfiVars
@@ -122,146 +135,50 @@ class Host(Protocol):
         ...
 
 
-# -- the real machine ---------------------------------------------------------------
+class Holding:
+    """The hold of a host (:meth:`Host.hold`): a count of holds and the one session kept
+    open while any is held. A subclass says how a session opens (:meth:`_open`)."""
 
-MS_RDONLY = 0x1
-MS_REC = 0x4000
-MS_SLAVE = 0x80000
-MNT_DETACH = 0x2
+    _holds = 0
+    _held: Session | None = None
 
+    def _open(self) -> Session:
+        raise NotImplementedError
 
-def _libc() -> ctypes.CDLL:
-    """The C library this process has loaded already (``ctypes.util.find_library`` would
-    run ``ldconfig -p`` to find it: a process, twice per session)."""
-    return ctypes.CDLL(None, use_errno=True)
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        if self._holds:
+            if self._held is None:
+                self._held = self._open()
+            yield self._held
+            return
+        s = self._open()
+        try:
+            yield s
+        finally:
+            s.close()
 
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds:
+                self.release()
 
-class LibcMounts:
-    """A runner for the mounts a session makes in its own private namespace: the mount
-    propagation (``mount --make-rslave /``), the ESPs (``mount -t vfat -o OPTS DEV DIR``),
-    the BEs (``mount -t zfs -o [ro,]zfsutil DATASET DIR``) and every unmount (``umount
-    [-l] DIR``), done with mount(2)/umount2(2), the same calls mount(8), umount(8) and
-    the ZFS helper make, without a process each (issue 15: under emulation they were most
-    of ``list``'s time, and the ZFS helper alone, which loads libzfs, took 0.4 s a BE).
-
-    The ZFS mount is the call libzfs makes (``mount.zfs`` -> ``zfs_mount_at`` ->
-    ``do_mount`` on Linux): file system type ``zfs``, the dataset as source, ``MS_RDONLY``
-    for ``ro``, and the options string as given plus ``mntpoint=DIR`` (the kernel's hint
-    for the ``.zfs`` snapshot automounts). It skips the helper's checks that matter to
-    ``zfs mount`` but not here (a ``legacy`` or ``canmount=off`` dataset is mounted all
-    the same: a private, temporary mount), and no SELinux ``context=`` options (libzfs
-    adds them only for a dataset whose context properties are set; Proxmox runs without
-    SELinux). When the call fails, for any reason, the
-    helper is run instead: it fails with its own message (or, with a kernel module that
-    wants the options otherwise, succeeds), so errors read as before.
-
-    Anything else goes to the real runner. Used only with the real runner
-    (:class:`~beadm.runner.SubprocessRunner`); these are queries (they run in a dry run
-    too, read-only), logged at debug level like every command."""
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
+    def release(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.close()
 
     @property
-    def dry_run(self) -> bool:
-        return self._runner.dry_run
-
-    def run(self, argv: Sequence[str], *, readonly: bool = False,
-            check: bool = True) -> Result:
-        args = tuple(argv)
-        call = _libc_call(args)
-        if call is None:
-            return self._runner.run(args, readonly=readonly, check=check)
-        log.debug("run: %s (mount(2))", shlex.join(args))
-        start = time.monotonic()
-        rc = call(_libc())
-        err = ctypes.get_errno() if rc != 0 else 0
-        log.debug("took %.3fs: %s", time.monotonic() - start, shlex.join(args))
-        if rc == 0:
-            return Result(args, 0, "", "")
-        if args[:3] == ("mount", "-t", "zfs"):
-            log.debug("mount(2) of %s failed (%s): through the ZFS helper", args[5],
-                      os.strerror(err))
-            return self._runner.run(args, readonly=readonly, check=check)
-        result = Result(args, 32, "", f"{args[0]}: {os.strerror(err)}")
-        if check:
-            raise CommandError(list(args), 32, result.stderr)
-        return result
+    def holding(self) -> bool:
+        return self._holds > 0
 
 
-def _libc_call(a: tuple[str, ...]) -> Callable[[ctypes.CDLL], int] | None:
-    """The libc call that does what argv ``a`` asks, for the forms :class:`LibcMounts`
-    takes; None for any other."""
-    def b(text: str) -> bytes:
-        return os.fsencode(text)
-
-    if a == ("mount", "--make-rslave", "/"):
-        return lambda c: int(c.mount(None, b"/", None, MS_REC | MS_SLAVE, None))
-    if len(a) == 7 and a[:3] == ("mount", "-t", "vfat") and a[3] == "-o":
-        opts = a[4].split(",")
-        flags = MS_RDONLY if "ro" in opts else 0
-        data = ",".join(o for o in opts if o not in ("ro", "rw"))
-        dev, target = a[5], a[6]
-        return lambda c: int(c.mount(b(dev), b(target), b"vfat", flags,
-                                     b(data) if data else None))
-    if len(a) == 7 and a[:4] == ("mount", "-t", "zfs", "-o") and _zfs_form(a[4], a[6]):
-        dataset, target = a[5], a[6]
-        flags = MS_RDONLY if "ro" in a[4].split(",") else 0
-        data = f"{a[4]},mntpoint={os.path.realpath(target)}"
-        return lambda c: int(c.mount(b(dataset), b(target), b"zfs", flags, b(data)))
-    if len(a) == 2 and a[0] == "umount" and not a[1].startswith("-"):
-        return lambda c: int(c.umount2(b(a[1]), 0))
-    if len(a) == 3 and a[:2] == ("umount", "-l"):
-        return lambda c: int(c.umount2(b(a[2]), MNT_DETACH))
-    return None
-
-
-def _zfs_form(opts: str, target: str) -> bool:
-    """The ZFS mounts :class:`LibcMounts` makes itself: options ``zfsutil`` and at most one
-    of ``ro``/``rw``, into a directory whose name cannot break the options string."""
-    words = opts.split(",")
-    return ("zfsutil" in words and set(words) <= {"zfsutil", "ro", "rw"}
-            and len(words) == len(set(words)) and not {"ro", "rw"} <= set(words)
-            and not any(c in target for c in ',"'))
-
-
-class PrivateNamespace:
-    """Enter a mount namespace of our own (slave of the host's) for a while, then come
-    back (see module doc)."""
-
-    def __init__(self, runner: Runner) -> None:
-        self._runner = runner
-        self._old: int | None = None
-        self._cwd = "/"
-
-    def enter(self) -> None:
-        libc = _libc()
-        self._cwd = str(Path.cwd())
-        self._old = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-        if libc.unshare(CLONE_NEWNS) != 0:
-            err = ctypes.get_errno()
-            os.close(self._old)
-            self._old = None
-            raise UnsupportedError(f"cannot make a private mount namespace: {os.strerror(err)}")
-        try:
-            self._runner.run(["mount", "--make-rslave", "/"], readonly=True)
-        except BaseException:
-            self.leave()
-            raise
-
-    def leave(self) -> None:
-        if self._old is None:
-            return
-        libc = _libc()
-        rc = libc.setns(self._old, CLONE_NEWNS)
-        os.close(self._old)
-        self._old = None
-        if rc != 0:
-            raise BootError(f"cannot leave the private mount namespace: "
-                            f"{os.strerror(ctypes.get_errno())}")
-        with contextlib.suppress(OSError):
-            os.chdir(self._cwd)
-
+# -- the real machine ---------------------------------------------------------------
 
 def _new_dir(parent: str, prefix: str) -> Path:
     """A new directory ``parent/prefix<12 random hex digits>``, mode 0700: what
@@ -366,7 +283,7 @@ class SystemSession:
                 self._ns.leave()
 
 
-class SystemHost:
+class SystemHost(Holding):
     """The running machine. Paths are parameters so tests can point them elsewhere."""
 
     def __init__(self, runner: Runner, *, etc_kernel: Path = Path("/etc/kernel"),
@@ -387,8 +304,6 @@ class SystemHost:
         self.esp_mounts = 0
         self.be_mounts = 0
         self.namespace_factory = PrivateNamespace
-        self._holds = 0
-        self._held: SystemSession | None = None
 
     def mounted_at(self, dataset: str) -> tuple[Path, bool] | None:
         """Where ``dataset`` is mounted already (the last such mount) and whether that
@@ -399,37 +314,8 @@ class SystemHost:
                 found = (Path(m.mountpoint), m.writable)
         return found
 
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        if self._holds:
-            if self._held is None:
-                self._held = SystemSession(self)
-            yield self._held
-            return
-        s = SystemSession(self)
-        try:
-            yield s
-        finally:
-            s.close()
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self._holds += 1
-        try:
-            yield
-        finally:
-            self._holds -= 1
-            if not self._holds:
-                self.release()
-
-    def release(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            held.close()
-
-    @property
-    def holding(self) -> bool:
-        return self._holds > 0
+    def _open(self) -> Session:
+        return SystemSession(self)
 
     def proc_cmdline(self) -> str | None:
         try:
@@ -445,85 +331,3 @@ class SystemHost:
 
 
 # -- plain directories (tests, benchmarks) ------------------------------------------
-
-class DirSession:
-    def __init__(self, host: DirHost) -> None:
-        self._host = host
-        self._esps: list[Esp] | None = None
-
-    def esps(self) -> list[Esp]:
-        if self._esps is None:
-            self._esps = []
-            for uuid in read_uuids(self._host.etc_kernel):
-                path = self._host.esp_dirs.get(uuid)
-                if path is None or not path.is_dir():
-                    self._esps.append(Esp(uuid, None, f"ESP {uuid} is missing", missing=True))
-                    continue
-                self._host.esp_mounts += 1
-                self._esps.append(Esp(uuid, EspStore(path, uuid, dry_run=self._host.dry_run,
-                                                     out=self._host.out, step=self._host.step)))
-        return self._esps
-
-    def be_root(self, be: BeRef, *, writable: bool) -> Path:
-        if be.dataset not in self._host.be_dirs:
-            raise BootError(f"cannot mount {be.dataset}")
-        if not be.running:
-            self._host.be_mounts += 1
-        return self._host.be_dirs[be.dataset]
-
-
-class DirHost:
-    """ESPs and BE trees as directories: ``esp_dirs`` uuid -> dir, ``be_dirs`` dataset -> dir."""
-
-    def __init__(self, etc_kernel: Path, esp_dirs: dict[str, Path], be_dirs: dict[str, Path],
-                 efivars: Path, *, dry_run: bool = False, out: TextIO | None = None,
-                 kernel: str = "0-none", cmdline: str | None = None) -> None:
-        self.etc_kernel = etc_kernel
-        self.esp_dirs = esp_dirs
-        self.be_dirs = be_dirs
-        self.dry_run = dry_run
-        self.out = out if out is not None else sys.stdout
-        self.efivars = EfiVars(efivars, dry_run=dry_run, out=self.out)
-        self.esp_mounts = 0
-        self.be_mounts = 0
-        self.step: Callable[[str], None] | None = None
-        self._kernel = kernel
-        self._cmdline = cmdline
-        self._holds = 0
-        self._held: DirSession | None = None
-
-    @contextlib.contextmanager
-    def session(self) -> Iterator[Session]:
-        if self._holds:
-            if self._held is None:
-                self._held = DirSession(self)
-            yield self._held
-            return
-        yield DirSession(self)
-
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        self._holds += 1
-        try:
-            yield
-        finally:
-            self._holds -= 1
-            if not self._holds:
-                self.release()
-
-    def release(self) -> None:
-        self._held = None
-
-    @property
-    def holding(self) -> bool:
-        return self._holds > 0
-
-    def proc_cmdline(self) -> str | None:
-        return self._cmdline
-
-    def running_kernel(self) -> str:
-        return self._kernel
-
-    def esp_present(self, uuid: str) -> bool:
-        path = self.esp_dirs.get(uuid)
-        return path is not None and path.is_dir()

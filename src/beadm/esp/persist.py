@@ -57,51 +57,54 @@ DPkg::Pre-Install-Pkgs { "BEADM_HOOK=apt command -v beadm >/dev/null 2>&1 && bea
 DPkg::Tools::Options::BEADM_HOOK=apt::Version "3";
 """  # noqa: E501
 
-UNIT_TEXT = """\
-# beadm (boot environments): re-asserts the activated boot environment at every shutdown and
-# reboot (ExecStop), after whatever rewrote loader.conf since boot with no hook following:
-# a manual proxmox-boot-tool refresh, proxmox-boot-cleanup.service, a reinit.
-# Installed by 'beadm init' and by the beadm package.
-[Unit]
-Description=beadm: re-assert the activated boot environment at shutdown
-Documentation=man:beadm(8)
-After=local-fs.target zfs-mount.service zfs-import.target sys-firmware-efi-efivars.mount
-After=systemd-udev-settle.service proxmox-boot-cleanup.service
-ConditionPathExists=|/etc/kernel/proxmox-boot-uuids
-ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
-
+# what the units have in common: a one-shot service that stays active (its ExecStop runs at
+# shutdown), and the condition of a proxmox-boot host
+_ONESHOT = """
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/true
+"""
+
+
+def _unit(about: str, description: str, body: str) -> str:
+    """A unit file of beadm's: ``about`` (comment lines), its [Unit] head, ``body``."""
+    return (f"{about}# Installed by 'beadm init' and by the beadm package.\n[Unit]\n"
+            f"Description=beadm: {description}\nDocumentation=man:beadm(8)\n{body}")
+
+
+_PROXMOX_BOOT_ONESHOT = """\
+ConditionPathExists=|/etc/kernel/proxmox-boot-uuids
+ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
+""" + _ONESHOT
+
+UNIT_TEXT = _unit("""\
+# beadm (boot environments): re-asserts the activated boot environment at every shutdown and
+# reboot (ExecStop), after whatever rewrote loader.conf since boot with no hook following:
+# a manual proxmox-boot-tool refresh, proxmox-boot-cleanup.service, a reinit.
+""", "re-assert the activated boot environment at shutdown", """\
+After=local-fs.target zfs-mount.service zfs-import.target sys-firmware-efi-efivars.mount
+After=systemd-udev-settle.service proxmox-boot-cleanup.service
+""" + _PROXMOX_BOOT_ONESHOT + """ExecStart=/bin/true
 ExecStop=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then beadm sync --if-used || echo "beadm: sync at shutdown failed" >&2; fi; true'
 TimeoutStopSec=300
 
 [Install]
 WantedBy=multi-user.target
-"""  # noqa: E501
+""")  # noqa: E501
 
 TRIAL_UNIT_NAME = "beadm-trial.service"
 TRIAL_UNIT = f"etc/systemd/system/{TRIAL_UNIT_NAME}"
-TRIAL_UNIT_TEXT = """\
+TRIAL_UNIT_TEXT = _unit("""\
 # beadm (boot environments): ends a trial boot ('beadm activate --trial NAME') at every boot.
 # In the BE on trial, once the Proxmox services have started: the health checks pass -> NAME
 # becomes the default; one fails -> the previous default is restored and the machine reboots
 # into it. In another BE: a pending trial is given up. No trial pending: one EFI variable read.
-# Installed by 'beadm init' and by the beadm package.
-[Unit]
-Description=beadm: confirm or give up a trial boot
-Documentation=man:beadm(8)
+""", "confirm or give up a trial boot", """\
 After=local-fs.target zfs-mount.service zfs-import.target sys-firmware-efi-efivars.mount
 After=pve-cluster.service pveproxy.service pvedaemon.service pvestatd.service
 After=pve-storage.target systemd-udev-settle.service
 Before=boot-complete.target
-ConditionPathExists=|/etc/kernel/proxmox-boot-uuids
-ConditionPathExists=|/etc/kernel/pve-efiboot-uuids
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
+""" + _PROXMOX_BOOT_ONESHOT + """\
 ExecStart=/bin/sh -c 'if command -v beadm >/dev/null 2>&1; then exec beadm trial-boot; fi'
 # the checks, then the lock: waited for as the kernel and apt hooks wait (30 min at most)
 TimeoutStartSec=45min
@@ -109,34 +112,27 @@ TimeoutStartSec=45min
 [Install]
 WantedBy=multi-user.target
 RequiredBy=boot-complete.target
-"""
+""")
 
 WATCHDOG_UNIT_NAME = "beadm-trial-watchdog.service"
 WATCHDOG_UNIT = f"etc/systemd/system/{WATCHDOG_UNIT_NAME}"
-WATCHDOG_UNIT_TEXT = """\
+WATCHDOG_UNIT_TEXT = _unit("""\
 # beadm (boot environments): the dead man's switch of a trial boot ('beadm activate --trial').
 # Only when the kernel command line arms it (a trial entry: softdog.soft_active_on_boot=1 and
 # softdog.soft_margin=S): loads the software watchdog, early and before any local mount, so a
 # trial boot that hangs is reset after S seconds and its try is spent; beadm-trial.service
 # stops the watchdog once the trial boot passed its checks.
-# Installed by 'beadm init' and by the beadm package.
-[Unit]
-Description=beadm: arm the watchdog of a trial boot
-Documentation=man:beadm(8)
+""", "arm the watchdog of a trial boot", """\
 DefaultDependencies=no
 After=systemd-modules-load.service
 Before=local-fs-pre.target sysinit.target
 Wants=local-fs-pre.target
 ConditionKernelCommandLine=softdog.soft_active_on_boot=1
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/sbin/modprobe softdog
+""" + _ONESHOT + """ExecStart=/sbin/modprobe softdog
 
 [Install]
 WantedBy=sysinit.target
-"""
+""")
 
 GENERATOR_NAME = "beadm-trial-generator"
 GENERATOR = f"etc/systemd/system-generators/{GENERATOR_NAME}"

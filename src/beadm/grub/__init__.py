@@ -13,5 +13,7 @@ on /boot, from whichever BE runs it); Debian's ``41_custom`` makes every such gr
 ``custom.cfg`` next to it, after its own entries, so beadm's entries and default survive every
 regeneration. Nothing is written at the ESP root, under ``EFI/`` or into grub.cfg.
 Modules: :mod:`.grubenv` (the 1024-byte environment block), :mod:`.menu` (custom.cfg),
-:mod:`.zfscfg` (each BE's ``/etc/default/grub.d/zfs.cfg``), :mod:`.backend`.
+:mod:`.zfscfg` (each BE's ``/etc/default/grub.d/zfs.cfg``), :mod:`.espfiles` (GRUB's files
+on one ESP), :mod:`.check` (its drift on one ESP), :mod:`.backend` (the hooks); the room,
+fallback and drift logic it shares with systemd-boot is in :mod:`beadm.esp`.
 """

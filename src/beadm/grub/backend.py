@@ -26,27 +26,27 @@ No trial boots (``activate --trial``) and no ``migrate`` on GRUB hosts.
 from __future__ import annotations
 
 import logging
-import os
-import re
 from pathlib import Path
 
-from beadm.backend import BeRef, BootState, EspUsage, NoTrialBoots
-from beadm.errors import BeadmError, BootError, UnsupportedError
-from beadm.esp import cmdline as cmd
-from beadm.esp import entries as ent
-from beadm.esp import esplist
-from beadm.esp.backend import EspBackend, Plan, _container
-from beadm.esp.host import Esp, Session
-from beadm.esp.store import EspStore, content_name
-from beadm.grub import grubenv, menu, zfscfg
-from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, GRUBENV, Item, Menu
+from beadm.backend import BeRef, BootState, Checked, NoTrialBoots, Warnings
+from beadm.errors import BootError, UnsupportedError
+from beadm.esp import fallback, room
+from beadm.esp.backend import _container
+from beadm.esp.drift import EspDrift
+from beadm.esp.host import Esp, Session, at_hand
+from beadm.esp.notes import Notes
+from beadm.esp.plan import Plan
+from beadm.esp.store import EspStore
+from beadm.grub import espfiles, grubenv, menu, zfscfg
+from beadm.grub.check import check_esp
+from beadm.grub.espfiles import read_menu
+from beadm.grub.menu import CUSTOM_CFG, GRUB_CFG, Item, Menu
 from beadm.record import replace
 
 log = logging.getLogger(__name__)
-_LINUX = re.compile(r"^\s*linux\s+(\S+)(.*)$")
 
 
-class GrubBackend(NoTrialBoots, EspBackend):
+class GrubBackend(NoTrialBoots, EspDrift):
     """BEs booted by GRUB from every ESP in ``/etc/kernel/proxmox-boot-uuids``."""
 
     name = "grub"
@@ -54,86 +54,13 @@ class GrubBackend(NoTrialBoots, EspBackend):
     no_trials = ("activate --trial is for systemd-boot hosts (its boot counting): this host "
                  "boots through GRUB; 'beadm activate -t' boots a BE once")
 
-    # -- one ESP ---------------------------------------------------------------------
-    @staticmethod
-    def _menu(st: EspStore) -> Menu:
-        """beadm's menu on ``st`` (empty when there is none yet); refuses a custom.cfg
-        beadm did not write: it is the admin's, and beadm would overwrite it."""
-        text = st.read_text(CUSTOM_CFG)
-        if text is None:
-            return Menu()
-        found = menu.parse(text)
-        if found is None:
-            raise BootError(f"ESP {st.uuid}: /{CUSTOM_CFG} was not written by beadm: move its "
-                            "entries to /etc/grub.d/40_custom and remove it, then retry")
-        return found
-
-    def _items(self, st: EspStore, plan: Plan) -> tuple[Item, ...]:
-        """Store ``plan``'s kernel files on ``st`` (files first), return its menu items."""
-        out = []
-        for k in plan.kernels:
-            linux = st.put_file(k.vmlinuz, f"vmlinuz-{k.kver}")
-            initrd = st.put_file(k.initrd, f"initrd.img-{k.kver}")
-            out.append(Item(be=plan.be.name, kver=k.kver,
-                            title=ent.title_for(plan.be.name, plan.be.description, k.kver),
-                            options=plan.options, linux=linux, initrd=initrd))
-        return tuple(out)
-
-    @staticmethod
-    def _want_items(plan: Plan, stores: list[EspStore]) -> tuple[Item, ...]:
-        """The items of ``plan`` as they must be, without writing anything."""
-        return tuple(
-            Item(be=plan.be.name, kver=k.kver,
-                 title=ent.title_for(plan.be.name, plan.be.description, k.kver),
-                 options=plan.options,
-                 linux=f"/{ent.STORE_DIR}/" + content_name(k.vmlinuz, f"vmlinuz-{k.kver}",
-                                                          stores),
-                 initrd=f"/{ent.STORE_DIR}/" + content_name(k.initrd,
-                                                           f"initrd.img-{k.kver}", stores))
-            for k in plan.kernels)
-
-    @staticmethod
-    def _write(st: EspStore, m: Menu) -> None:
-        st.write_text(CUSTOM_CFG, m.render(st.uuid))
-
-    @staticmethod
-    def _gc(st: EspStore) -> None:
-        """Free store files no menu item names (after the menu was written)."""
-        text = st.read_text(CUSTOM_CFG)
-        m = menu.parse(text) if text is not None else Menu()
-        if m is None:
-            return  # not beadm's menu: it cannot say what is in use, so nothing is freed
-        st.gc(referenced=m.store_paths())
-
-    @staticmethod
-    def _env(st: EspStore) -> dict[str, str]:
-        try:
-            data = (st.root / GRUBENV).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
-            return {}
-        return grubenv.parse(data) or {}
-
-    @staticmethod
-    def _set_next(st: EspStore, entry: str | None) -> None:
-        """``next_entry`` in the ESP's grubenv (None: removed), the rest of the block kept."""
-        path = st.root / GRUBENV
-        try:
-            env = grubenv.parse(path.read_bytes())
-        except (FileNotFoundError, NotADirectoryError):
-            env = {} if path.parent.is_dir() else None
-        if env is None:
-            raise BootError(f"ESP {st.uuid}: /{GRUBENV} is not a GRUB environment block "
-                            "(is GRUB installed on it? run 'proxmox-boot-tool reinit')")
-        new = dict(env)
-        if entry is None:
-            new.pop(grubenv.NEXT_ENTRY, None)
-        else:
-            new[grubenv.NEXT_ENTRY] = entry
-        if new != env:
-            st.write_text(GRUBENV, grubenv.render(new).decode("utf-8"))
+    menu_clusters = 2  # custom.cfg is rewritten whole (a temporary file, then the rename)
 
     # -- building blocks -----------------------------------------------------------------
-    def _prepare_grub(self, s: Session, be: BeRef) -> None:
+    def _headroom(self, st: EspStore) -> int:
+        return room.root_pair_bytes(st)  # GRUB mode: Proxmox keeps kernels at the ESP root
+
+    def _prepare_loader(self, s: Session, be: BeRef) -> None:
         """The BE's own zfs.cfg names the BE (Proxmox's regenerated entries boot it)."""
         root = s.be_root(be, writable=False)
         why = zfscfg.drift(root, be.dataset)
@@ -147,42 +74,12 @@ class GrubBackend(NoTrialBoots, EspBackend):
         except OSError as exc:
             raise BootError(f"BE {be.name}: cannot write /{zfscfg.ZFS_CFG}: {exc}") from exc
 
-    def _fit(self, esps: list[Esp], plan: Plan) -> Plan:
-        """``plan`` if every ESP takes its files with room left for Proxmox's next kernel
-        (as large as its largest pair at the ESP root), else its lean form, else an error
-        before anything is written."""
-        def problems(p: Plan) -> list[str]:
-            out = []
-            for esp in esps:
-                st = esp.store
-                if st is None:
-                    continue
-                try:
-                    v = os.statvfs(st.root)
-                    free, cluster = v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
-                    need = st.bytes_to_add(p.files(), cluster) + 2 * cluster
-                    headroom = _root_pair_bytes(st.root)
-                except OSError as exc:
-                    out.append(f"ESP {esp.uuid}: {exc.strerror or exc}")
-                    continue
-                if free - need < headroom:
-                    out.append(f"ESP {esp.uuid} has {free >> 20} MiB free; BE {p.be.name}'s "
-                               f"kernels need {need >> 20} MiB and Proxmox's next kernel "
-                               f"{headroom >> 20} MiB")
-            return out
-
-        for esp in esps:  # a foreign custom.cfg anywhere: refuse before any write
+    def _fit_one(self, esps: list[Esp], plan: Plan, notes: Notes) -> Plan:
+        """A foreign custom.cfg anywhere refuses before any write; then the fit."""
+        for esp in esps:
             if esp.store is not None:
-                self._menu(esp.store)
-        found = problems(plan)
-        if not found:
-            return plan
-        lean = plan.lean()
-        if lean.kernels != plan.kernels and not problems(lean):
-            self._note_lean([plan.be.name])
-            return lean
-        raise BootError("not enough room on the ESPs, nothing written: " + "; ".join(found)
-                        + " (destroy an unused BE, or remove old kernels, then retry)")
+                read_menu(esp.store)
+        return super()._fit_one(esps, plan, notes)
 
     def _id(self, plan: Plan) -> str:
         return menu.entry_id(plan.be.name, plan.default_kver)
@@ -191,302 +88,202 @@ class GrubBackend(NoTrialBoots, EspBackend):
     def preflight(self) -> None:
         """Nothing to refuse: ``--backend grub`` is the admin's choice (``auto`` checks)."""
 
-    def init(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def init(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def post_create(self, be: BeRef) -> None:
-        self._make_bootable(be)
+    def post_create(self, be: BeRef) -> Warnings:
+        return self._make_bootable(be)
 
-    def post_rename(self, old: BeRef, new: BeRef) -> None:
+    def post_rename(self, old: BeRef, new: BeRef) -> Warnings:
         """Also the undo of a failed rename (called with old and new swapped)."""
-        self._make_bootable(new, replacing=old)
+        return self._make_bootable(new, replacing=old)
 
-    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> None:
-        self.warnings = []
+    def _make_bootable(self, be: BeRef, *, replacing: BeRef | None = None) -> Warnings:
+        notes = Notes()
         if self._runner.dry_run and not self._exists(be.dataset):
             print(f"would write {be.dataset}'s /etc/kernel/cmdline and /{zfscfg.ZFS_CFG} "
                   f"(root=ZFS={be.dataset}), its zzz-beadm hooks, and GRUB entries for the "
                   f"kernels in its /boot in /{CUSTOM_CFG} on every ESP", file=self._out)
-            return
+            return ()
         old = replacing.name if replacing is not None else None
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=True)
-            self._prepare_grub(s, be)
-            esps = s.esps()
+            plan, esps = self._staged(s, be, notes, prepare=True)
             errors: list[str] = []
-            plan = self._fit(esps, plan)
-            self._carry_esp_list(s, be)
             rec = self._get_record(_container(be))
 
             def put(st: EspStore) -> None:
-                m = self._menu(st)
-                items = self._items(st, plan)
+                m = read_menu(st)
+                items = espfiles.put_items(st, plan)
                 new = m.with_be(be.name, items, replacing=old)
                 gone = {i.id for i in m.of_be(old)} if old else set()
                 gone |= {i.id for i in m.of_be(be.name)} - {i.id for i in items}
                 if m.default in gone:  # the default followed the rename / a removed kernel
                     new = replace(new, default=self._id(plan))
-                self._write(st, new)
-                if old is not None and self._env(st).get(grubenv.NEXT_ENTRY) in gone:
-                    self._set_next(st, menu.entry_id(be.name, plan.default_kver))
-                self._gc(st)
+                espfiles.write(st, new)
+                if old is not None and espfiles.env(st).get(grubenv.NEXT_ENTRY) in gone:
+                    espfiles.set_next(st, menu.entry_id(be.name, plan.default_kver))
+                espfiles.gc(st)
 
             self._each(esps, errors, "GRUB menu", put)
             if old is not None and rec == old:
                 self._set_record(_container(be), be.name)
-            self._raise(esps, errors)
-            dead = _fallback_dead(esps, replacing) if replacing is not None else ()
+            self._raise(esps, errors, notes)
+            dead = espfiles.fallback_dead(esps, replacing) if replacing is not None else ()
         if dead:
-            self._revive_fallback(dead, replacing.dataset if replacing else "")
+            self._revive_fallback(dead, replacing.dataset if replacing else "", notes)
+        return notes.done()
 
-    def migrate(self, bes: list[BeRef]) -> None:
+    def migrate(self, bes: list[BeRef]) -> Warnings:
         raise UnsupportedError("migrate (from the old shell beadm's systemd-boot layout) is "
                                "for systemd-boot hosts: this host boots through GRUB")
 
-    def esp_usage(self, bes: list[BeRef]) -> tuple[EspUsage, ...] | None:
-        return None  # not measured for GRUB's layout yet: unknown, prune's ESP floor is off
-
-    def activate(self, be: BeRef, *, temporary: bool) -> None:
-        self.warnings = []
+    def activate(self, be: BeRef, *, temporary: bool) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
-            plan = self._plan(s, be, prepare=False)
-            esps = s.esps()
+            plan, esps = self._staged(s, be, notes, prepare=False)
             errors: list[str] = []
-            plan = self._fit(esps, plan)
-            self._carry_esp_list(s, be)
             target = self._id(plan)
             staged: dict[str, tuple[Item, ...]] = {}
 
             def stage(st: EspStore) -> None:  # files on every ESP before any menu changes
-                staged[st.uuid] = self._items(st, plan)
+                staged[st.uuid] = espfiles.put_items(st, plan)
 
             self._each(esps, errors, "kernel files", stage)
-            broken = [e for e in esps if e.store is None and not e.missing]
-            if errors or broken or not any(e.store for e in esps):
-                self._raise(esps, errors)  # an ESP that cannot take them: change nothing
+            self._all_or_nothing(esps, errors, notes)  # an ESP that cannot take them
 
             def commit(st: EspStore) -> None:
-                m = self._menu(st).with_be(be.name, staged[st.uuid])
+                m = read_menu(st).with_be(be.name, staged[st.uuid])
                 if temporary:
-                    self._write(st, m)
-                    self._set_next(st, target)
+                    espfiles.write(st, m)
+                    espfiles.set_next(st, target)
                 else:
-                    self._write(st, replace(m, default=target))
-                    nxt = self._env(st).get(grubenv.NEXT_ENTRY)
+                    espfiles.write(st, replace(m, default=target))
+                    nxt = espfiles.env(st).get(grubenv.NEXT_ENTRY)
                     if nxt and nxt.startswith(menu.ID_PREFIX):
-                        self._set_next(st, None)  # a pending once-boot is overridden
-                self._gc(st)
+                        espfiles.set_next(st, None)  # a pending once-boot is overridden
+                espfiles.gc(st)
 
             self._each(esps, errors, "GRUB menu", commit)
             if not temporary and not errors:
                 self._set_record(_container(be), be.name)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
-    def check_rename(self, old: BeRef, new: BeRef) -> None:
-        """Before any change: every ESP at hand can take a new custom.cfg."""
-        with self.host.session() as s:
-            problems = []
-            for esp in s.esps():
-                st = esp.store
-                if st is None:
-                    continue
-                try:
-                    self._menu(st)
-                    v = os.statvfs(st.root)
-                    free, cluster = v.f_bavail * v.f_frsize, max(v.f_bsize, v.f_frsize)
-                    size = len((st.read_text(CUSTOM_CFG) or "").encode()) + 4096
-                except OSError as exc:
-                    problems.append(f"ESP {esp.uuid}: {exc.strerror}")
-                    continue
-                except BootError as exc:
-                    problems.append(exc.message)
-                    continue
-                if free < -(-size // cluster) * cluster:
-                    problems.append(f"ESP {esp.uuid} has {free} bytes free, too little for "
-                                    f"a new /{CUSTOM_CFG}")
-            if problems:
-                raise BootError("not renaming: " + "; ".join(problems))
+    def _claims(self, st: EspStore, names: list[str],
+                cluster: int) -> tuple[list[tuple[int, frozenset[str]]], dict[str, set[str]]]:
+        """beadm's menu (custom.cfg, kept while any BE is: freed by no destroy); per stored
+        file the BEs whose menu items name it (an item of no BE: ``(entry ID)``, which never
+        goes). A custom.cfg that is not beadm's names nothing: no file counts as freed."""
+        text = st.read_text(CUSTOM_CFG)
+        if text is None:
+            return [], {}
+        refs: dict[str, set[str]] = {}
+        m = menu.parse(text)
+        for item in m.items if m is not None else ():
+            owner = item.be if item.be in names else f"(entry {item.id})"
+            for path in item.store_paths():
+                refs.setdefault(path, set()).add(owner)
+        return [(room.clusters(len(text.encode()), cluster), frozenset())], refs
 
-    def post_destroy(self, be: BeRef) -> None:
-        self.warnings = []
-        if self._get_record(_container(be)) == be.name:
-            self._set_record(_container(be), None)
+    def _rename_need(self, st: EspStore, old: BeRef, new: BeRef,
+                     cluster: int) -> tuple[int, str]:
+        """A new custom.cfg (refused where the one there is not beadm's)."""
+        read_menu(st)
+        size = len((st.read_text(CUSTOM_CFG) or "").encode()) + 4096
+        return room.clusters(size, cluster), f"too little for a new /{CUSTOM_CFG}"
+
+    def post_destroy(self, be: BeRef) -> Warnings:
+        notes = Notes()
+        errors: list[str] = []
+        self._forget(be)
         with self.host.session() as s:
             esps = s.esps()
-            errors: list[str] = []
 
             def drop(st: EspStore) -> None:
                 text = st.read_text(CUSTOM_CFG)
                 if text is None:
                     return
-                m = self._menu(st)
+                m = read_menu(st)
                 mine = {i.id for i in m.of_be(be.name)}
                 new = m.with_be(be.name, ())
                 if new.default in mine:
                     new = replace(new, default=None)  # grub.cfg's own first entry decides
-                if self._env(st).get(grubenv.NEXT_ENTRY) in mine:
-                    self._set_next(st, None)
-                self._write(st, new)
-                self._gc(st)
+                if espfiles.env(st).get(grubenv.NEXT_ENTRY) in mine:
+                    espfiles.set_next(st, None)
+                espfiles.write(st, new)
+                espfiles.gc(st)
 
             self._each(esps, errors, "remove entries", drop)
-            self._raise(esps, errors)
-            dead = _fallback_dead(esps, be)
-        self._revive_fallback(dead, be.dataset)
+            self._raise(esps, errors, notes)
+            dead = espfiles.fallback_dead(esps, be)
+        self._revive_fallback(dead, be.dataset, notes)
+        return notes.done()
 
-    def _revive_fallback(self, dead: tuple[str, ...], gone: str) -> None:
+    def _revive_fallback(self, dead: tuple[str, ...], gone: str, notes: Notes) -> None:
         """Proxmox's own entries in grub.cfg boot whichever BE ran the last refresh. When
         that BE is gone, refresh from the running BE (whose zfs.cfg beadm keeps right). A
         refresh never touches custom.cfg or grubenv: nothing to put back afterwards."""
-        if not dead:
-            return
-        note = (f"Proxmox's GRUB entries (grub.cfg) on ESP {', '.join(dead)} boot {gone}, "
-                "which is gone")
-        if self._runner.dry_run:
-            self._runner.run(["proxmox-boot-tool", "refresh"])
-            return
-        self.host.release()  # the refresh mounts the ESPs itself, in the host's namespace
-        log.warning("%s: running proxmox-boot-tool refresh from the running BE", note)
-        try:
-            self._runner.run(["proxmox-boot-tool", "refresh"])
-        except BeadmError as exc:  # a warning: the destroy or rename stands
-            self.warnings.append(f"{note}; 'proxmox-boot-tool refresh' failed ({exc}): "
-                                 "run it yourself once the cause is fixed")
+        if dead:
+            fallback.refresh(self._runner, self.host, f"Proxmox's GRUB entries (grub.cfg) on "
+                             f"ESP {', '.join(dead)} boot {gone}, which is gone", notes)
 
-    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> None:
-        self.warnings = []
+    def sync(self, bes: list[BeRef], *, only_if_used: bool = False) -> Warnings:
+        notes = Notes()
         with self.host.session() as s:
             esps = s.esps()
             if only_if_used and not any(
                     e.store and e.store.read_text(CUSTOM_CFG) is not None for e in esps):
                 log.debug("sync: no ESP has beadm's custom.cfg yet (no init): nothing to do")
-                return
+                return ()
             for esp in esps:  # a foreign custom.cfg anywhere: refuse before any write
                 if esp.store is not None:
-                    self._menu(esp.store)
+                    read_menu(esp.store)
             errors: list[str] = []
-            plans: dict[str, Plan] = {}
-            for be in bes:
-                try:
-                    plan = self._plan(s, be, prepare=False)
-                    if cmd.first_line(s.be_root(be, writable=False)) \
-                            != plan.options:
-                        plan = self._plan(s, be, prepare=True)
-                    self._prepare_grub(s, be)
-                    plans[be.name] = plan
-                    self._carry_esp_list(s, be)
-                except BootError as exc:
-                    errors.append(exc.message)
-                except OSError as exc:
-                    errors.append(f"BE {be.name}: cannot write its /etc/kernel/cmdline: {exc}")
+            plans = self._sync_plans(s, bes, errors, notes)
             record = self._get_record(_container(bes[0])) if bes else None
             target = self._id(plans[record]) if record in plans else None
             names = {b.name for b in bes}
             present = [e.store for e in esps if e.store is not None]
-            nexts = [self._env(st).get(grubenv.NEXT_ENTRY) or "" for st in present]
+            nexts = [espfiles.env(st).get(grubenv.NEXT_ENTRY) or "" for st in present]
             ours = [n for n in nexts if n.startswith(menu.ID_PREFIX)]
             consumed = bool(ours) and len(ours) < len(nexts)
 
             def put(st: EspStore) -> None:
-                m = self._menu(st)
+                m = read_menu(st)
                 kept = [i for i in m.items if i.be not in plans and i.be in names]
                 items = [*kept]
                 for plan in plans.values():
-                    items += self._items(st, plan)
+                    items += espfiles.put_items(st, plan)
                 new = Menu(menu.sort_items(items), target)
                 if target is None and m.default in new.ids():
                     new = replace(new, default=m.default)  # e.g. a held BE stays default
-                nxt = self._env(st).get(grubenv.NEXT_ENTRY) or ""
+                nxt = espfiles.env(st).get(grubenv.NEXT_ENTRY) or ""
                 if nxt.startswith(menu.ID_PREFIX) and (consumed or nxt not in new.ids()):
-                    self._set_next(st, None)
-                self._write(st, new)
-                self._gc(st)
+                    espfiles.set_next(st, None)
+                espfiles.write(st, new)
+                espfiles.gc(st)
 
             self._each(esps, errors, "GRUB menu", put)
-            self._raise(esps, errors)
+            self._raise(esps, errors, notes)
+        return notes.done()
 
-    def check(self, bes: list[BeRef]) -> list[str]:
+    def _check_be(self, be: BeRef, root: Path, plan: Plan, facts: list[object]) -> list[str]:
+        why = zfscfg.drift(root, be.dataset)
+        return [] if why is None else [f"BE {be.name}: {why}"]
+
+    def check(self, bes: list[BeRef]) -> Checked:
         problems: list[str] = []
-        self.notes = []
-        self.warnings = []
+        notes = Notes()  # what a changing hook would warn of (a pinned kernel gone, ...)
+        facts: list[object] = []
         with self.host.session() as s:
-            plans: dict[str, Plan] = {}
-            for be in bes:
-                try:
-                    plan = self._plan(s, be, prepare=False)
-                except BootError as exc:
-                    problems.append(exc.message)
-                    continue
-                plans[be.name] = plan
-                root = s.be_root(be, writable=False)
-                current = cmd.first_line(root)
-                if current != plan.options:
-                    problems.append(f"BE {be.name}: /etc/kernel/cmdline is {current!r}, "
-                                    f"should be {plan.options!r}")
-                why = zfscfg.drift(root, be.dataset)
-                if why is not None:
-                    problems.append(f"BE {be.name}: {why}")
-                try:
-                    want, drift = self._esp_list_drift(s, be)
-                except BootError as exc:
-                    problems.append(exc.message)
-                    continue
-                if want is not None:
-                    problems += [esplist.describe(be.name, d, want,
-                                                  d.would_drop(want, self.host.esp_present))
-                                 for d in drift]
+            plans = self._check_bes(s, bes, problems, facts, notes)
             record = self._get_record(_container(bes[0])) if bes else None
             target = self._id(plans[record]) if record in plans else None
             stores = [e.store for e in s.esps() if e.store is not None]
-            items = [i for p in plans.values() for i in self._want_items(p, stores)]
-            for esp in s.esps():
-                st = esp.store
-                if st is None:
-                    problems.append(esp.error or f"ESP {esp.uuid} is missing")
-                    continue
-                problems += self._check_esp(st, Menu(menu.sort_items(items), target))
-        return problems
-
-    def _check_esp(self, st: EspStore, want: Menu) -> list[str]:
-        where = f"ESP {st.uuid}"
-        out: list[str] = []
-        text = st.read_text(CUSTOM_CFG)
-        if text is None:
-            out.append(f"{where}: /{CUSTOM_CFG} is missing")
-        elif not menu.is_beadm(text):
-            out.append(f"{where}: /{CUSTOM_CFG} was not written by beadm")
-        elif text != want.render(st.uuid):
-            have = menu.parse(text) or Menu()
-            if have.default != want.default:
-                out.append(f"{where}: GRUB default is {have.default!r}, should be "
-                           f"{want.default!r}")
-            for i in want.items:
-                if i not in have.items:
-                    out.append(f"{where}: GRUB entry {i.id} is missing or out of date")
-            for i in have.items:
-                if i.id not in want.ids():
-                    out.append(f"{where}: GRUB entry {i.id} belongs to no BE or kernel")
-            if not out:
-                out.append(f"{where}: /{CUSTOM_CFG} is out of date")
-        cfg = st.read_text(GRUB_CFG)
-        if cfg is None:
-            out.append(f"{where}: /{GRUB_CFG} is missing (run 'proxmox-boot-tool refresh')")
-        elif "custom.cfg" not in cfg:
-            out.append(f"{where}: /{GRUB_CFG} does not read custom.cfg: beadm's entries are "
-                       "not in GRUB's menu (restore /etc/grub.d/41_custom, then run "
-                       "'proxmox-boot-tool refresh')")
-        if (st.root / GRUBENV).exists() and grubenv.parse((st.root / GRUBENV).read_bytes()) \
-                is None:
-            out.append(f"{where}: /{GRUBENV} is not a valid GRUB environment block")
-        parsed = menu.parse(text) if text is not None else None
-        for rel in sorted(parsed.store_paths() if parsed else set()):
-            if not st.has(rel):
-                out.append(f"{where}: GRUB menu names missing file /{rel}")
-        used = parsed.store_paths() if parsed else set()
-        for name in st.store_files():
-            if f"{ent.STORE_DIR}/{name}" not in used:
-                out.append(f"{where}: /{ent.STORE_DIR}/{name} is referenced by no entry")
-        return out
+            items = [i for p in plans.values() for i in espfiles.want_items(p, stores)]
+            for st in at_hand(s.esps(), problems):
+                problems += check_esp(st, Menu(menu.sort_items(items), target))
+        return Checked(tuple(problems), (*facts, *notes))
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         names = [b.name for b in bes]
@@ -495,21 +292,17 @@ class GrubBackend(NoTrialBoots, EspBackend):
         onces: dict[str, str | None] = {}
         warnings: list[str] = []
         with self.host.session() as s:
-            for esp in s.esps():
-                st = esp.store
-                if st is None:
-                    warnings.append(esp.error or f"ESP {esp.uuid} is missing")
-                    continue
+            for st in at_hand(s.esps(), warnings):
                 text = st.read_text(CUSTOM_CFG)
                 m = menu.parse(text) if text is not None else None
                 items = {i.id: i.be for i in m.items} if m else {}
-                nxt = self._env(st).get(grubenv.NEXT_ENTRY)
+                nxt = espfiles.env(st).get(grubenv.NEXT_ENTRY)
                 if nxt:
                     onces[st.uuid] = items.get(nxt)
                 if m is not None and m.default in items:
                     picks[st.uuid] = items[m.default]
                 else:  # grub.cfg's first entry: Proxmox's, the BE that refreshed last
-                    root = _grubcfg_root(st.read_text(GRUB_CFG) or "")
+                    root = espfiles.grubcfg_root(st.read_text(GRUB_CFG) or "")
                     picks[st.uuid] = by_ds.get(root) if root else None
         values = list(picks.values())
         nxt_be = values[0] if values else None
@@ -525,32 +318,3 @@ class GrubBackend(NoTrialBoots, EspBackend):
                          pins=self._running_pins(bes))
 
 
-def _root_pair_bytes(root: Path) -> int:
-    """The largest kernel + initrd Proxmox keeps at the ESP root (GRUB mode): about what its
-    next kernel update needs there."""
-    best = 0
-    for vml in root.glob("vmlinuz-*"):
-        ird = root / f"initrd.img-{vml.name[len('vmlinuz-'):]}"
-        size = vml.stat().st_size + (ird.stat().st_size if ird.is_file() else 0)
-        best = max(best, size)
-    return best
-
-
-def _grubcfg_root(text: str) -> str | None:
-    """The dataset the first ``linux`` line of a grub.cfg boots (its last ``root=ZFS=``)."""
-    for line in text.splitlines():
-        m = _LINUX.match(line)
-        if m:
-            roots = [w[len("root=ZFS="):] for w in m.group(2).split() if w.startswith("root=ZFS=")]
-            return roots[-1] if roots else None
-    return None
-
-
-def _fallback_dead(esps: list[Esp], be: BeRef) -> tuple[str, ...]:
-    """The ESPs whose grub.cfg (Proxmox's entries) boots ``be``."""
-    dead = []
-    for esp in esps:
-        st = esp.store
-        if st is not None and _grubcfg_root(st.read_text(GRUB_CFG) or "") == be.dataset:
-            dead.append(st.uuid)
-    return tuple(dead)

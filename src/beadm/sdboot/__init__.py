@@ -8,7 +8,9 @@ Layout on each ESP (FAT, listed in ``/etc/kernel/proxmox-boot-uuids``)::
     loader/loader.conf                       ``default`` line (re-asserted after Proxmox's tools)
 
 Nothing is ever written under ``EFI/proxmox/`` or named ``proxmox-*``/``auto-*``.
-Modules: :mod:`.resolve` (which entry systemd-boot picks), :mod:`.trial` (trial boots),
-:mod:`.backend`; what it shares with GRUB (the ESPs, the kernel store, entries, ``loader.conf``,
-EFI variables) is :mod:`beadm.esp`.
+Modules: :mod:`.resolve` (which entry systemd-boot picks), :mod:`.trial` (trial boot names),
+:mod:`.base` (the building blocks of the hooks), :mod:`.backend` (create, activate, rename,
+destroy, sync), :mod:`.check`, :mod:`.bootstate`, :mod:`.trialhooks`, :mod:`.migrate` (from
+the old shell beadm); what it shares with GRUB (the ESPs, the kernel store, entries,
+``loader.conf``, EFI variables, the room, fallback and drift logic) is :mod:`beadm.esp`.
 """
