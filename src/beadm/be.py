@@ -46,7 +46,7 @@ from beadm.results import AutoSnapshot, BeInfo, Listing, Pruned, TrialOutcome, U
 if TYPE_CHECKING:
     from beadm import pvestate, retention, rollback_guard
     from beadm.backend import BeRef
-    from beadm.tree import BootEnv
+    from beadm.tree import BootEnv, Tree
 
 
 class BeManager(BeContext):
@@ -68,6 +68,12 @@ class BeManager(BeContext):
     def check(self) -> list[str]:
         from beadm import listing
         return listing.check(self)
+
+    # -- what a killed command left (beadm.recovery), at the start of each changing one -----
+
+    def _recover(self, tree: Tree) -> Tree:
+        from beadm import recovery  # (not at start-up: read-only commands never need it)
+        return recovery.cleanup_stale(self, tree)
 
     # -- create (beadm.create), upgrade (beadm.upgrade) ------------------------------------
 
