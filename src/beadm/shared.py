@@ -41,7 +41,7 @@ def shared_state_into(ctx: BeContext, name: str, dataset: str, *, new: bool) -> 
     """Give BE ``name`` the drop-ins of the shared state in service (beadm.pvestate), if
     it lacks them: a BE cloned from a snapshot taken before ``init --shared-state``.
     Warns once (when they are written) that its own copy of that state is not used."""
-    from beadm import pvestate, statedropins
+    from beadm import pvestate
 
     paths = pvestate.in_use(ctx.zfs.list_tree(ctx.pool, snapshots=False, depth=1),
                             ctx.pool, altroot=ctx._altroot())
@@ -52,6 +52,8 @@ def shared_state_into(ctx: BeContext, name: str, dataset: str, *, new: bool) -> 
         print(f"would write the shared-state drop-ins into {dataset} where missing "
               f"({', '.join(paths)} are shared datasets)", file=out)
         return
+    from beadm import statedropins  # (only where a shared dataset is in service)
+
     done = statedropins.prepare_be(ctx.runner, dataset, paths, mountinfo=ctx._mountinfo,
                                    out=out, view=ctx._view(BeRef(name, dataset)))
     if done.written:

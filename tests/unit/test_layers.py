@@ -105,3 +105,30 @@ def test_the_context_imports_no_verb() -> None:
     assert verbs <= set(graph())
     assert graph()["beadm.bectx"] & verbs == set()
     assert graph()["beadm.results"] & verbs == set()
+
+
+def test_activate_without_shared_state_in_service_imports_none_of_its_moving_parts(
+        tmp_path: Path) -> None:
+    """``activate`` asks which shared datasets are in service (beadm.pvestate); the drop-ins
+    (beadm.statedropins), the move and its copy are imported only where they are used.
+    In a fresh interpreter: this test process has imported them all already."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(SRC)!r}, {str(Path(__file__).parent)!r}]\n"
+        "from pathlib import Path\n"
+        "from world import manager\n"
+        f"mgr, runner, _ = manager(Path({str(tmp_path)!r}))\n"
+        "mgr.activate('pve-2')\n"
+        "assert any(c[:2] == ('zpool', 'set') for c in runner.calls), runner.calls\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('beadm.'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    loaded = set(done.stdout.split())
+    assert {"beadm.activate", "beadm.shared", "beadm.pvestate"} <= loaded
+    assert loaded & {"beadm.statedropins", "beadm.statemove", "beadm.stateservices",
+                     "beadm.statecopy"} == set()
