@@ -48,7 +48,7 @@ from beadm.results import AutoSnapshot, BeInfo, Done, Listing, Pruned, TrialOutc
 if TYPE_CHECKING:
     from beadm import pvestate, retention, rollback_guard
     from beadm.backend import Checked
-    from beadm.tree import BootEnv
+    from beadm.tree import BootEnv, Tree
 
 #: a verb's own result record, to which the command's warnings are added
 _R = TypeVar("_R", AutoSnapshot, Pruned, TrialOutcome, Upgraded)
@@ -95,6 +95,12 @@ class BeManager(BeContext):
     def check(self) -> Checked:
         from beadm import listing
         return listing.check(self)
+
+    # -- what a killed command left (beadm.recovery), at the start of each changing one -----
+
+    def _recover(self, tree: Tree) -> Tree:
+        from beadm import recovery  # (not at start-up: read-only commands never need it)
+        return recovery.cleanup_stale(self, tree)
 
     # -- create (beadm.create), upgrade (beadm.upgrade) ------------------------------------
 

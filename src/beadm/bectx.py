@@ -22,7 +22,7 @@ from beadm.zfs import Zfs
 if TYPE_CHECKING:
     import datetime as dt
 
-    from beadm import upgrade as upg
+    from beadm import aptchroot
 
 #: Changing commands that mount, unmount or make ZFS (un)mount something: they must run in
 #: the host's mount namespace, so the backend's held session (a private namespace, see
@@ -75,7 +75,7 @@ class BeContext:
         clock: Callable[[], dt.datetime] | None = None,  # default: datetime.now
         running_root: Path = Path("/"),
         out: TextIO | None = None,
-        chroot: Callable[[Runner, list[tuple[str, str]]], upg.Chroot] | None = None,
+        chroot: Callable[[Runner, list[tuple[str, str]]], aptchroot.Chroot] | None = None,
     ) -> None:
         self.backend = backend
         self._raw_runner = runner
@@ -222,14 +222,18 @@ class BeContext:
     @contextmanager
     def _changing(self, *, boot: bool = False) -> Iterator[Tree]:
         """Hold the lock and the backend's session; yield the tree with what a killed
-        command left finished or removed (beadm.recovery). ``boot``: the command changes
+        command left finished or removed (:meth:`_recover`). ``boot``: the command changes
         what boots, so the backend may refuse it first (``preflight``)."""
         with self._lock, self._hold():
             if boot:
                 self._preflight()
-            from beadm import recovery  # (not at start-up: read-only commands never need it)
+            yield self._recover(self._tree())
 
-            yield recovery.cleanup_stale(self, self._tree())
+    def _recover(self, tree: Tree) -> Tree:
+        """Finish or remove what a killed command left; the tree as it is then. The
+        manager does it (beadm.be: with beadm.recovery, a module above this one, which
+        runs the destroy and unmount verbs over this context)."""
+        raise NotImplementedError
 
     def _preflight(self) -> None:
         self.backend.preflight()

@@ -9,8 +9,7 @@ from beadm.record import record
 from beadm.tree import BootEnv
 
 if TYPE_CHECKING:
-    from beadm import retention
-    from beadm import upgrade as upg
+    from beadm import aptchroot, retention
 
 
 @record
@@ -107,7 +106,7 @@ class Upgraded:
     be: BeRef
     source: str
     apt_args: tuple[str, ...]
-    changes: tuple[upg.Change, ...]
+    changes: tuple[aptchroot.Change, ...]
     warnings: tuple[str, ...] = ()  # what did not stop it (the boot backend's hooks, clean-ups)
 
 

@@ -22,8 +22,8 @@ log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever ve
 
 def shared_state(ctx: BeContext, *, move: bool,
                  out: TextIO | None = None) -> list[pvestate.Finding]:
-    """Proxmox state inside the running BE (with ``move``: moved out; beadm.pvestate)."""
-    from beadm import pvestate
+    """Proxmox state inside the running BE (with ``move``: moved out; beadm.statemove)."""
+    from beadm import statemove
 
     with ctx._changing():
         running = ctx.running_name()
@@ -31,9 +31,9 @@ def shared_state(ctx: BeContext, *, move: bool,
             if move:
                 raise UsageError(f"no running BE under {ctx.root}: nothing to move from")
             return []
-        mover = pvestate.Mover(ctx.runner, pool=ctx.pool, be_root=ctx.root,
-                               be_dataset=f"{ctx.root}/{running}",
-                               mountinfo=ctx._mountinfo, out=out)
+        mover = statemove.Mover(ctx.runner, pool=ctx.pool, be_root=ctx.root,
+                                be_dataset=f"{ctx.root}/{running}",
+                                mountinfo=ctx._mountinfo, out=out)
         return mover.move_all() if move else mover.findings()
 
 
@@ -52,8 +52,10 @@ def shared_state_into(ctx: BeContext, name: str, dataset: str, *, new: bool) -> 
         print(f"would write the shared-state drop-ins into {dataset} where missing "
               f"({', '.join(paths)} are shared datasets)", file=out)
         return
-    done = pvestate.prepare_be(ctx.runner, dataset, paths, mountinfo=ctx._mountinfo,
-                               out=out, view=ctx._view(BeRef(name, dataset)))
+    from beadm import statedropins  # (only where a shared dataset is in service)
+
+    done = statedropins.prepare_be(ctx.runner, dataset, paths, mountinfo=ctx._mountinfo,
+                                   out=out, view=ctx._view(BeRef(name, dataset)))
     if done.written:
         log.info("BE %s: wrote %s", name, ", ".join(str(p) for p in done.written))
     if done.written and done.hidden:

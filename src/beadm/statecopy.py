@@ -1,4 +1,4 @@
-"""Copying a directory of live state and checking the copy (used by :mod:`beadm.pvestate`).
+"""Copying a directory of live state and checking the copy (used by :mod:`beadm.statemove`).
 
 SQLite databases (pmxcfs's ``config.db``, in WAL mode while pve-cluster runs) are copied
 with SQLite's backup API, which folds the WAL in; everything else is copied by the

@@ -1,4 +1,4 @@
-"""Shared Proxmox state on real OpenZFS (lab VM): ``beadm.pvestate.Mover`` moves
+"""Shared Proxmox state on real OpenZFS (lab VM): ``beadm.statemove.Mover`` moves
 ``/var/lib/pve-cluster`` (a live SQLite file in WAL mode), ``/var/lib/vz``,
 ``/var/lib/pve-manager`` and ``/etc/corosync`` out of BE pve-1 into shared datasets; a second
 BE sees the same data; a SIGKILL at a step followed by a re-run loses nothing.
@@ -33,7 +33,8 @@ SRC = HERE.parents[1] / "src"
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
-from beadm import pvestate  # noqa: E402
+from beadm import pvestate, statedropins, statemove  # noqa: E402
+from beadm.errors import RefusedError  # noqa: E402
 from beadm.runner import Result, SubprocessRunner  # noqa: E402
 
 POOL = "rpool"
@@ -43,7 +44,7 @@ DB = f"{ALT}/var/lib/pve-cluster/config.db"
 PIDFILE = Path("/run/fake-pve-cluster.pid")
 ROWLOG = Path("/run/fake-pve-cluster.rows")
 UNIT = "pve-cluster.service"
-DROPIN = f"etc/systemd/system/{UNIT}.d/{pvestate.DROPIN_NAME}"
+DROPIN = f"etc/systemd/system/{UNIT}.d/{statedropins.DROPIN_NAME}"
 
 
 def sh(*argv: str) -> str:
@@ -131,8 +132,8 @@ def _unit_of(pid: int) -> str:
     return UNIT if pid == _pid() else ""
 
 
-def mover(runner: LabRunner, step: object = None) -> pvestate.Mover:
-    return pvestate.Mover(runner, pool=POOL, be_root=ROOT, be_dataset=f"{ROOT}/pve-1",
+def mover(runner: LabRunner, step: object = None) -> statemove.Mover:
+    return statemove.Mover(runner, pool=POOL, be_root=ROOT, be_dataset=f"{ROOT}/pve-1",
                           root_dir=ALT, step=step, unit_of=_unit_of)  # type: ignore[arg-type]
 
 
@@ -220,7 +221,7 @@ def check_moved(files: dict[str, str]) -> None:
             assert list(Path(tmp + sp.path).iterdir()) == [], sp.path
     finally:
         sh("umount", tmp)
-    assert Path(ALT, DROPIN).read_text() == pvestate.dropins({"/var/lib/pve-cluster",
+    assert Path(ALT, DROPIN).read_text() == statedropins.dropins({"/var/lib/pve-cluster",
                                                               "/etc/corosync"})[UNIT]
     # a second move finds everything shared and changes nothing
     runner = LabRunner()
@@ -300,7 +301,7 @@ def _state() -> tuple[str, dict[str, str]]:
 def _refused(match: str) -> str:
     runner = LabRunner()
     before = _state()
-    with pytest.raises(pvestate.RefusedError, match=match) as exc:
+    with pytest.raises(RefusedError, match=match) as exc:
         mover(runner).move_all()
     assert _state() == before, "the refused move changed something"
     assert ("systemctl", "stop", UNIT) not in runner.systemctl
@@ -371,7 +372,7 @@ def test_file_changed_during_the_copy_rejected(pve: dict[str, str]) -> None:
             os.utime(dump, ns=(st.st_atime_ns, st.st_mtime_ns))
 
     runner = LabRunner()
-    with pytest.raises(pvestate.RefusedError, match="/var/lib/vz changed during the copy"):
+    with pytest.raises(RefusedError, match="/var/lib/vz changed during the copy"):
         mover(runner, step=write).move_all()
     ds = pvestate.dataset_for(POOL, "/var/lib/vz")
     got = sh("zfs", "get", "-H", "-o", "value", "canmount,mounted,org.beadm:state", ds).split()
@@ -399,7 +400,7 @@ def test_removal_of_the_old_copy_stops_at_a_mount(tmp_path: Path) -> None:
     sh("mount", "-t", "tmpfs", "none", str(top / "var/lib/vz/dump"))
     try:
         (top / "var/lib/vz/dump/backup").write_text("on another file system")
-        with pytest.raises(pvestate.RefusedError, match="dump is another file system"):
+        with pytest.raises(RefusedError, match="dump is another file system"):
             statecopy.empty_under(top, "/var/lib/vz")
         assert (top / "var/lib/vz/dump/backup").read_text() == "on another file system"
         assert (elsewhere / "keep").read_text() == "keep"

@@ -1,4 +1,4 @@
-"""A fake Proxmox host for beadm.pvestate: ZFS datasets, mounts and services in memory, files
+"""A fake Proxmox host for beadm.statemove: ZFS datasets, mounts and services in memory, files
 in a temp directory.
 
 The running BE's files are ``<tmp>/root`` (its ``root_dir``). Each dataset outside the BE

@@ -12,7 +12,7 @@ from fakes import FakeRunner
 from test_upgrade import ChrootRunner, chroot_dir, make
 from world import manager
 
-from beadm import confined, pvestate
+from beadm import confined, statedropins
 from beadm.errors import UpgradeError
 from beadm.peek import look_into
 
@@ -105,7 +105,7 @@ def test_shared_state_drop_ins_are_not_written_through_a_link(tmp_path: Path,
     (root / "etc/systemd").mkdir(parents=True)
     (root / "etc/systemd/system").symlink_to(host / "systemd")
     with pytest.raises(confined.LinkRefused, match=r"^/etc/systemd/system is a symbolic"):
-        pvestate.write_units(root, {"pve-cluster.service": "[Unit]\n"}, dry_run=False,
+        statedropins.write_units(root, {"pve-cluster.service": "[Unit]\n"}, dry_run=False,
                              out=__import__("io").StringIO())
     assert snapshot(host / "systemd") == {}
 
@@ -114,7 +114,7 @@ def test_own_copies_are_not_looked_for_outside_the_be(tmp_path: Path, host: Path
     root = tmp_path / "be"
     root.mkdir()
     (root / "etc").symlink_to(host / "etc")  # the host's /etc/kernel is not empty
-    assert pvestate.own_copies(root, ["/etc/kernel"]) == []
+    assert statedropins.own_copies(root, ["/etc/kernel"]) == []
 
 
 def test_destroy_guard_reads_each_be_as_it_sees_itself(tmp_path: Path, host: Path) -> None:

@@ -1,6 +1,6 @@
-"""beadm.pvestate: detection over fake dataset lists and mount tables, and the move on a fake
-Proxmox host (pve_world): the exact commands, the dry run, and a kill at every step followed
-by a re-run."""
+"""beadm.pvestate: detection over fake dataset lists and mount tables; beadm.statemove: the
+move on a fake Proxmox host (pve_world): the exact commands, the dry run, and a kill at every
+step followed by a re-run."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import pytest
 from pve_world import BE, POOL, Killed, PveWorld
 from world import row
 
-from beadm import pvestate, statecopy
+from beadm import pvestate, statecopy, statedropins, statemove
 from beadm.errors import RefusedError
 from beadm.mounts import Mount, parse_mountinfo
 from beadm.zfs import parse_list
@@ -90,13 +90,13 @@ def test_detect_interrupted_child_conflict_and_altroot() -> None:
 
 
 def test_dropins_name_each_moved_path_for_its_units() -> None:
-    units = pvestate.dropins({PC, "/etc/corosync"})
+    units = statedropins.dropins({PC, "/etc/corosync"})
     assert sorted(units) == ["corosync.service", "pve-cluster.service"]
     text = units["pve-cluster.service"]
     assert "After=zfs-mount.service\n" in text
     assert "RequiresMountsFor=/var/lib/pve-cluster\n" in text
     assert "AssertPathIsMountPoint=/etc/corosync\n" in text
-    assert pvestate.dropins({VZ}) == {}
+    assert statedropins.dropins({VZ}) == {}
 
 
 # -- the move on a fake host -----------------------------------------------------------------
@@ -132,9 +132,9 @@ def old_install(tmp: Path) -> PveWorld:
 
 
 def mover(w: PveWorld, *, kill_at: str | None = None,
-          step: Callable[[str], None] | None = None) -> pvestate.Mover:
+          step: Callable[[str], None] | None = None) -> statemove.Mover:
     w.kill_at = kill_at
-    return pvestate.Mover(w.runner, pool=POOL, be_root="rpool/ROOT", be_dataset=BE,
+    return statemove.Mover(w.runner, pool=POOL, be_root="rpool/ROOT", be_dataset=BE,
                           root_dir=str(w.root), mountinfo=w.mountinfo,
                           step=step if step is not None else w.step,
                           tmpdir=str(w.tmp / "t"), out=w.runner.out, proc=w.proc,
@@ -168,10 +168,10 @@ def assert_consistent(w: PveWorld) -> None:
     assert rows_in(w.live(PC) / "config.db") == [f"vm {i}" for i in range(50)]
     assert (w.live(PC) / ".pmxcfs.lockfile").exists()
     assert w.active >= {"pve-cluster.service", "pvedaemon.service", "pvescheduler.service"}
-    dropin = w.root / "etc/systemd/system/pve-cluster.service.d" / pvestate.DROPIN_NAME
+    dropin = w.root / "etc/systemd/system/pve-cluster.service.d" / statedropins.DROPIN_NAME
     assert "RequiresMountsFor=/var/lib/pve-cluster" in dropin.read_text()
     pve2 = w.files("rpool/ROOT/pve-2") / "etc/systemd/system/pve-cluster.service.d"
-    assert (pve2 / pvestate.DROPIN_NAME).read_text() == dropin.read_text()
+    assert (pve2 / statedropins.DROPIN_NAME).read_text() == dropin.read_text()
     assert [mp for src, mp in w.mounts if mp.startswith(str(w.tmp / "t"))] == []
     assert not any(f.to_move for f in mover(w).findings())
 

@@ -16,14 +16,14 @@ import pytest
 from fakes import FakeRunner
 from world import LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, manager, row, without_snapshots
 
-from beadm import pvestate
+from beadm import pvestate, statedropins
 from beadm.backend import BeRef
 from beadm.errors import CommandError
 from beadm.zfs import parse_list
 
 PC = "/var/lib/pve-cluster"
-DROPIN = Path("etc/systemd/system/pve-cluster.service.d") / pvestate.DROPIN_NAME
-COROSYNC_DROPIN = Path("etc/systemd/system/corosync.service.d") / pvestate.DROPIN_NAME
+DROPIN = Path("etc/systemd/system/pve-cluster.service.d") / statedropins.DROPIN_NAME
+COROSYNC_DROPIN = Path("etc/systemd/system/corosync.service.d") / statedropins.DROPIN_NAME
 SHARED_PC = row("rpool/var-lib-pve-cluster", mountpoint=PC, canmount="on", mounted="yes")
 POOL_ARGV = (*LIST_FS_ARGV, "-d", "1", "rpool")
 POOL_TOP = row("rpool", mountpoint="/rpool", canmount="on") + row(
@@ -100,17 +100,17 @@ def test_prepare_be_writes_what_is_missing_once_and_reports_the_hidden_copy(
     mi = tmp_path / "mountinfo"
     mi.write_text("")
     (tmp_path / "t").mkdir()
-    done = pvestate.prepare_be(runner, "rpool/ROOT/old", [PC, "/etc/corosync"],
+    done = statedropins.prepare_be(runner, "rpool/ROOT/old", [PC, "/etc/corosync"],
                                mountinfo=mi, tmpdir=str(tmp_path / "t"), out=runner.out)
     assert done.hidden == (PC,)
-    assert sorted(p.name for p in done.written) == [pvestate.DROPIN_NAME] * 2
+    assert sorted(p.name for p in done.written) == [statedropins.DROPIN_NAME] * 2
     text = (root / DROPIN).read_text()
     assert f"RequiresMountsFor={PC}\n" in text and "RequiresMountsFor=/etc/corosync" in text
     assert "AssertPathIsMountPoint=/etc/corosync" in (root / COROSYNC_DROPIN).read_text()
     assert [c[:2] for c in runner.changes] == [("mount", "-t"), ("umount",
                                                                  runner.changes[1][1])]
     assert bes.mounted == [] and list((tmp_path / "t").iterdir()) == []
-    again = pvestate.prepare_be(runner, "rpool/ROOT/old", [PC, "/etc/corosync"],
+    again = statedropins.prepare_be(runner, "rpool/ROOT/old", [PC, "/etc/corosync"],
                                 mountinfo=mi, tmpdir=str(tmp_path / "t"), out=runner.out)
     assert again.written == () and again.hidden == (PC,)
 
@@ -121,7 +121,7 @@ def test_prepare_be_dry_run_looks_read_only_and_writes_nothing(tmp_path: Path) -
     root = old_be(bes, "rpool/ROOT/old")
     mi = tmp_path / "mountinfo"
     mi.write_text("")
-    done = pvestate.prepare_be(runner, "rpool/ROOT/old", [PC], mountinfo=mi,
+    done = statedropins.prepare_be(runner, "rpool/ROOT/old", [PC], mountinfo=mi,
                                tmpdir=str(tmp_path), out=runner.out)
     assert runner.changes == []
     assert runner.calls[0][:5] == ("mount", "-t", "zfs", "-o", "ro,zfsutil")
@@ -137,7 +137,7 @@ def test_prepare_be_running_be_is_written_in_place_without_a_mount(tmp_path: Pat
     live = tmp_path / "live"
     (live / PC.lstrip("/")).mkdir(parents=True)
     (live / PC.lstrip("/") / "config.db").write_text("the shared one, mounted over it")
-    done = pvestate.prepare_be(runner, "rpool/ROOT/pve-1", [PC], mountinfo=mi,
+    done = statedropins.prepare_be(runner, "rpool/ROOT/pve-1", [PC], mountinfo=mi,
                                root_dir=str(live), out=runner.out)
     assert runner.calls == []
     assert (live / DROPIN).is_file()
@@ -193,7 +193,7 @@ def test_create_from_the_running_be_after_the_move_writes_and_warns_nothing(
     mgr, _runner, _backend, bes = setup(tmp_path)
     root = bes.files("rpool/ROOT/pve-3")  # the clone: drop-in cloned, own directory empty
     (root / DROPIN).parent.mkdir(parents=True)
-    (root / DROPIN).write_text(pvestate.dropin_text([PC]))
+    (root / DROPIN).write_text(statedropins.dropin_text([PC]))
     (root / PC.lstrip("/")).mkdir(parents=True)
     before = (root / DROPIN).stat().st_mtime_ns
     with caplog.at_level(logging.WARNING, logger="beadm"):

@@ -14,6 +14,7 @@ from fakes import FakeRunner, RecordingBackend, pool_props
 from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, SNAP, manager, row
 from world import without_snapshots as fs_only
 
+from beadm import aptchroot
 from beadm import upgrade as upg
 from beadm.backend import BeRef
 from beadm.be import BeManager
@@ -85,7 +86,7 @@ def make(tmp_path: Path, runner: ChrootRunner, *, listing: str = LIST_TEXT,
     run.mkdir(exist_ok=True)
     mgr, _, be = manager(tmp_path, runner=runner, listing=listing, backend=backend)
     FakeNamespace.log = []
-    mgr._chroot = lambda r, plan: upg.Chroot(  # type: ignore[assignment]
+    mgr._chroot = lambda r, plan: aptchroot.Chroot(  # type: ignore[assignment]
         r, plan, tmp_base=str(run), namespace=FakeNamespace, out=r.out)
     return mgr, be, run
 
@@ -107,7 +108,7 @@ def test_upgrade_exact_sequence(tmp_path: Path) -> None:
     apt = ("chroot", root, "env", "DEBIAN_FRONTEND=noninteractive",
            "APT_LISTCHANGES_FRONTEND=none", "apt-get", "-o", "Dpkg::Options::=--force-confold",
            "-o", "Dpkg::Options::=--force-confdef", "install", "-y", "linux-image-6.1.0-2")
-    query = ("chroot", root, *upg.DPKG_QUERY)
+    query = ("chroot", root, *aptchroot.DPKG_QUERY)
     assert runner.changes == [
         ("zfs", "snapshot", "-r", "-o", "org.beadm:state=creating", f"rpool/ROOT/pve-1@{SNAP}"),
         ("zfs", "clone", "-o", "mountpoint=/", "-o", "acltype=posix",
@@ -299,9 +300,9 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
     mi = tmp_path / "mountinfo"
     mi.write_text(MOUNTINFO)
     out, err = io.StringIO(), io.StringIO()
-    real = upg.Chroot  # beadm.be imports beadm.upgrade where upgrade runs: patch the module
+    real = aptchroot.Chroot  # beadm.be imports beadm.upgrade where upgrade runs: patch its name
 
-    def chroot(r: Runner, plan: Sequence[tuple[str, str]], **kw: object) -> upg.Chroot:
+    def chroot(r: Runner, plan: Sequence[tuple[str, str]], **kw: object) -> aptchroot.Chroot:
         return real(r, plan, tmp_base=str(run), namespace=FakeNamespace,
                     out=r.out)  # type: ignore[attr-defined]
 
@@ -397,11 +398,11 @@ def test_in_a_chroot_hooks_do_nothing_and_boot_commands_are_refused(tmp_path: Pa
 
 
 def test_package_diff_parsing() -> None:
-    before = upg.parse_packages(BEFORE)
+    before = aptchroot.parse_packages(BEFORE)
     assert "gone-long-ago" not in before  # config files only: not installed
-    assert upg.diff(before, before) == ()
-    assert upg.diff({"a:i386": "1"}, {"a:i386": "2"}) == (
-        upg.Change("upgraded", "a:i386", "1", "2"),)
+    assert aptchroot.diff(before, before) == ()
+    assert aptchroot.diff({"a:i386": "1"}, {"a:i386": "2"}) == (
+        aptchroot.Change("upgraded", "a:i386", "1", "2"),)
 
 
 def test_row_helper_still_matches_columns() -> None:
