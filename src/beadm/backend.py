@@ -67,11 +67,14 @@ Warnings = tuple[str, ...]
 
 @record
 class Checked:
-    """What :meth:`BootBackend.check` found: ``problems`` (drift, one line each) and
-    ``notes`` (facts worth showing beside them: a kernel pin, a pending trial)."""
+    """What :meth:`BootBackend.check` found: ``problems`` (drift, one line each),
+    ``notes`` (facts worth showing beside them: a kernel pin, a pending trial) and
+    ``warnings`` (what a changing hook would warn of: ESPs too tight for every kernel, a
+    pinned kernel gone)."""
 
     problems: tuple[str, ...] = ()
     notes: tuple[object, ...] = ()
+    warnings: Warnings = ()
 
 
 @record

@@ -209,6 +209,7 @@ def cmd_check(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
         print(line, file=out)
     for note in checked.notes:
         print(f"beadm: note: {note}", file=err)
+    output.warnings(checked.warnings, err)
     return 1 if checked.problems else 0
 
 

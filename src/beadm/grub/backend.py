@@ -283,7 +283,7 @@ class GrubBackend(NoTrialBoots, EspDrift):
             items = [i for p in plans.values() for i in espfiles.want_items(p, stores)]
             for st in at_hand(s.esps(), problems):
                 problems += check_esp(st, Menu(menu.sort_items(items), target))
-        return Checked(tuple(problems), (*facts, *notes))
+        return Checked(tuple(problems), tuple(facts), notes.done())
 
     def boot_state(self, bes: list[BeRef]) -> BootState:
         names = [b.name for b in bes]

@@ -52,7 +52,7 @@ class CheckHook(SdBase):
                 cur = self.host.efivars.get(DEFAULT)
                 if cur is not None and cur != plans[record].default_id:
                     problems.append(f"EFI {DEFAULT} is {cur}, beadm activated {record}")
-        return Checked(tuple(problems), (*facts, *notes))
+        return Checked(tuple(problems), tuple(facts), notes.done())
 
     def _check_esp(self, st: EspStore, plans: dict[str, Plan], names: list[str],
                    record: str | None, full: dict[str, Plan], *,
