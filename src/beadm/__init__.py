@@ -37,15 +37,7 @@ if TYPE_CHECKING:
         UnsupportedError,
         UsageError,
     )
-    from beadm.results import (
-        AutoSnapshot,
-        BeInfo,
-        Done,
-        Listing,
-        Pruned,
-        TrialOutcome,
-        Upgraded,
-    )
+    from beadm.results import AutoSnapshot, BeInfo, Done, Listing, Pruned, TrialOutcome, Upgraded
 
 #: The public names, by the module each is imported from when first used.
 _PUBLIC = {

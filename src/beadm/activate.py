@@ -11,31 +11,14 @@ from typing import TYPE_CHECKING
 from beadm import listing, shared
 from beadm import watchdog as wd
 from beadm.backend import BeRef
-from beadm.becommon import (
-    _STALE,
-    STATE_CREATING,
-    STATE_FAILED,
-    STATE_UPGRADING,
-    _bootable,
-)
-from beadm.errors import (
-    ClusterGuardError,
-    RefusedError,
-    UnsupportedError,
-    UsageError,
-)
-from beadm.names import (
-    check_be_name,
-    check_new_be_name,
-)
+from beadm.becommon import _STALE, STATE_CREATING, STATE_FAILED, STATE_UPGRADING, _bootable
+from beadm.errors import ClusterGuardError, RefusedError, UnsupportedError, UsageError
+from beadm.names import check_be_name, check_new_be_name
 from beadm.tree import BootEnv, Tree
 from beadm.txn import UndoLog
-from beadm.zfs import (
-    PROP_STATE,
-)
+from beadm.zfs import PROP_STATE
 
 if TYPE_CHECKING:
-
     from beadm import rollback_guard
     from beadm.bectx import BeContext
 

@@ -16,15 +16,8 @@ from beadm.becommon import (
     _refuse_case_clash,
     _unprintable,
 )
-from beadm.errors import (
-    ExistsError,
-    NotFoundError,
-    UsageError,
-)
-from beadm.names import (
-    check_new_be_name,
-    split_be_snapshot,
-)
+from beadm.errors import ExistsError, NotFoundError, UsageError
+from beadm.names import check_new_be_name, split_be_snapshot
 from beadm.tree import SNAP_PREFIX, BootEnv, Tree
 from beadm.txn import UndoLog
 from beadm.zfs import (
@@ -39,7 +32,6 @@ from beadm.zfs import (
 )
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

@@ -10,24 +10,13 @@ from typing import TYPE_CHECKING
 
 from beadm import mountbe
 from beadm.backend import BeRef
-from beadm.becommon import (
-    STATE_CREATING,
-    _mount_plan,
-)
-from beadm.errors import (
-    NotFoundError,
-    RefusedError,
-)
-from beadm.names import (
-    split_be_snapshot,
-)
+from beadm.becommon import STATE_CREATING, _mount_plan
+from beadm.errors import NotFoundError, RefusedError
+from beadm.names import split_be_snapshot
 from beadm.tree import AUTO_PREFIX, BootEnv, Tree, is_beadm_snapshot
-from beadm.zfs import (
-    Dataset,
-)
+from beadm.zfs import Dataset
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

@@ -8,10 +8,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from beadm import mounts as mnt
-from beadm.becommon import (
-    _bootable,
-    _mount_plan,
-)
+from beadm.becommon import _bootable, _mount_plan
 from beadm.results import BeInfo, Listing
 from beadm.tree import BootEnv
 

@@ -8,21 +8,12 @@ from typing import TYPE_CHECKING
 
 from beadm import confined
 from beadm import mounts as mnt
-from beadm.becommon import (
-    _mount_plan,
-    _rmdir,
-)
-from beadm.errors import (
-    NotFoundError,
-    RefusedError,
-)
-from beadm.names import (
-    check_be_name,
-)
+from beadm.becommon import _mount_plan, _rmdir
+from beadm.errors import NotFoundError, RefusedError
+from beadm.names import check_be_name
 from beadm.tree import BootEnv
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

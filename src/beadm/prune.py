@@ -19,11 +19,7 @@ from beadm.becommon import (
     _check_len,
     _suppressed,
 )
-from beadm.errors import (
-    BeadmError,
-    RefusedError,
-    UnsupportedError,
-)
+from beadm.errors import BeadmError, RefusedError, UnsupportedError
 from beadm.results import AutoSnapshot, Pruned
 from beadm.tree import AUTO_PREFIX, BootEnv, Tree, is_beadm_snapshot
 from beadm.zfs import (
@@ -37,7 +33,6 @@ from beadm.zfs import (
 )
 
 if TYPE_CHECKING:
-
     from beadm import retention
     from beadm.bectx import BeContext
 

@@ -10,23 +10,12 @@ from typing import TYPE_CHECKING
 
 from beadm import destroy, mountbe
 from beadm.backend import BeRef
-from beadm.becommon import (
-    _STALE,
-    STATE_CREATING,
-    STATE_FAILED,
-    STATE_RENAMING,
-    STATE_UPGRADING,
-)
-from beadm.errors import (
-    BeadmError,
-)
+from beadm.becommon import _STALE, STATE_CREATING, STATE_FAILED, STATE_RENAMING, STATE_UPGRADING
+from beadm.errors import BeadmError
 from beadm.tree import BootEnv, Tree
-from beadm.zfs import (
-    PROP_STATE,
-)
+from beadm.zfs import PROP_STATE
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

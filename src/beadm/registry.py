@@ -10,6 +10,8 @@ legacy-BIOS boot with ``grub/`` on the ESPs), and a refusal of every boot-changi
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,47 +27,43 @@ UUIDS_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")
 SDBOOT_MODULE = "beadm.sdboot.backend"
 
 
-def _systemd_boot(runner: Runner) -> BootBackend:
+@contextlib.contextmanager
+def _available(what: str) -> Iterator[None]:
+    """Import a backend's modules: a missing one refuses (exit 7), it is no internal error."""
     try:
-        from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
+        yield
     except ImportError as exc:
-        raise UnsupportedError("the systemd-boot backend is not available") from exc
-    backend: BootBackend = SystemdBootBackend(runner)
-    return backend
+        raise UnsupportedError(f"the {what} backend is not available") from exc
+
+
+def _systemd_boot(runner: Runner) -> BootBackend:
+    with _available("systemd-boot"):
+        from beadm.sdboot.backend import SystemdBootBackend
+    return SystemdBootBackend(runner)
 
 
 def _grub(runner: Runner) -> BootBackend:
-    try:
-        from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise UnsupportedError("the GRUB backend is not available") from exc
-    backend: BootBackend = GrubBackend(runner)
-    return backend
+    with _available("GRUB"):
+        from beadm.grub.backend import GrubBackend
+    return GrubBackend(runner)
 
 
 def _guarded_systemd_boot(runner: Runner, efi_dir: Path | None = None) -> BootBackend:
-    try:
-        from beadm.detect import EFI_DIR, GuardedBackend  # type: ignore[import-not-found,unused-ignore]
-        from beadm.sdboot.backend import SystemdBootBackend  # type: ignore[import-not-found,unused-ignore]
-    except ImportError as exc:
-        raise UnsupportedError("the systemd-boot backend is not available") from exc
-
+    with _available("systemd-boot"):
+        from beadm.detect import EFI_DIR, GuardedBackend
+        from beadm.sdboot.backend import SystemdBootBackend
     sdboot = SystemdBootBackend(runner)
 
     def grub() -> GrubBackend:
         """Built (and its modules imported) only where the guard finds GRUB ESPs; on the
         systemd-boot backend's host: one session (namespace, ESP and BE mounts) whichever
-        backend the host needs (issue 24: it had a host of its own)."""
-        try:
-            from beadm.grub.backend import GrubBackend  # type: ignore[import-not-found,unused-ignore]
-        except ImportError as exc:
-            raise UnsupportedError("the GRUB backend is not available") from exc
+        backend the host needs."""
+        with _available("GRUB"):
+            from beadm.grub.backend import GrubBackend
         return GrubBackend(runner, host=sdboot.host)
 
-    backend: BootBackend = GuardedBackend(sdboot,
-                                          efi_dir=efi_dir if efi_dir is not None else EFI_DIR,
-                                          make_grub=grub)
-    return backend
+    return GuardedBackend(sdboot, efi_dir=efi_dir if efi_dir is not None else EFI_DIR,
+                          make_grub=grub)
 
 
 def _none(runner: Runner) -> BootBackend:

@@ -7,27 +7,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from beadm.backend import BeRef
-from beadm.becommon import (
-    STATE_FAILED,
-    STATE_RENAMING,
-    _check_len,
-    _refuse_case_clash,
-)
-from beadm.errors import (
-    ExistsError,
-    RefusedError,
-)
-from beadm.names import (
-    check_be_name,
-    check_new_be_name,
-)
+from beadm.becommon import STATE_FAILED, STATE_RENAMING, _check_len, _refuse_case_clash
+from beadm.errors import ExistsError, RefusedError
+from beadm.names import check_be_name, check_new_be_name
 from beadm.txn import UndoLog
-from beadm.zfs import (
-    PROP_STATE,
-)
+from beadm.zfs import PROP_STATE
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

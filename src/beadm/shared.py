@@ -8,12 +8,9 @@ import sys
 from typing import TYPE_CHECKING, TextIO
 
 from beadm.backend import BeRef
-from beadm.errors import (
-    UsageError,
-)
+from beadm.errors import UsageError
 
 if TYPE_CHECKING:
-
     from beadm import pvestate
     from beadm.bectx import BeContext
 

@@ -8,14 +8,11 @@ from typing import TYPE_CHECKING
 
 from beadm import activate
 from beadm.backend import PendingTrial
-from beadm.errors import (
-    BeadmError,
-)
+from beadm.errors import BeadmError
 from beadm.record import replace
 from beadm.results import TrialOutcome
 
 if TYPE_CHECKING:
-
     from beadm.bectx import BeContext
 
 log = logging.getLogger("beadm.be")  # the BE library's one logger, whichever verb logs

@@ -17,13 +17,7 @@ from typing import TYPE_CHECKING
 from beadm import create
 from beadm.aptchroot import Change, Chroot, apt_argv, diff, importance, packages
 from beadm.backend import BeRef
-from beadm.becommon import (
-    AUTO_UPGRADE,
-    STATE_FAILED,
-    _check_description,
-    _mount_plan,
-    _suppressed,
-)
+from beadm.becommon import AUTO_UPGRADE, STATE_FAILED, _check_description, _mount_plan, _suppressed
 from beadm.errors import RefusedError, UpgradeError
 from beadm.names import check_new_be_name, same_but_case
 from beadm.results import Upgraded
