@@ -1,11 +1,16 @@
 """Debian 13 / Proxmox VE 9 (issue 11 item 8): the .deb on trixie, against real OpenZFS.
 
 Host side: the cached trixie tree (lab/trixie/trixie.py: debootstrap minbase, main+contrib, from
-the host's apt mirror) is copied twice. In the first copy packaging/build-deb builds the .deb on
-Debian 13 (its build deps from the archive, lintian 2.12x clean). That .deb is installed into the
-second, fresh copy with apt from the trixie archive, so that its Depends really resolve there
-(python3 = 3.13, zfsutils-linux 2.3 from contrib, dosfstools, util-linux). The second copy
-becomes an ext4 disk.
+the host's apt mirror) and the cached copy of it with beadm's build dependencies and lintian
+installed (lab/trixie/build-deps). In a copy of the latter packaging/build-deb builds the .deb on
+Debian 13; the same .deb is also built on the host (Debian 12). Both releases' lintian
+(``-I --pedantic``: Debian 13's in the tree, Debian 12's on the host) must find no tag in either
+.deb, every script of both must keep the shebang of its source (Debian 13's dh_python3 rewrites
+``#!/usr/bin/python3 -IS``), and neither build may warn about the licence's form in
+pyproject.toml. The source package (``dpkg-source -b``) must be clean for Debian 13's lintian
+(Standards-Version current). The .deb built on 13 is installed into a fresh copy of the trixie
+tree with apt from the trixie archive, so that its Depends really resolve there (python3 = 3.13,
+zfsutils-linux 2.3 from contrib, dosfstools, util-linux). That copy becomes an ext4 disk.
 
 VM side (a ``lab run --uefi`` VM: Debian 12 kernel with its OpenZFS 2.1 module, two ESPs): the
 ESPs are laid out as PVE 9's ``proxmox-boot-tool init`` leaves them (systemd-boot, ``default
@@ -27,7 +32,10 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -37,6 +45,7 @@ sys.path.insert(0, str(REPO / "lab" / "trixie"))
 sys.path.insert(0, str(REPO / "lab"))
 
 import labkit  # noqa: E402
+import test_deb  # noqa: E402  (tests/boot/test_deb.py: the host build, SCRIPTS, lintian_tags)
 import trixie  # noqa: E402
 
 # Runs in the VM (Debian 12, as root, cwd /src) under `sh -c`; every check prints "FAIL: ..."
@@ -147,29 +156,132 @@ def _enter(tree: Path, *binds: tuple[Path, str], script: str,
                  "export DEBIAN_FRONTEND=noninteractive; set -e; " + script], timeout)
 
 
-def test_deb_builds_installs_with_its_depends_and_runs_on_debian_13_against_real_zfs(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@dataclass(frozen=True)
+class Builds:
+    """The .deb built on each release, the build logs, and each release's lintian on each."""
+
+    on12: Path
+    on13: Path
+    log12: str
+    log13: str
+    lintian12: dict[str, str]  # "on12"/"on13" -> Debian 12's lintian output on that .deb
+    lintian13: dict[str, str]  # the same with Debian 13's lintian
+    lintian13_source: str  # Debian 13's lintian on the source package (.dsc)
+    versions13: str  # dpkg-query of the 13 tree's lintian, debhelper, dh-python, setuptools
+    seconds: float
+
+
+# Debian 12's lintian on a .deb built on Debian 13 only: its screen for dist-info metadata needs
+# a RECORD file, which Debian 13's dh_python3 no longer ships, so it takes top_level.txt for
+# documentation (Debian 13's lintian does not; debian/lintian-notes.md).
+ONLY_12_ON_13_BUILD = (
+    "I: beadm: package-contains-documentation-outside-usr-share-doc "
+    f"[usr/lib/python3/dist-packages/beadm-{test_deb._version()}.dist-info/top_level.txt]")
+
+
+def lint(path: str) -> str:
+    """sh: lintian as build-deb runs it on ``path``, then its exit status (LINTIAN-EXIT n)."""
+    return f"rc=0; lintian -I --pedantic {path} 2>&1 || rc=$?; echo LINTIAN-EXIT $rc"
+
+
+@pytest.fixture(scope="module")
+def builds() -> Iterator[Builds]:
     t0 = time.monotonic()
+    tmp = Path(tempfile.mkdtemp(prefix="beadm-trixie-test-"))
+    try:
+        out12, out13, src = tmp / "deb12", tmp / "deb13", tmp / "src"
+        for d in (out12, out13, src):
+            d.mkdir()
+        on12, log12 = test_deb.build(out12)
+        # the checkout as build-deb copies it (tracked and untracked-not-ignored files)
+        files = _run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
+                      "--exclude-standard"]).stdout.split("\0")
+        (src / "beadm").mkdir()
+        for f in filter(None, files):
+            if (REPO / f).exists() or (REPO / f).is_symlink():
+                (src / "beadm" / f).parent.mkdir(parents=True, exist_ok=True)
+                _run(["cp", "-a", str(REPO / f), str(src / "beadm" / f)])
+        tree = tmp / "build"
+        _run(["cp", "-a", "--reflink=auto", str(trixie.build_deps_tree()), str(tree)])
+        built = _enter(tree, (REPO, "/src"), (out13, "/mnt/deb"),
+                       script="/src/packaging/build-deb /mnt/deb")
+        assert "installing build dependencies" not in built.stderr, built.stderr[-2000:]
+        on13 = out13 / Path(built.stdout.strip().splitlines()[-1]).name
+        assert on13.is_file(), built.stdout[-2000:]
+        lint13 = {}
+        for name, deb, d in (("on12", on12, out12), ("on13", on13, out13)):
+            res = _enter(tree, (d, "/mnt/lint"), script=lint(f"/mnt/lint/{deb.name}"))
+            lint13[name] = res.stdout
+        source = _enter(tree, (src, "/mnt/src"), script=(
+            "cd /mnt/src && dpkg-source -b beadm >/dev/null; "
+            + lint(f"/mnt/src/beadm_{test_deb._version()}.dsc")))
+        versions = _enter(tree, script="dpkg-query -W lintian debhelper dh-python "
+                                       "python3-setuptools").stdout
+        lint12 = {}
+        for name, deb in (("on12", on12), ("on13", on13)):
+            res = subprocess.run(["sh", "-c", lint(str(deb))],
+                                 capture_output=True, text=True, check=False)
+            lint12[name] = res.stdout
+        yield Builds(on12, on13, log12, built.stderr, lint12, lint13, source.stdout, versions,
+                     time.monotonic() - t0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_both_debs_keep_every_shebang(builds: Builds, tmp_path: Path) -> None:
+    print(builds.versions13)
+    for name, deb in (("on12", builds.on12), ("on13", builds.on13)):
+        root = tmp_path / name
+        _run(["dpkg-deb", "-x", str(deb), str(root)])
+        assert test_deb.first_lines(root) == test_deb.expected_first_lines(), name
+
+
+def test_both_debs_are_lintian_clean_on_debian_12_and_13(builds: Builds) -> None:
+    assert "lintian reports errors" not in builds.log13
+    # build-deb's own run on Debian 13 (its .changes)
+    in_build = test_deb.unexpected_tags(builds.log13.split("build-deb: lintian", 1)[-1], "13")
+    assert not in_build, in_build
+    assert "lintian 2.12" in builds.versions13.replace("\t", " "), builds.versions13
+    for release, outputs in (("12", builds.lintian12), ("13", builds.lintian13)):
+        for name, out in outputs.items():
+            print(f"Debian {release}'s lintian on the .deb built {name}:\n{out}")
+            assert "LINTIAN-EXIT 0" in out, (release, name, out)
+            tags = test_deb.unexpected_tags(out, release)
+            if (release, name) == ("12", "on13"):
+                tags = [t for t in tags if t != ONLY_12_ON_13_BUILD]
+            assert not tags, (release, name, out)
+
+
+def test_source_package_is_lintian_clean_on_debian_13(builds: Builds) -> None:
+    print(builds.lintian13_source)
+    out = builds.lintian13_source
+    assert "LINTIAN-EXIT 0" in out and not test_deb.lintian_tags(out), out
+
+
+def test_no_setuptools_warning_about_the_licence_on_either_release(builds: Builds) -> None:
+    for log in (builds.log12, builds.log13):
+        assert "SetuptoolsDeprecationWarning" not in log, log[-6000:]
+        assert "License classifiers are deprecated" not in log, log[-6000:]
+    assert "python3-setuptools\t78." in builds.versions13, builds.versions13
+
+
+def test_deb_builds_installs_with_its_depends_and_runs_on_debian_13_against_real_zfs(
+        builds: Builds, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t1 = time.monotonic()
     cached = trixie.build_tree()
     apt = "apt-get -q -y -o Dpkg::Use-Pty=0"
-    # 1. build on Debian 13: packaging/build-deb installs its build deps, lintian must pass
-    build_tree, deb_dir = tmp_path / "build", tmp_path / "deb"
-    deb_dir.mkdir()
-    _run(["cp", "-a", "--reflink=auto", str(cached), str(build_tree)])
-    out = _enter(build_tree, (REPO, "/src"), (deb_dir, "/mnt/deb"),
-                 script=f"{apt} update >/dev/null; /src/packaging/build-deb /mnt/deb")
-    deb = Path(out.stdout.strip().splitlines()[-1])
-    assert deb.parent == Path("/mnt/deb"), out.stdout[-2000:]
-    assert "lintian reports errors" not in out.stderr
-    shutil.rmtree(build_tree)
-    t1 = time.monotonic()
+    deb_dir, deb = builds.on13.parent, builds.on13
     # 2. install that .deb with apt into a fresh tree: its Depends come from the archive
     tree = tmp_path / "tree"
     _run(["cp", "-a", "--reflink=auto", str(cached), str(tree)])
     inst = _enter(tree, (deb_dir, "/mnt/deb"),
                   script=f"{apt} update >/dev/null; {apt} install /mnt/deb/{deb.name}; "
                          "dpkg -L beadm | grep -x /usr/lib/systemd/system/beadm-reassert.service;"
+                         " echo \"SHEBANG $(head -1 /usr/sbin/beadm)\";"
                          " dpkg-query -W python3 zfsutils-linux dosfstools util-linux beadm")
+    # the installed command keeps its shebang (Debian 13's dh_python3 would drop -IS)
+    shebang = [ln for ln in inst.stdout.splitlines() if ln.startswith("SHEBANG ")]
+    assert shebang == ["SHEBANG #!/usr/bin/python3 -IS"], inst.stdout[-2000:]
     versions = dict(line.split("\t") for line in inst.stdout.strip().splitlines()[-5:])
     assert versions["python3"].startswith("3.13"), versions
     assert versions["zfsutils-linux"].startswith("2.3"), versions
@@ -187,7 +299,7 @@ def test_deb_builds_installs_with_its_depends_and_runs_on_debian_13_against_real
     t3 = time.monotonic()
     text = capsys.readouterr().out
     with capsys.disabled():
-        print(f"\ntrixie: tree + build on 13 {t1 - t0:.0f} s, apt install + image "
-              f"{t2 - t1:.0f} s, VM (slot wait included) {t3 - t2:.0f} s")
+        print(f"\ntrixie: builds on 12 and 13 + lintian {builds.seconds:.0f} s, apt install + "
+              f"image {t2 - t1:.0f} s, VM (slot wait included) {t3 - t2:.0f} s")
     assert rc == 0, text[-8000:]
     assert "TRIXIE-OK" in text, text[-8000:]
