@@ -80,6 +80,7 @@ def _commands() -> tuple[set[str], dict[str, Command]]:
 def _plain(roff: str) -> str:
     """Roff source to plain words: drop font escapes, unescape hyphens."""
     text = re.sub(r"\\f[BIRP]|\\f\(..|\\&|\\%", "", roff)
+    text = text.replace("\\(aq", "'").replace("\\(dq", '"')
     return text.replace("\\-", "-").replace("\\(em", "-").replace("\\e", "\\")
 
 
