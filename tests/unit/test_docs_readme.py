@@ -71,7 +71,7 @@ def test_readme_starts_with_demo_and_run_tests_and_points_to_hacking() -> None:
 
 def test_rollback_warning_comes_before_the_first_activate() -> None:
     text = README.read_text(encoding="utf-8")
-    first = re.search(r"^beadm activate", text, flags=re.MULTILINE)
+    first = re.search(r"^(?:[#$] )?beadm activate", text, flags=re.MULTILINE)
     assert first is not None, "the README never tells the reader to run beadm activate"
     before = text[: first.start()]
     warning = r"(?is)guests?\b[^.]*\bback in time|back in time\b[^.]*\bguests?\b"
