@@ -80,6 +80,7 @@ def _commands() -> tuple[set[str], dict[str, Command]]:
 def _plain(roff: str) -> str:
     """Roff source to plain words: drop font escapes, unescape hyphens."""
     text = re.sub(r"\\f[BIRP]|\\f\(..|\\&|\\%", "", roff)
+    text = text.replace("\\(aq", "'").replace("\\(dq", '"')
     return text.replace("\\-", "-").replace("\\(em", "-").replace("\\e", "\\")
 
 
@@ -266,3 +267,196 @@ def test_man_page_renders_without_warnings() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == "", result.stderr
+
+
+# --- the SYNOPSIS, ENVIRONMENT, FILES and EXAMPLES -----------------------------
+
+
+def _synopsis_blocks() -> dict[str, str]:
+    """SYNOPSIS -> {command name, or "" for the global line: the plain text of its block}.
+
+    A block runs from ``.SY beadm`` to ``.YS``; its command is the first word after
+    ``beadm`` when that is not an option or a placeholder (the global line's ``command``
+    is an ``.I`` placeholder). A command with two blocks (``create``) gets both joined.
+    """
+    blocks: dict[str, str] = {}
+    roff = _sections(_man())["SYNOPSIS"]
+    for body in re.findall(r"^\.SY beadm\n(.*?)^\.YS", roff, flags=re.MULTILINE | re.DOTALL):
+        first = body.splitlines()[0]
+        head = re.match(r"^\.BR?\s+([a-z][a-z0-9\\-]*)", first)
+        name = head.group(1).replace("\\-", "-") if head else ""
+        blocks[name] = blocks.get(name, "") + "\n" + _plain(body)
+    return blocks
+
+
+def _choices(parser: argparse.ArgumentParser) -> dict[str, list[str]]:
+    """Each option with fixed choices -> the choices (``--backend``, ``list -k``, ...)."""
+    return {
+        a.option_strings[0]: [str(c) for c in a.choices]
+        for a in parser._actions
+        if a.option_strings and a.choices is not None
+    }
+
+
+def test_synopsis_lists_every_option_and_every_choice_of_each_command() -> None:
+    parser = _parser()
+    blocks = _synopsis_blocks()
+    parsers: dict[str, argparse.ArgumentParser] = {"": parser}
+    for name, sub in _subparsers(parser).choices.items():
+        parsers.setdefault(name, sub)
+    _, commands = _commands()
+    for name, p in parsers.items():
+        if name and name not in commands:
+            continue  # an alias: its command's block
+        where = f"'beadm {name}'" if name else "the global line"
+        assert name in blocks, f"the SYNOPSIS has no block for {where}"
+        text = blocks[name]
+        for action in p._actions:
+            strings = [s for s in action.option_strings if s not in ("-h", "--help")]
+            if strings:
+                assert any(_mentions(text, s) for s in strings), (
+                    f"the SYNOPSIS of {where} lacks {'/'.join(strings)}"
+                )
+        for opt, choices in _choices(p).items():
+            for choice in choices:
+                assert _mentions(text, choice), (
+                    f"the SYNOPSIS of {where} lacks {choice!r} of {opt}"
+                )
+
+
+def test_every_choice_of_an_option_is_in_its_man_entry() -> None:
+    parser = _parser()
+    sections = _sections(_man())
+    entries = _command_entries(sections["COMMANDS"])
+    _, commands = _commands()
+    for opt, choices in _choices(parser).items():
+        for choice in choices:
+            assert _mentions(_plain(sections["GLOBAL OPTIONS"]), choice), (
+                f"GLOBAL OPTIONS lacks {choice!r} of {opt}"
+            )
+    for name, sub in _subparsers(parser).choices.items():
+        if name not in commands:
+            continue
+        for opt, choices in _choices(sub).items():
+            for choice in choices:
+                assert _mentions(_plain(entries[name]), choice), (
+                    f"the man entry of 'beadm {name}' lacks {choice!r} of {opt}"
+                )
+
+
+def _environment_reads() -> set[str]:
+    """Every environment variable the code reads by name: ``environ[X]``,
+    ``environ.get(X)``, ``getenv(X)``, X a string or a module-level string constant."""
+    src = Path(inspect.getfile(errors)).parent
+    names: set[str] = set()
+    for source in sorted(src.rglob("*.py")):
+        tree = ast.parse(source.read_text(encoding="utf-8"))
+        consts = {
+            t.id: node.value.value
+            for node in tree.body
+            if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            and isinstance(node.value.value, str)
+            for t in node.targets
+            if isinstance(t, ast.Name)
+        }
+        for node in ast.walk(tree):
+            key: ast.expr | None = None
+            if isinstance(node, ast.Subscript) and _is_environ(node.value):
+                key = node.slice
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                (node.func.attr == "get" and _is_environ(node.func.value))
+                or node.func.attr == "getenv"
+            ) and node.args:
+                key = node.args[0]
+            if isinstance(key, ast.Constant) and isinstance(key.value, str):
+                names.add(key.value)
+            elif isinstance(key, ast.Name):
+                names.add(consts.get(key.id, _imported_constant(key.id)))
+    return names
+
+
+def _is_environ(node: ast.expr) -> bool:
+    return isinstance(node, ast.Attribute | ast.Name) and (
+        getattr(node, "attr", None) == "environ" or getattr(node, "id", None) == "environ"
+    )
+
+
+def _imported_constant(name: str) -> str:
+    from beadm import runner
+
+    value = getattr(runner, name, None)
+    assert isinstance(value, str), f"environment key {name} is not a known string constant"
+    return value
+
+
+def test_environment_section_names_every_variable_beadm_reads() -> None:
+    sections = _sections(_man())
+    assert "ENVIRONMENT" in sections, "man/beadm.8 lacks section ENVIRONMENT"
+    text = _plain(sections["ENVIRONMENT"])
+    read = _environment_reads()
+    assert read, "found no environment variable read in src/beadm: the scan is broken"
+    for name in sorted(read):
+        assert _mentions(text, name), f"ENVIRONMENT does not name {name}, which beadm reads"
+
+
+def test_man_page_names_no_path_under_slash_lib() -> None:
+    """Debian 13 has no /lib (merged /usr): the package's files are under /usr/lib."""
+    text = _plain(_man())
+    bare = [m.group(0) for m in re.finditer(r"(?<![\w/.])/lib/[\w./-]*", text)]
+    assert not bare, f"man/beadm.8 names /lib paths (merged /usr: /usr/lib): {bare}"
+    assert not re.search(r"(?<![\w/.])/lib\b", text), "man/beadm.8 names /lib"
+
+
+def _example_commands(text: str) -> list[str]:
+    """Each beadm command line of the examples: a line (after an optional ``$ `` or
+    ``# `` prompt) that starts with ``beadm ``, cut at ``&&``, ``;``, ``|`` and ``#``."""
+    found = []
+    for line in text.splitlines():
+        line = re.sub(r"^\s*[$#]\s+", "", line.strip())
+        for part in re.split(r"&&|;|\||\s#\s", line):
+            part = part.strip()
+            if part.startswith("beadm ") and "$(" not in part:
+                found.append(part)
+            elif m := re.search(r"\$\((beadm [^)]*)\)", part):
+                found.append(m.group(1))
+    return found
+
+
+def _parses(line: str) -> str | None:
+    """None if beadm's parser accepts the command line, else its error."""
+    import shlex
+
+    from beadm.errors import UsageError
+
+    words = shlex.split(line)[1:]
+    try:
+        cli._parse(words)
+    except UsageError as e:
+        return str(e)
+    except SystemExit as e:  # --help
+        return None if e.code == 0 else f"exit {e.code}"
+    return None
+
+
+def test_every_example_in_the_man_page_parses() -> None:
+    examples = _plain(_sections(_man())["EXAMPLES"])
+    lines = _example_commands(examples)
+    assert len(lines) >= 5, f"EXAMPLES has too few beadm commands: {lines}"
+    bad = {line: err for line in lines if (err := _parses(line)) is not None}
+    assert not bad, f"EXAMPLES of man/beadm.8 has command lines beadm refuses: {bad}"
+
+
+def test_see_also_names_the_pages_the_page_refers_to() -> None:
+    """Every page the man page names as ``.BR page (N)`` elsewhere is in SEE ALSO, and
+    the boot, apt and ZFS references an admin needs are there."""
+    sections = _sections(_man())
+    see_also = _plain(sections["SEE ALSO"])
+    listed = set(re.findall(r"^\.BR\s+(\S+)\s+\((\d)\)", see_also, flags=re.MULTILINE))
+    body = "\n".join(v for k, v in sections.items() if k not in ("SEE ALSO", "NAME"))
+    named = set(re.findall(r"^\.BR\s+(\S+)\s+\((\d)\)", _plain(body), flags=re.MULTILINE))
+    named.discard(("beadm", "8"))
+    assert named <= listed, f"pages named in the text but not in SEE ALSO: {named - listed}"
+    for page in ("systemd-boot(7)", "loader.conf(5)", "apt.conf(5)", "zfsprops(7)",
+                 "zpoolprops(7)", "systemd.generator(7)", "grub-editenv(1)"):
+        name, sect = page[:-3], page[-2]
+        assert (name, sect) in listed, f"SEE ALSO lacks {page}"
