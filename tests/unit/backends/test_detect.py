@@ -6,13 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner
-from sdboot_world import UUIDS, World, tree_snapshot
-from world import manager, row
 
 from beadm import registry
 from beadm.detect import GRUB, SDBOOT, GuardedBackend, esp_kind
 from beadm.errors import UnsupportedError
+from worlds.fakes import FakeRunner
+from worlds.pool import manager, row
+from worlds.sdboot import UUIDS, World, tree_snapshot
 
 R = "rpool/ROOT"
 LISTING = "".join([

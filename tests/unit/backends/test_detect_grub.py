@@ -7,16 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner
-from grub_world import UUIDS, GrubWorld
-from sdboot_world import UUIDS as SD_UUIDS
-from sdboot_world import World, tree_snapshot
 
 from beadm import registry
 from beadm.detect import GRUB, SDBOOT, GuardedBackend
 from beadm.errors import UnsupportedError
 from beadm.grub.backend import GrubBackend
 from beadm.sdboot.backend import SystemdBootBackend
+from worlds.fakes import FakeRunner
+from worlds.grub import UUIDS, GrubWorld
+from worlds.sdboot import UUIDS as SD_UUIDS
+from worlds.sdboot import World, tree_snapshot
 
 
 def auto(w: GrubWorld, tmp: Path, *, uefi: bool) -> GuardedBackend:

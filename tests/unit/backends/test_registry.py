@@ -3,11 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner
 
 from beadm import registry
 from beadm.backend import NoopBackend
 from beadm.errors import UsageError
+from worlds.fakes import FakeRunner
 
 
 def test_auto_without_uuids_is_none(tmp_path: Path) -> None:

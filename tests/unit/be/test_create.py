@@ -3,11 +3,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import pool_props
-from world import LIST_TEXT, SNAP, manager, row
 
 from beadm.backend import BeRef
 from beadm.errors import CommandError, ExistsError, InvalidNameError, NotFoundError, UsageError
+from worlds.fakes import pool_props
+from worlds.pool import LIST_TEXT, SNAP, manager, row
 
 CLEAR = ("zfs", "inherit", "org.beadm:state")
 
@@ -114,7 +114,7 @@ def test_child_clone_failure_undoes_this_create_only(tmp_path: Path) -> None:
 
 
 def test_backend_failure_undoes_everything(tmp_path: Path) -> None:
-    from fakes import RecordingBackend
+    from worlds.fakes import RecordingBackend
 
     backend = RecordingBackend(fail_on="post_create")
     mgr, runner, _ = manager(tmp_path, backend=backend)

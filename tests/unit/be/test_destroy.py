@@ -4,11 +4,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from fakes import RecordingBackend
-from world import manager, row
 
 from beadm.backend import BootState
 from beadm.errors import NotFoundError, RefusedError
+from worlds.fakes import RecordingBackend
+from worlds.pool import manager, row
 
 S1 = "beadm-20261101-000000"
 S2 = "beadm-20261102-000000"

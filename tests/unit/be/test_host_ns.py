@@ -6,11 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
-from world import manager
 
 from beadm.backend import BootState
 from beadm.be import _HostNsRunner, _needs_host_ns
+from worlds.fakes import FakeRunner, RecordingBackend
+from worlds.pool import manager
 
 
 @pytest.mark.parametrize(("argv", "host"), [
@@ -95,7 +95,7 @@ def test_a_bootfs_read_with_altroot_does_not_outlive_its_command(tmp_path: Path)
     """A library user keeps one BeManager across commands; bootfs changed in between (by
     another beadm process) is seen: only altroot, fixed while the pool is imported, is kept
     from the zpool get that read both."""
-    from fakes import pool_props
+    from worlds.fakes import pool_props
 
     mgr, runner, _ = manager(tmp_path)
     mgr.create("pve-3")  # reads altroot (and bootfs with it), never asks for bootfs

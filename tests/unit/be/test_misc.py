@@ -4,8 +4,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend
-from world import MOUNTINFO, manager, row
 
 from beadm.backend import BeRef, BootState
 from beadm.errors import (
@@ -17,6 +15,8 @@ from beadm.errors import (
     UnsupportedError,
     UsageError,
 )
+from worlds.fakes import FakeRunner, RecordingBackend
+from worlds.pool import MOUNTINFO, manager, row
 
 R = "rpool/ROOT"
 

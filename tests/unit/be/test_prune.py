@@ -8,14 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend, pool_props
-from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
 from beadm import aptinfo, config
 from beadm.be import BeManager
 from beadm.cli import Deps, main
 from beadm.errors import RefusedError, UsageError
 from beadm.retention import Floor, Policy
+from worlds.fakes import FakeRunner, RecordingBackend, pool_props
+from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
 PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t")  # snapshot (hook), filesystem,snapshot (prune)
 SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")

@@ -10,9 +10,6 @@ import logging
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend, pool_props
-from sdboot_world import K1, UUIDS, World
-from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
 
 from beadm import be as be_mod
 from beadm.backend import BeRef, BootState, EspUsage
@@ -20,6 +17,9 @@ from beadm.be import BeManager
 from beadm.cli import Deps, main
 from beadm.retention import Floor, Policy
 from beadm.sdboot import backend as sdb
+from worlds.fakes import FakeRunner, RecordingBackend, pool_props
+from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, manager, row
+from worlds.sdboot import K1, UUIDS, World
 
 PROPS_ARGV = ("zfs", "get", "-H", "-p", "-t", "filesystem,snapshot")
 SPACE_ARGV = ("zfs", "get", "-H", "-p", "-o", "value", "used,available", "rpool")

@@ -15,8 +15,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from fakes import RecordingBackend
-from test_rollback_guard import World
 
 from beadm import watchdog as wd
 from beadm.backend import BeRef
@@ -25,6 +23,9 @@ from beadm.cli import Deps, main
 from beadm.errors import BootError, LockedError, UsageError
 from beadm.esp import persist
 from beadm.lock import Lock
+from worlds import REPO
+from worlds.fakes import RecordingBackend
+from worlds.guard import World
 
 
 def fake_watchdog(tmp_path: Path, name: str, identity: str, state: str) -> tuple[Path, Path]:
@@ -138,8 +139,8 @@ def lock_held(path: Path, seconds: float) -> Iterator[None]:
         t.join()
 
 
-def test_cli_passes_the_watchdog_and_refuses_bad_values(tmp_path: Path) -> None:
-    w = World(tmp_path)
+def test_cli_passes_the_watchdog_and_refuses_bad_values(guard_world: World) -> None:
+    w = guard_world
     rc, _out, err = w.cli("activate", "--trial", "--watchdog", "90", "old")
     assert rc == 0, err
     assert [(c[0], c[3], c[4]) for c in w.backend.calls] == [("activate_trial", 3, 90)]
@@ -211,7 +212,7 @@ def test_generator_orders_watchdog_mux_after_the_trial_only_in_a_trial_boot(
 
 
 def test_generator_is_installed_by_init_and_the_package() -> None:
-    repo = Path(__file__).resolve().parents[2]
+    repo = REPO
     hook = repo / "hooks" / persist.GENERATOR_NAME
     assert hook.read_text() == persist.GENERATOR_TEXT and os.access(hook, os.X_OK)
     install = (repo / "debian" / "beadm.install").read_text().splitlines()

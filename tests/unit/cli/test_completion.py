@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from worlds import REPO
+
+ROOT = REPO
 COMPLETION = ROOT / "completion" / "beadm"
 BASH_COMPLETION = Path("/usr/share/bash-completion/bash_completion")
 

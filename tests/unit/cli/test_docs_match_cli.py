@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 
 from beadm import cli, errors
+from worlds import REPO
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = REPO
 MAN = ROOT / "man" / "beadm.8"
 COMPLETION = ROOT / "completion" / "beadm"
 

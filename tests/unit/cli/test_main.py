@@ -5,12 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend, pool_props
-from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm import __version__
 from beadm.backend import BootState, KernelPin
 from beadm.cli import Deps, human, main
+from worlds.fakes import FakeRunner, RecordingBackend, pool_props
+from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 
 class Tty(io.StringIO):

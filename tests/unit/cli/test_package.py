@@ -11,8 +11,9 @@ from pathlib import Path
 
 from beadm import cli
 from beadm.cli import apthook, commands, deps
+from worlds import REPO
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = REPO / "src"
 
 
 def _words() -> set[str]:

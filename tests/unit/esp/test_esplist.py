@@ -9,11 +9,11 @@ import stat
 from pathlib import Path
 
 import pytest
-from sdboot_world import UUIDS, World, tree_snapshot
 
 from beadm import confined
 from beadm.errors import BootError
 from beadm.esp import esplist
+from worlds.sdboot import UUIDS, World, tree_snapshot
 
 NEW = "BBBB-0003"
 CURRENT = f"{UUIDS[0]}\n{NEW}\n"
@@ -21,8 +21,8 @@ OLD = "".join(f"{u}\n" for u in UUIDS)
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def w(sdboot_world: World) -> World:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     w.add_be("pve-2", clone_of="pve-1")
     w.backend.post_create(w.ref("pve-2"))
@@ -123,10 +123,9 @@ def test_running_root_with_the_old_name_and_a_be_without_a_list(w: World) -> Non
 
 
 def test_dry_run_says_it_and_changes_nothing(w: World) -> None:
-    from sdboot_world import K1, PropRunner
-
     from beadm.esp.host import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
+    from worlds.sdboot import K1, PropRunner
 
     replace_esp2(w)
     host = DirHost(w.etc, dict(w.esps), w.bes, w.efivars, dry_run=True, out=w.out, kernel=K1)

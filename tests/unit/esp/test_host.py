@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import ClassVar
 
 import pytest
-from sdboot_world import PropRunner
 
 from beadm.backend import BeRef
 from beadm.errors import BootError, CommandError
@@ -16,6 +15,7 @@ from beadm.esp.efivars import EfiVars
 from beadm.esp.host import SystemHost, read_uuids
 from beadm.runner import Runner
 from beadm.sdboot.backend import SystemdBootBackend
+from worlds.sdboot import PropRunner
 
 U1, U2 = "C0DE-0001", "C0DE-0002"
 

@@ -16,6 +16,7 @@ from beadm.esp import store as store_mod
 from beadm.esp.efivars import EfiRefused, EfiVars, decode, encode
 from beadm.esp.store import EspStore, content_name, file_digest, store_name
 from beadm.sdboot import resolve
+from worlds import REPO
 
 NAME = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,20}", fullmatch=True)
 TEXT = st.text(st.characters(min_codepoint=33, max_codepoint=126), min_size=1, max_size=30)
@@ -225,7 +226,7 @@ def test_store_full_esp_names_the_esp_and_leaves_no_temporary(
 def test_hook_copy_in_repo_matches_installed_text() -> None:
     from beadm.esp import hooks
 
-    repo_hook = Path(__file__).resolve().parents[2] / "hooks" / hooks.NAME
+    repo_hook = REPO / "hooks" / hooks.NAME
     assert repo_hook.read_text() == hooks.SCRIPT
     assert os.access(repo_hook, os.X_OK)
 

@@ -7,11 +7,11 @@ import os
 import subprocess
 from pathlib import Path
 
-from sdboot_world import UUIDS, PropRunner, World
-
 from beadm.esp import persist
+from worlds import REPO
+from worlds.sdboot import UUIDS, PropRunner, World
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = REPO
 
 
 def test_repo_copies_match_installed_text() -> None:
@@ -104,8 +104,8 @@ def test_start_now(tmp_path: Path) -> None:
                        ("systemctl", "start", persist.UNIT_NAME)]
 
 
-def test_init_and_create_install_them_into_the_be(tmp_path: Path) -> None:
-    w = World(tmp_path)
+def test_init_and_create_install_them_into_the_be(sdboot_world: World) -> None:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     root = w.bes["rpool/ROOT/pve-1"]
     assert (root / persist.APT_CONF).read_text() == persist.APT_TEXT

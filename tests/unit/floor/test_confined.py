@@ -12,8 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from grub_world import GrubWorld
-from sdboot_world import K1, World
 
 from beadm import confined
 from beadm.errors import BootError
@@ -21,6 +19,8 @@ from beadm.esp import cmdline as cmd
 from beadm.esp import esplist, hooks, kernels, persist
 from beadm.esp.store import EspStore, content_name
 from beadm.grub import zfscfg
+from worlds.grub import GrubWorld
+from worlds.sdboot import K1, World
 
 HOST_LINE = "root=ZFS=rpool/ROOT/host-only boot=zfs host-secret-option"
 SECRET = b"root:$y$host-shadow-hash:19000:0:99999:7:::\n"
@@ -106,10 +106,10 @@ def test_cmdline_is_not_read_from_the_host(tmp_path: Path, host: Path) -> None:
     assert "host-secret-option" not in got
 
 
-def test_sync_does_not_rewrite_the_hosts_cmdline(tmp_path: Path) -> None:
+def test_sync_does_not_rewrite_the_hosts_cmdline(sdboot_world: World) -> None:
     """etc/kernel -> /etc/kernel (here: the running BE's tree): sync refuses that BE in
     one line; the running BE's cmdline is not rewritten to boot it."""
-    w = World(tmp_path)
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     root = w.add_be("pve-2", {K1: b"kernel-x"})
     running = w.bes["rpool/ROOT/pve-1"]

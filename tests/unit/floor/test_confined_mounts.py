@@ -8,13 +8,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner
-from test_upgrade import ChrootRunner, chroot_dir, make
-from world import manager
 
 from beadm import confined, pvestate
 from beadm.errors import UpgradeError
 from beadm.peek import look_into
+from worlds.fakes import FakeRunner
+from worlds.pool import manager
+from worlds.upgrade import ChrootRunner, chroot_dir, make
 
 R = "rpool/ROOT"
 

@@ -6,14 +6,14 @@ import time
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner, RecordingBackend, pool_props
-from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 from beadm.cli import Deps, main
 from beadm.errors import LockedError
 from beadm.lock import Lock
 from beadm.mounts import parse_mountinfo, root_dataset, zfs_mounts
 from beadm.runner import UNDER_BEADM
+from worlds.fakes import FakeRunner, RecordingBackend, pool_props
+from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 
 def test_mountinfo() -> None:

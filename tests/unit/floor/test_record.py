@@ -5,14 +5,14 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
 from beadm.record import FrozenInstanceError, field, record, replace
+from worlds import REPO
 
-SRC = Path(__file__).resolve().parents[2] / "src"
+SRC = REPO / "src"
 
 
 @record

@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from grub_world import K1, K2, UUIDS, GrubWorld, env_block
-from sdboot_world import PropRunner, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.grub import grubenv, menu
 from beadm.grub.backend import GrubBackend
+from worlds.grub import K1, K2, UUIDS, GrubWorld, env_block
+from worlds.sdboot import PropRunner, tree_snapshot
 
 R = "rpool/ROOT"
 
@@ -29,8 +29,8 @@ def booted(w: GrubWorld) -> list[str | None]:
     return [w.boot(u) for u in UUIDS]
 
 
-def test_init_alone_changes_what_boots_nowhere(tmp_path: Path) -> None:
-    w = GrubWorld(tmp_path)
+def test_init_alone_changes_what_boots_nowhere(grub_world: GrubWorld) -> None:
+    w = grub_world
     assert booted(w) == ["pve-1", "pve-1"]
     w.backend.init(w.ref("pve-1"))
     assert booted(w) == ["pve-1", "pve-1"]
@@ -206,8 +206,8 @@ def test_grubenv_block() -> None:
         grubenv.render({"k": "v" * 1100})
 
 
-def test_menu_quotes_titles_and_options(tmp_path: Path) -> None:
-    w = GrubWorld(tmp_path)
+def test_menu_quotes_titles_and_options(grub_world: GrubWorld) -> None:
+    w = grub_world
     (w.bes[f"{R}/pve-1"] / "etc/kernel/cmdline").write_text(
         f"root=ZFS={R}/pve-1 boot=zfs acpi_osi='Windows 2020' $x\n")
     w.backend.init(w.ref("pve-1", desc="it's mine"))

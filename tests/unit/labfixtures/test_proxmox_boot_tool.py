@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 
-TOOL = Path(__file__).resolve().parents[2] / "lab" / "fixtures" / "proxmox-boot-tool"
+from worlds import REPO
+
+TOOL = REPO / "lab" / "fixtures" / "proxmox-boot-tool"
 RUNNING = os.uname().release
 
 

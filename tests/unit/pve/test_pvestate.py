@@ -13,13 +13,13 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
-from pve_world import BE, POOL, Killed, PveWorld
-from world import row
 
 from beadm import pvestate, statecopy
 from beadm.errors import RefusedError
 from beadm.mounts import Mount, parse_mountinfo
 from beadm.zfs import parse_list
+from worlds.pool import row
+from worlds.pve import BE, POOL, Killed, PveWorld
 
 VZ = "/var/lib/vz"
 PC = "/var/lib/pve-cluster"

@@ -13,13 +13,13 @@ import logging
 from pathlib import Path
 
 import pytest
-from fakes import FakeRunner
-from world import LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, manager, row, without_snapshots
 
 from beadm import pvestate
 from beadm.backend import BeRef
 from beadm.errors import CommandError
 from beadm.zfs import parse_list
+from worlds.fakes import FakeRunner
+from worlds.pool import LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, manager, row, without_snapshots
 
 PC = "/var/lib/pve-cluster"
 DROPIN = Path("etc/systemd/system/pve-cluster.service.d") / pvestate.DROPIN_NAME

@@ -7,10 +7,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from world import manager, row
 
 from beadm import vzguard
 from beadm.errors import RefusedError
+from worlds.pool import manager, row
 
 R = "rpool/ROOT"
 RUNNING = f"1 0 0:1 / / rw - zfs {R}/cur rw\n"

@@ -5,17 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fakes import pool_props
-from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.esp import hooks
 from beadm.esp.efivars import EfiRefused, EfiVars
+from worlds.fakes import pool_props
+from worlds.sdboot import K1, K2, UUIDS, World, tree_snapshot
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    return World(tmp_path)
+def w(sdboot_world: World) -> World:
+    return sdboot_world
 
 
 def inited(w: World) -> World:
@@ -480,12 +480,18 @@ def _dry_cli(w: World, *argv: str) -> tuple[int, str, str]:
     """``beadm -n ...`` through the CLI, the systemd-boot backend on the world's ESPs."""
     import io
 
-    from fakes import FakeRunner
-    from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
-
     from beadm.cli import Deps, main
     from beadm.esp.host import DirHost
     from beadm.sdboot.backend import SystemdBootBackend
+    from worlds.fakes import FakeRunner
+    from worlds.pool import (
+        GET_TEXT,
+        LIST_ARGV,
+        LIST_FS_ARGV,
+        LIST_TEXT,
+        MOUNTINFO,
+        without_snapshots,
+    )
 
     out, err = io.StringIO(), io.StringIO()
 
@@ -543,8 +549,8 @@ def test_dry_run_create_activate_destroy_through_the_cli(w: World) -> None:
 def test_dry_run_of_a_create_that_fails_prints_no_rollback(tmp_path: Path) -> None:
     """A dry run that stops on an error did nothing: it must not print undo commands as if
     they were planned (``would run: zfs destroy`` of the clone it never made)."""
-    from fakes import FakeRunner, RecordingBackend
-    from world import manager
+    from worlds.fakes import FakeRunner, RecordingBackend
+    from worlds.pool import manager
 
     mgr, runner, _ = manager(tmp_path, runner=FakeRunner(dry_run=True),
                              backend=RecordingBackend(fail_on="post_create"))

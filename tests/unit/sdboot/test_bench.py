@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from sdboot_world import K1, K2, UUIDS, World
+from worlds.sdboot import K1, K2, UUIDS, World
 
 KERNEL, INITRD, CLUSTER = 8 << 20, 38 << 20, 4096
 ESP = 512 << 20

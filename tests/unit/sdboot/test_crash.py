@@ -12,11 +12,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from sdboot_world import K2, UUIDS, World
 
 from beadm.esp import entries as ent
 from beadm.esp.store import EspStore
 from beadm.sdboot import resolve
+from worlds.sdboot import K2, UUIDS, World
 
 
 class Killed(BaseException):

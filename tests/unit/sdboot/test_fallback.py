@@ -9,10 +9,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from sdboot_world import UUIDS, World
 
 from beadm.errors import CommandError
 from beadm.runner import Result
+from worlds.sdboot import UUIDS, World
 
 REFRESH = ("proxmox-boot-tool", "refresh")
 
@@ -52,8 +52,8 @@ def _fallback_boots(w: World, uuid: str) -> str | None:
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def w(sdboot_world: World) -> World:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     w.add_be("pve-2", clone_of="pve-1")
     w.backend.post_create(w.ref("pve-2"))

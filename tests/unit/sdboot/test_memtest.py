@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdboot_world import UUIDS, World, tree_snapshot
 
 from beadm.esp import entries as ent
 from beadm.sdboot import resolve
+from worlds.sdboot import UUIDS, World, tree_snapshot
 
 MEMTEST_ID = "memtest86+x64.efi.conf"
 MEMTEST_EFI = "EFI/memtest86/memtest86+x64.efi"

@@ -3,18 +3,16 @@ in the BE's own /etc/kernel) choose which of the BE's kernels beadm's default bo
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from sdboot_world import K1, K2, UUIDS, World
 
 from beadm.backend import KernelPin
 from beadm.esp import entries as ent
+from worlds.sdboot import K1, K2, UUIDS, World
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def w(sdboot_world: World) -> World:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     return w
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdboot_world import UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.sdboot import backend as sdb
+from worlds.sdboot import UUIDS, World, tree_snapshot
 
 
 def _with_pve2(tmp_path: Path) -> World:

@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 import pytest
-from sdboot_world import K1, K2, UUIDS, World, tree_snapshot
 
 from beadm.errors import BootError
 from beadm.esp import entries as ent
 from beadm.sdboot import backend as sdb
+from worlds.sdboot import K1, K2, UUIDS, World, tree_snapshot
 
 
 def _limit(monkeypatch: pytest.MonkeyPatch, w: World, uuid: str, free: int) -> None:
@@ -30,8 +30,8 @@ def _pair(w: World, uuid: str) -> int:
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def w(sdboot_world: World) -> World:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     return w
 

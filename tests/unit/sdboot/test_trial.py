@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sdboot_world import K2, UUIDS, World
 
 from beadm import health
 from beadm.errors import BootError
@@ -14,14 +13,15 @@ from beadm.esp import persist
 from beadm.esp.efivars import EfiRefused, EfiVars
 from beadm.runner import SubprocessRunner
 from beadm.sdboot import trial
+from worlds.sdboot import K2, UUIDS, World
 
 P1 = f"beadm-pve-1-{K2}.conf"
 P2 = f"beadm-pve-2-{K2}.conf"
 
 
 @pytest.fixture
-def w(tmp_path: Path) -> World:
-    w = World(tmp_path)
+def w(sdboot_world: World) -> World:
+    w = sdboot_world
     w.backend.init(w.ref("pve-1"))
     w.add_be("pve-2", clone_of="pve-1")
     w.backend.post_create(w.ref("pve-2"))

@@ -17,11 +17,10 @@ import re
 import shutil
 from pathlib import Path
 
-from sdboot_world import POOL, PropRunner
-
 from beadm.backend import BeRef
 from beadm.esp.host import DirHost
 from beadm.grub.backend import GrubBackend
+from worlds.sdboot import POOL, PropRunner
 
 UUIDS = ("BBBB-0001", "BBBB-0002")
 K1 = "6.8.12-1-pve"

@@ -6,13 +6,12 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from fakes import FakeRunner, RecordingBackend, pool_props
-
 from beadm.be import BeManager
 from beadm.lock import Lock
 from beadm.zfs import LIST_COLUMNS
+from worlds import FIXTURES
+from worlds.fakes import FakeRunner, RecordingBackend, pool_props
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 LIST_TEXT = (FIXTURES / "zfs_list_proxmox.handwritten.txt").read_text()
 GET_TEXT = (FIXTURES / "zfs_get_local.handwritten.txt").read_text()
 MOUNTINFO = (FIXTURES / "mountinfo_pve1.txt").read_text()

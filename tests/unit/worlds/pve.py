@@ -20,10 +20,9 @@ import os
 import shutil
 from pathlib import Path
 
-from fakes import FakeRunner
-from world import LIST_FS_ARGV, row
-
 from beadm.runner import Result
+from worlds.fakes import FakeRunner
+from worlds.pool import LIST_FS_ARGV, row
 
 POOL = "rpool"
 BE = "rpool/ROOT/pve-1"

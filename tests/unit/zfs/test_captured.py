@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fakes import pool_props
-from world import FIXTURES, manager
-
 from beadm.zfs import parse_get, parse_list
+from worlds.fakes import pool_props
+from worlds.pool import FIXTURES, manager
 
 LIST = (FIXTURES / "zfs_list_altroot.captured.txt").read_text()
 GET = (FIXTURES / "zfs_get_local.captured.txt").read_text()

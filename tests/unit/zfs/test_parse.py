@@ -3,10 +3,10 @@ from __future__ import annotations
 import sys
 
 import pytest
-from world import GET_TEXT, LIST_TEXT, row
 
 from beadm.runner import SubprocessRunner
 from beadm.zfs import parse_get, parse_list
+from worlds.pool import GET_TEXT, LIST_TEXT, row
 
 
 def test_parse_list_fixture() -> None:
@@ -89,9 +89,8 @@ def test_runner_keeps_non_utf8_output() -> None:
 
 
 def test_pool_props_reads_several_properties_with_one_zpool_get() -> None:
-    from fakes import FakeRunner
-
     from beadm.zfs import Zfs
+    from worlds.fakes import FakeRunner
 
     r = FakeRunner()
     r.on("zpool", "get", stdout="bootfs\trpool/ROOT/pve-1\naltroot\t-\n")
