@@ -26,18 +26,14 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
+import labkit  # lab/labkit.py and lab/trixie/trixie.py: on pytest's pythonpath (pyproject.toml)
 import pytest
+import trixie
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "lab" / "trixie"))
-sys.path.insert(0, str(REPO / "lab"))
-
-import labkit  # noqa: E402
-import trixie  # noqa: E402
 
 # Runs in the VM (Debian 12, as root, cwd /src) under `sh -c`; every check prints "FAIL: ..."
 # and exits non-zero; the last line on success is TRIXIE-OK.
