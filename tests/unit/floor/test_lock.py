@@ -1,3 +1,6 @@
+"""The one lock (beadm.lock): its timeout, its messages, and the hook's sync that outwaits a
+long command but never the beadm command it runs under."""
+
 from __future__ import annotations
 
 import io
@@ -10,22 +13,9 @@ import pytest
 from beadm.cli import Deps, main
 from beadm.errors import LockedError
 from beadm.lock import Lock
-from beadm.mounts import parse_mountinfo, root_dataset, zfs_mounts
 from beadm.runner import UNDER_BEADM
 from worlds.fakes import FakeRunner, RecordingBackend, pool_props
 from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
-
-
-def test_mountinfo() -> None:
-    mounts = parse_mountinfo(MOUNTINFO)
-    assert root_dataset(mounts) == "rpool/ROOT/pve-1"
-    assert zfs_mounts(mounts)["rpool/ROOT/pve-1/var"] == ["/var"]
-    assert mounts[-1].mountpoint == "/mnt/with space"
-
-
-def test_root_not_zfs() -> None:
-    text = "1 0 8:1 / / rw - ext4 /dev/vda rw\n"
-    assert root_dataset(parse_mountinfo(text)) is None
 
 
 def test_lock_times_out(tmp_path: Path) -> None:
