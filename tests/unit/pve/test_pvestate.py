@@ -1,5 +1,5 @@
 """beadm.pvestate: detection over fake dataset lists and mount tables, and the move on a fake
-Proxmox host (pve_world): the exact commands, the dry run, and a kill at every step followed
+Proxmox host (worlds.pve): the exact commands, the dry run, and a kill at every step followed
 by a re-run."""
 
 from __future__ import annotations
