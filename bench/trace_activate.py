@@ -2,8 +2,8 @@
 """Which of beadm's modules one ``beadm activate NAME`` walks through (issue 24's measure).
 
 Runs ``activate pve-2`` (a BE that is not running) once through the command line
-(``beadm.cli.main`` with the unit tests' fakes: the ZFS listings of tests/unit/world.py, the
-systemd-boot backend over the directory ESPs of tests/unit/sdboot_world.py) under
+(``beadm.cli.main`` with the unit tests' fakes: the ZFS listings of tests/unit/worlds/pool.py, the
+systemd-boot backend over the directory ESPs of tests/unit/worlds/sdboot.py) under
 :func:`sys.setprofile`, and prints:
 
 - the distinct ``beadm.*`` modules whose functions were entered (the bodies of modules and
@@ -31,11 +31,10 @@ from typing import Any, TextIO
 TOP = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TOP / "src"), str(TOP / "tests" / "unit")]
 
-from fakes import FakeRunner, pool_props  # noqa: E402
-from sdboot_world import World  # noqa: E402
-from world import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots  # noqa: E402
-
 from beadm.cli import Deps, main  # noqa: E402
+from worlds.fakes import FakeRunner, pool_props  # noqa: E402
+from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots  # noqa: E402
+from worlds.sdboot import World  # noqa: E402
 
 TARGET = "pve-2"  # not running (the fixture's mountinfo has pve-1 at /)
 

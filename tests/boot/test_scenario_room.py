@@ -23,7 +23,7 @@ import re
 
 import pytest
 from pvelab import run_steps
-from test_scenarios import ok, steps
+from scenario import ok, steps
 
 pytestmark = pytest.mark.boot
 

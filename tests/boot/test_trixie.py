@@ -31,22 +31,18 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import debbuild  # tests/boot/debbuild.py: the host build, SCRIPTS, lintian_tags
+import labkit  # lab/labkit.py and lab/trixie/trixie.py: on pytest's pythonpath (pyproject.toml)
 import pytest
+import trixie
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "lab" / "trixie"))
-sys.path.insert(0, str(REPO / "lab"))
-
-import labkit  # noqa: E402
-import test_deb  # noqa: E402  (tests/boot/test_deb.py: the host build, SCRIPTS, lintian_tags)
-import trixie  # noqa: E402
 
 # Runs in the VM (Debian 12, as root, cwd /src) under `sh -c`; every check prints "FAIL: ..."
 # and exits non-zero; the last line on success is TRIXIE-OK.
@@ -176,7 +172,7 @@ class Builds:
 # documentation (Debian 13's lintian does not; debian/lintian-notes.md).
 ONLY_12_ON_13_BUILD = (
     "I: beadm: package-contains-documentation-outside-usr-share-doc "
-    f"[usr/lib/python3/dist-packages/beadm-{test_deb._version()}.dist-info/top_level.txt]")
+    f"[usr/lib/python3/dist-packages/beadm-{debbuild.deb_version()}.dist-info/top_level.txt]")
 
 
 def lint(path: str) -> str:
@@ -192,7 +188,7 @@ def builds() -> Iterator[Builds]:
         out12, out13, src = tmp / "deb12", tmp / "deb13", tmp / "src"
         for d in (out12, out13, src):
             d.mkdir()
-        on12, log12 = test_deb.build(out12)
+        on12, log12 = debbuild.build(out12)
         # the checkout as build-deb copies it (tracked and untracked-not-ignored files)
         files = _run(["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others",
                       "--exclude-standard"]).stdout.split("\0")
@@ -214,7 +210,7 @@ def builds() -> Iterator[Builds]:
             lint13[name] = res.stdout
         source = _enter(tree, (src, "/mnt/src"), script=(
             "cd /mnt/src && dpkg-source -b beadm >/dev/null; "
-            + lint(f"/mnt/src/beadm_{test_deb._version()}.dsc")))
+            + lint(f"/mnt/src/beadm_{debbuild.deb_version()}.dsc")))
         versions = _enter(tree, script="dpkg-query -W lintian debhelper dh-python "
                                        "python3-setuptools").stdout
         lint12 = {}
@@ -233,20 +229,20 @@ def test_both_debs_keep_every_shebang(builds: Builds, tmp_path: Path) -> None:
     for name, deb in (("on12", builds.on12), ("on13", builds.on13)):
         root = tmp_path / name
         _run(["dpkg-deb", "-x", str(deb), str(root)])
-        assert test_deb.first_lines(root) == test_deb.expected_first_lines(), name
+        assert debbuild.first_lines(root) == debbuild.expected_first_lines(), name
 
 
 def test_both_debs_are_lintian_clean_on_debian_12_and_13(builds: Builds) -> None:
     assert "lintian reports errors" not in builds.log13
     # build-deb's own run on Debian 13 (its .changes)
-    in_build = test_deb.unexpected_tags(builds.log13.split("build-deb: lintian", 1)[-1], "13")
+    in_build = debbuild.unexpected_tags(builds.log13.split("build-deb: lintian", 1)[-1], "13")
     assert not in_build, in_build
     assert "lintian 2.12" in builds.versions13.replace("\t", " "), builds.versions13
     for release, outputs in (("12", builds.lintian12), ("13", builds.lintian13)):
         for name, out in outputs.items():
             print(f"Debian {release}'s lintian on the .deb built {name}:\n{out}")
             assert "LINTIAN-EXIT 0" in out, (release, name, out)
-            tags = test_deb.unexpected_tags(out, release)
+            tags = debbuild.unexpected_tags(out, release)
             if (release, name) == ("12", "on13"):
                 tags = [t for t in tags if t != ONLY_12_ON_13_BUILD]
             assert not tags, (release, name, out)
@@ -255,7 +251,7 @@ def test_both_debs_are_lintian_clean_on_debian_12_and_13(builds: Builds) -> None
 def test_source_package_is_lintian_clean_on_debian_13(builds: Builds) -> None:
     print(builds.lintian13_source)
     out = builds.lintian13_source
-    assert "LINTIAN-EXIT 0" in out and not test_deb.lintian_tags(out), out
+    assert "LINTIAN-EXIT 0" in out and not debbuild.lintian_tags(out), out
 
 
 def test_no_setuptools_warning_about_the_licence_on_either_release(builds: Builds) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import pytest
 from pvelab import run_steps
-from test_scenarios import ok, steps
+from scenario import ok, steps
 
 pytestmark = [pytest.mark.boot]
 

@@ -444,7 +444,6 @@ def test_killed_create_leaves_no_half_be(pool: str) -> None:
 
 def test_running_be_rules_via_library(pool: str, tmp_path: Path) -> None:
     """With pve-1 as the running BE (mountinfo simulated): default source, refusals."""
-    sys.path.insert(0, str(SRC))
     from beadm.backend import NoopBackend
     from beadm.be import BeManager
     from beadm.errors import RefusedError
@@ -505,7 +504,6 @@ def test_every_command_help_has_an_example() -> None:
 
 def _library(backend: object) -> object:
     """A BeManager on the lab pool with ``backend`` (e.g. one that fails)."""
-    sys.path.insert(0, str(SRC))
     from beadm.be import BeManager
     from beadm.lock import Lock
     from beadm.runner import SubprocessRunner
@@ -515,7 +513,6 @@ def _library(backend: object) -> object:
 
 
 def _failing(hook: str) -> object:
-    sys.path.insert(0, str(SRC))
     from beadm.backend import NoopBackend
     from beadm.errors import BootError
     from beadm.runner import SubprocessRunner

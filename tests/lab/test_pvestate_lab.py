@@ -28,14 +28,12 @@ from pathlib import Path
 import pytest
 from labpool import create_pool
 
-HERE = Path(__file__).resolve().parent
-SRC = HERE.parents[1] / "src"
-if str(SRC) not in sys.path:
-    sys.path.insert(0, str(SRC))
+from beadm import pvestate, statedropins, statemove
+from beadm.errors import RefusedError
+from beadm.runner import Result, SubprocessRunner
 
-from beadm import pvestate, statedropins, statemove  # noqa: E402
-from beadm.errors import RefusedError  # noqa: E402
-from beadm.runner import Result, SubprocessRunner  # noqa: E402
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"  # for the killed child (run as a script: no pytest pythonpath)
 
 POOL = "rpool"
 ROOT = f"{POOL}/ROOT"
