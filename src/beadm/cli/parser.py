@@ -113,6 +113,35 @@ def _examples(*lines: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+#: The global options' defaults (their dests): ``beadm -n create x`` and ``beadm create
+#: -n x`` are the same command line.
+GLOBAL_DEFAULTS: dict[str, object] = {"dry_run": False, "verbose": False, "root": None,
+                                      "backend": "auto"}
+
+
+def _global_options(p: argparse.ArgumentParser, defaults: dict[str, object] | None) -> None:
+    """The options every command takes, before the command (``defaults``: their values
+    when not given) and after it (``None``: not set when not given, so that the command's
+    parser does not overwrite what was given before it)."""
+
+    def default(dest: str) -> object:
+        return argparse.SUPPRESS if defaults is None else defaults[dest]
+
+    p.add_argument("-n", "--dry-run", action="store_true", default=default("dry_run"),
+                   help="print commands, change nothing")
+    p.add_argument("-v", "--verbose", action="store_true", default=default("verbose"),
+                   help="log every command run (prune: also list what is kept, and why)")
+    p.add_argument("--root", metavar="DATASET", default=default("root"),
+                   help="BE root (default: parent of the / dataset)")
+    p.add_argument(
+        "--backend",
+        default=default("backend"),
+        choices=["auto", *backends()],
+        help="boot backend (default: auto: on proxmox-boot hosts systemd-boot or grub, as "
+             "the ESPs boot; a mixed host is refused; else none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (also walked by the docs tests)."""
     fmt = _Formatter
@@ -128,16 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
         "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed, 130 interrupted",
         formatter_class=fmt,
     )
-    p.add_argument("-n", "--dry-run", action="store_true", help="print commands, change nothing")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
-    p.add_argument("--root", metavar="DATASET", help="BE root (default: parent of the / dataset)")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", *backends()],
-        help="boot backend (default: auto: on proxmox-boot hosts systemd-boot or grub, as "
-             "the ESPs boot; a mixed host is refused; else none)",
-    )
+    _global_options(p, GLOBAL_DEFAULTS)
+    # the same options after the command (beadm create -n x), for every command: their
+    # default there is "not given", so that one given before the command stays
+    common = _Parser(add_help=False)
+    _global_options(common, None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -149,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_,
             epilog=_examples(example),
             formatter_class=fmt,
+            parents=[common],
         )
         return sp
 
@@ -227,11 +252,6 @@ def build_parser() -> argparse.ArgumentParser:
              "beadm prune -n -v")
     sp.epilog = f"{sp.epilog}\n\n{PRUNE_JSON_SCHEMA}"
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
-    # also after the command (beadm prune -n -v), as the issue and users write it
-    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
-                    help="show what would go, change nothing (same as beadm -n prune)")
-    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                    help="also list what is kept, and why")
     sp = cmd("upgrade", "clone the running BE and run apt-get in the clone (chroot): "
              "the new BE is ready to try, nothing boots it yet",
              "beadm upgrade pve-2 -- install -y proxmox-kernel-6.8")
@@ -242,10 +262,6 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-d", dest="description", default="", metavar="DESCRIPTION",
                     help="description of the new BE (default: what apt-get was asked)")
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
-    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
-                    help="print what would run, change nothing (same as beadm -n upgrade)")
-    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                    help="log every command and apt's output")
     sp.add_argument("name", nargs="?", metavar="NAME",
                     help="the new BE (default: upgrade-YYYYmmdd-HHMMSS)")
     cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "
