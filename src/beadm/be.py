@@ -46,6 +46,7 @@ from beadm.results import AutoSnapshot, BeInfo, Listing, Pruned, TrialOutcome, U
 if TYPE_CHECKING:
     from beadm import pvestate, retention, rollback_guard
     from beadm.backend import BeRef
+    from beadm.runner import LineSink
     from beadm.tree import BootEnv
 
 
@@ -81,9 +82,10 @@ class BeManager(BeContext):
         return create.snapshot(self, spec)
 
     def upgrade(self, name: str | None, apt_args: Sequence[str] = (), *,
-                description: str = "") -> Upgraded:
+                description: str = "", on_line: LineSink | None = None) -> Upgraded:
         from beadm import upgrade
-        return upgrade.upgrade(self, name, apt_args, description=description)
+        return upgrade.upgrade(self, name, apt_args, description=description,
+                               on_line=on_line)
 
     # -- destroy (beadm.destroy), shared state (beadm.shared) -------------------------------
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -45,15 +45,21 @@ class ChrootRunner(FakeRunner):
     """FakeRunner that answers ``chroot DIR ...``: dpkg-query (before, then after) and
     apt-get (``apt_rc``); mounting the clone's root dataset fills it from ``tree``."""
 
+    #: apt's output when it fails (stdout, stderr)
+    APT_FAILS = ("Reading package lists...\n", "W: a warning\nE: Sub-process /usr/bin/dpkg "
+                 "returned an error code (1)\nN: a note\n")
+
     def __init__(self, *, dry_run: bool = False, apt_rc: int = 0,
                  tree: Sequence[str] = ("etc/kernel/proxmox-boot-uuids",)) -> None:
         super().__init__(dry_run=dry_run)
+        self.apt_fails = self.APT_FAILS
         self.apt_rc = apt_rc
         self.tree = tree
         self.queries = [BEFORE, AFTER]
         self.seen_during_apt: dict[str, bool] = {}
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: Callable[[str], None] | None = None) -> Result:
         args = tuple(argv)
         if args[:3] == ("mount", "-t", "zfs") and args[-1].endswith("/root") \
                 and not self.dry_run:
@@ -71,12 +77,18 @@ class ChrootRunner(FakeRunner):
         policy = root / "usr/sbin/policy-rc.d"
         self.seen_during_apt = {"policy": policy.is_file()
                                 and "exit 101" in policy.read_text()}
+        # what the runner does with on_line: each line as the command prints it
+        stdout, stderr = self.apt_fails if self.apt_rc else ("Setting up linux-image-6.1.0-2\n",
+                                                             "W: a warning\n")
+        self.streamed = on_line is not None
+        for line in (stdout + stderr).splitlines():
+            if on_line is not None:
+                on_line(line)
         if self.apt_rc:
             if check:
                 raise AssertionError("apt-get must run with check=False")
-            return Result(args, self.apt_rc, "", "E: Sub-process /usr/bin/dpkg returned an "
-                          "error code (1)\n")
-        return Result(args, 0, "Setting up linux-image-6.1.0-2\n", "")
+            return Result(args, self.apt_rc, stdout, stderr)
+        return Result(args, 0, stdout, stderr)
 
 
 def make(tmp_path: Path, runner: ChrootRunner, *, listing: str = LIST_TEXT,
@@ -321,7 +333,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
 
 
 def test_cli_upgrade_prints_the_package_changes(tmp_path: Path) -> None:
-    rc, out, err, runners = cli(tmp_path, "upgrade", "pve-3", "--", "install", "-y", "foo")
+    rc, out, err, runners = cli(tmp_path, "upgrade", "-q", "pve-3", "--", "install", "-y", "foo")
     assert (rc, err) == (0, "")
     assert out.splitlines() == [
         "upgraded base-files 12.4 -> 12.5",
@@ -337,11 +349,24 @@ def test_cli_upgrade_prints_the_package_changes(tmp_path: Path) -> None:
 def test_cli_upgrade_suggests_what_works_on_this_host(tmp_path: Path) -> None:
     """Issue 23.8: where the boot backend has no trial boots (a GRUB host, --backend none),
     the hint is a one-time boot, not 'activate --trial' (which exits 7 there)."""
-    rc, out, err, _ = cli(tmp_path, "upgrade", "pve-3", trials=False)
+    rc, out, err, _ = cli(tmp_path, "upgrade", "--quiet", "pve-3", trials=False)
     assert (rc, err) == (0, "")
     assert out.splitlines()[-1] == (
         "BE pve-3 is ready (cloned from pve-1, which keeps running and booting): "
         "'beadm activate -t pve-3' and reboot to try it once")
+
+
+def test_cli_upgrade_shows_apt_output_as_it_comes(tmp_path: Path) -> None:
+    """Issue 25 item 8: apt's lines on stderr, prefixed, through the runner's on_line (the
+    fake calls it while "apt runs"); stdout has only the result."""
+    rc, out, err, runners = cli(tmp_path, "upgrade", "pve-3")
+    assert rc == 0 and runners[0].streamed is True
+    assert err.splitlines() == ["apt: Setting up linux-image-6.1.0-2", "apt: W: a warning"]
+    assert "apt:" not in out and out.splitlines()[0] == "upgraded base-files 12.4 -> 12.5"
+    # -q -v: apt's lines still reach the verbose log
+    rc, out, err, runners = cli(tmp_path, "upgrade", "-q", "-v", "pve-3")
+    assert rc == 0
+    assert "beadm: apt: Setting up linux-image-6.1.0-2" in err.splitlines()
 
 
 def test_cli_upgrade_json(tmp_path: Path) -> None:
@@ -363,9 +388,11 @@ def test_cli_upgrade_dry_run_after_the_command(tmp_path: Path) -> None:
 
 
 def test_cli_upgrade_failure_is_one_line(tmp_path: Path) -> None:
-    rc, _, err, runners = cli(tmp_path, "upgrade", "pve-3", apt_rc=100)
+    rc, _, err, runners = cli(tmp_path, "upgrade", "-q", "pve-3", apt_rc=100)
     assert rc == 9
     assert len(err.splitlines()) == 1 and "BE pve-3 is marked failed" in err
+    # the useful part of apt's output: its error, not the note after it
+    assert "exited 100: E: Sub-process /usr/bin/dpkg returned an error code (1);" in err
     assert runners[0].changes[-1] == ("zfs", "set", "org.beadm:state=failed",
                                       "rpool/ROOT/pve-3")
 

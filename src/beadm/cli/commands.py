@@ -233,7 +233,11 @@ def cmd_migrate(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextI
 
 def cmd_upgrade(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                 err: TextIO) -> int:
-    done = mgr.upgrade(args.name, args.apt_args, description=args.description)
+    def show(line: str) -> None:  # apt's output as it comes (issue 25 item 8)
+        print(f"apt: {shown(line, keep_tabs=True)}", file=err, flush=True)
+
+    done = mgr.upgrade(args.name, args.apt_args, description=args.description,
+                       on_line=None if args.quiet else show)
     output.print_upgraded(done, args, mgr.backend, out=out, err=err)
     return 0
 

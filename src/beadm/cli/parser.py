@@ -255,13 +255,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("upgrade", "clone the running BE and run apt-get in the clone (chroot): "
              "the new BE is ready to try, nothing boots it yet",
              "beadm upgrade pve-2 -- install -y proxmox-kernel-6.8")
-    sp.usage = "beadm upgrade [-h] [-n] [-v] [--json] [-d DESCRIPTION] [NAME] [-- APT-ARGS...]"
+    sp.usage = "beadm upgrade [-h] [-n] [-v] [-q] [--json] [-d DESCRIPTION] [NAME] [-- APT-ARGS...]"
     sp.epilog = (f"{sp.epilog}\n\nAPT-ARGS (default: full-upgrade -y) go to apt-get in the new "
                  "BE, after --;\nrun 'apt update' first (the clone has the running BE's "
                  f"package lists).\n\n{UPGRADE_JSON_SCHEMA}")
     sp.add_argument("-d", dest="description", default="", metavar="DESCRIPTION",
                     help="description of the new BE (default: what apt-get was asked)")
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
+    sp.add_argument("-q", "--quiet", action="store_true",
+                    help="do not show apt's output (shown as it comes on stderr, each line "
+                         "after 'apt: ')")
     sp.add_argument("name", nargs="?", metavar="NAME",
                     help="the new BE (default: upgrade-YYYYmmdd-HHMMSS)")
     cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "

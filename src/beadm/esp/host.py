@@ -44,7 +44,7 @@ from beadm.backend import BeRef
 from beadm.errors import BeadmError, BootError, CommandError, UnsupportedError
 from beadm.esp.efivars import EFIVARS, EfiVars
 from beadm.esp.store import EspStore
-from beadm.runner import Result, Runner, SubprocessRunner
+from beadm.runner import LineSink, Result, Runner, SubprocessRunner
 from beadm.zfs import Zfs
 
 UUID_FILES = ("proxmox-boot-uuids", "pve-efiboot-uuids")  # new name, pre-6.4 name
@@ -167,11 +167,11 @@ class LibcMounts:
         return self._runner.dry_run
 
     def run(self, argv: Sequence[str], *, readonly: bool = False,
-            check: bool = True) -> Result:
+            check: bool = True, on_line: LineSink | None = None) -> Result:
         args = tuple(argv)
         call = _libc_call(args)
         if call is None:
-            return self._runner.run(args, readonly=readonly, check=check)
+            return self._runner.run(args, readonly=readonly, check=check, on_line=on_line)
         log.debug("run: %s (mount(2))", shlex.join(args))
         start = time.monotonic()
         rc = call(_libc())
