@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TextIO
 
-from beadm import aptinfo, confined, create
+from beadm import aptinfo, confined, create, debversion
 from beadm.backend import BeRef
 from beadm.becommon import (
     AUTO_UPGRADE,
@@ -73,8 +73,8 @@ APT_OPTS = ("-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--fo
 
 @record
 class Change:
-    """One package that the upgrade changed: ``upgraded`` (old and new version),
-    ``installed`` (new only), ``removed`` (old only)."""
+    """One package that the upgrade changed: ``upgraded`` or ``downgraded`` (old and new
+    version, compared as dpkg does), ``installed`` (new only), ``removed`` (old only)."""
 
     kind: str
     package: str
@@ -82,12 +82,13 @@ class Change:
     new: str | None
 
     def line(self) -> str:
-        if self.kind == "upgraded":
-            return f"upgraded {self.package} {self.old} -> {self.new}"
+        if self.kind in ("upgraded", "downgraded"):
+            return f"{self.kind} {self.package} {self.old} -> {self.new}"
         return f"{self.kind} {self.package} {self.new if self.kind == 'installed' else self.old}"
 
 
-_ACTIONS = {"upgraded": "upgrade", "installed": "install", "removed": "remove"}
+_ACTIONS = {"upgraded": "upgrade", "downgraded": "downgrade", "installed": "install",
+            "removed": "remove"}
 
 
 def importance(changes: Sequence[Change]) -> str:
@@ -120,7 +121,8 @@ def diff(before: dict[str, str], after: dict[str, str]) -> tuple[Change, ...]:
         old, new = before.get(pkg), after.get(pkg)
         if old == new:
             continue
-        kind = "installed" if old is None else "removed" if new is None else "upgraded"
+        kind = ("installed" if old is None else "removed" if new is None
+                else "downgraded" if debversion.compare(new, old) < 0 else "upgraded")
         changes.append(Change(kind, pkg, old, new))
     return tuple(changes)
 

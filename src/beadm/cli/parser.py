@@ -50,7 +50,8 @@ UPGRADE_JSON_SCHEMA = """\
   {"be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
    "source": str,                  # the running BE it was cloned from
    "apt_args": [str, ...], "dry_run": bool,
-   "changes": [{"kind": "upgraded" | "installed" | "removed", "package": str,
+   "changes": [{"kind": "upgraded" | "downgraded" | "installed" | "removed",
+                "package": str,
                 "old": str | null, "new": str | null}, ...]}"""
 
 
