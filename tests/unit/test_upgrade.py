@@ -373,6 +373,9 @@ def test_cli_upgrade_json(tmp_path: Path) -> None:
     rc, out, _, _ = cli(tmp_path, "upgrade", "--json", "pve-3")
     assert rc == 0
     data = json.loads(out)
+    assert next(iter(data)) == "output_version"  # issue 25 item 6
+    assert data["output_version"] == {"command": "beadm upgrade", "vers_major": 1,
+                                      "vers_minor": 0}
     assert data["be"] == "pve-3" and data["source"] == "pve-1" and not data["dry_run"]
     assert data["apt_args"] == ["full-upgrade", "-y"]
     assert data["changes"][0] == {"kind": "upgraded", "package": "base-files",

@@ -52,6 +52,10 @@ def cmd_list(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
         raise UsageError("list: -k and -K are exclusive")
     if args.json and args.script:
         raise UsageError("list: --json and -H are exclusive")
+    if args.columns is not None:
+        if args.json:
+            raise UsageError("list: --json and -o are exclusive")
+        output.list_columns(args.columns)  # an unknown column: before any command runs
     listing = mgr.listing(snapshots=args.all or args.snapshots or args.json,
                           bootfs=args.json)
     infos = list(listing.bes)

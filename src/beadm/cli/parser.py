@@ -9,6 +9,7 @@ import os
 import sys
 from typing import NoReturn
 
+from beadm import __version__
 from beadm import watchdog as wd
 from beadm.errors import UsageError
 from beadm.registry import backends
@@ -17,7 +18,8 @@ SORT_KEYS = ("date", "name", "space")
 
 LIST_JSON_SCHEMA = """\
 --json prints one object:
-  {"root": "rpool/ROOT", "pool": "rpool", "bootfs": "rpool/ROOT/pve-1",
+  {"output_version": {"command": "beadm list", "vers_major": 1, "vers_minor": 0},
+   "root": "rpool/ROOT", "pool": "rpool", "bootfs": "rpool/ROOT/pve-1",
    "warnings": [str, ...],                  # from the boot backend
    "bes": [{"name": str, "dataset": str,
             "active": str,                  # "N", "R", "T" combined, or "-"
@@ -47,7 +49,8 @@ LIST_JSON_SCHEMA = """\
 
 UPGRADE_JSON_SCHEMA = """\
 --json prints one object:
-  {"be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
+  {"output_version": {"command": "beadm upgrade", "vers_major": 1, "vers_minor": 0},
+   "be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
    "source": str,                  # the running BE it was cloned from
    "apt_args": [str, ...], "dry_run": bool,
    "changes": [{"kind": "upgraded" | "downgraded" | "installed" | "removed",
@@ -57,7 +60,8 @@ UPGRADE_JSON_SCHEMA = """\
 
 PRUNE_JSON_SCHEMA = """\
 --json prints one object:
-  {"pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
+  {"output_version": {"command": "beadm prune", "vers_major": 1, "vers_minor": 0},
+   "pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
    "policy": {"keep": int, "keep_important": int, "pool_min_free": str,
               "esp_min_free": str},
    "floor": int,                                         # bytes
@@ -158,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
         "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed, 130 interrupted",
         formatter_class=fmt,
     )
+    p.add_argument("--version", action="version", version=f"beadm {__version__}",
+                   help="print the version and exit (as 'beadm version')")
     _global_options(p, GLOBAL_DEFAULTS)
     # the same options after the command (beadm create -n x), for every command: their
     # default there is "not given", so that one given before the command stays
@@ -184,6 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-s", dest="snapshots", action="store_true", help="show snapshots")
     sp.add_argument("-D", dest="nosnap", action="store_true", help="space without snapshots")
     sp.add_argument("-H", dest="script", action="store_true", help="tab-separated, no header")
+    sp.add_argument("-p", dest="parsable", action="store_true",
+                    help="exact numbers: space in bytes, created in seconds since the epoch")
+    sp.add_argument("-o", dest="columns", metavar="COLUMN[,COLUMN]...",
+                    help="only these columns, in this order (their header names, any case: "
+                         "BE, Active, Mountpoint, Space, Created, Description)")
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
     sp.add_argument("-k", dest="sort", choices=SORT_KEYS, help="sort ascending (default date)")
     sp.add_argument("-K", dest="rsort", choices=SORT_KEYS, help="sort descending")
