@@ -132,13 +132,16 @@ def _global_options(p: argparse.ArgumentParser, defaults: dict[str, object] | No
     def default(dest: str) -> object:
         return argparse.SUPPRESS if defaults is None else defaults[dest]
 
-    p.add_argument("-n", "--dry-run", action="store_true", default=default("dry_run"),
+    g: argparse.ArgumentParser | argparse._ArgumentGroup = p
+    if defaults is None:  # in each command's --help, apart from its own options
+        g = p.add_argument_group("global options (also before the command)")
+    g.add_argument("-n", "--dry-run", action="store_true", default=default("dry_run"),
                    help="print commands, change nothing")
-    p.add_argument("-v", "--verbose", action="store_true", default=default("verbose"),
+    g.add_argument("-v", "--verbose", action="store_true", default=default("verbose"),
                    help="log every command run (prune: also list what is kept, and why)")
-    p.add_argument("--root", metavar="DATASET", default=default("root"),
+    g.add_argument("--root", metavar="DATASET", default=default("root"),
                    help="BE root (default: parent of the / dataset)")
-    p.add_argument(
+    g.add_argument(
         "--backend",
         default=default("backend"),
         choices=["auto", *backends()],
