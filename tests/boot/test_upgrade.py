@@ -140,7 +140,8 @@ import re
 stamped = [ln.rstrip("\n").split(" ", 1) for ln in open("/tmp/log.t")]
 apt = [(float(t), m) for t, m in stamped if m.startswith("apt: ")]
 ended = [(float(t), float(re.search(r"took ([0-9.]+)s", m).group(1)))
-         for t, m in stamped if m.startswith("beadm: took ") and " apt-get " in m]
+         for t, m in stamped
+         if m.startswith("beadm: took ") and ": chroot " in m and " apt-get " in m]
 assert len(apt) >= 10, apt
 assert any("Setting up pvelab-zfs-modules" in m for _, m in apt), apt
 assert len(ended) == 1, ended
