@@ -34,9 +34,9 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, TextIO
 
-from beadm import aptinfo, confined
+from beadm import aptinfo, confined, debversion
 from beadm.record import record
-from beadm.runner import Result, Runner
+from beadm.runner import LineSink, Result, Runner
 from beadm.zfs import mount_argv
 
 POLICY_RC_D = Path("usr/sbin/policy-rc.d")
@@ -50,8 +50,8 @@ APT_OPTS = ("-o", "Dpkg::Options::=--force-confold", "-o", "Dpkg::Options::=--fo
 
 @record
 class Change:
-    """One package that the upgrade changed: ``upgraded`` (old and new version),
-    ``installed`` (new only), ``removed`` (old only)."""
+    """One package that the upgrade changed: ``upgraded`` or ``downgraded`` (old and new
+    version, compared as dpkg does), ``installed`` (new only), ``removed`` (old only)."""
 
     kind: str
     package: str
@@ -59,12 +59,13 @@ class Change:
     new: str | None
 
     def line(self) -> str:
-        if self.kind == "upgraded":
-            return f"upgraded {self.package} {self.old} -> {self.new}"
+        if self.kind in ("upgraded", "downgraded"):
+            return f"{self.kind} {self.package} {self.old} -> {self.new}"
         return f"{self.kind} {self.package} {self.new if self.kind == 'installed' else self.old}"
 
 
-_ACTIONS = {"upgraded": "upgrade", "installed": "install", "removed": "remove"}
+_ACTIONS = {"upgraded": "upgrade", "downgraded": "downgrade", "installed": "install",
+            "removed": "remove"}
 
 
 def importance(changes: Sequence[Change]) -> str:
@@ -97,7 +98,8 @@ def diff(before: dict[str, str], after: dict[str, str]) -> tuple[Change, ...]:
         old, new = before.get(pkg), after.get(pkg)
         if old == new:
             continue
-        kind = "installed" if old is None else "removed" if new is None else "upgraded"
+        kind = ("installed" if old is None else "removed" if new is None
+                else "downgraded" if debversion.compare(new, old) < 0 else "upgraded")
         changes.append(Change(kind, pkg, old, new))
     return tuple(changes)
 
@@ -133,10 +135,12 @@ class Chroot:
         self._out = out if out is not None else sys.stdout
         self.root = Path(tmp_base) / "beadm-upgrade-XXXXXXXX"
 
-    def run(self, argv: Sequence[str], *, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, check: bool = True,
+            on_line: LineSink | None = None) -> Result:
         """Run ``argv`` chrooted into the clone (never readonly: the clone is changed, and
-        a dry run has no clone to look into)."""
-        return self._runner.run(["chroot", str(self.root), *argv], check=check)
+        a dry run has no clone to look into); ``on_line``: its output as it comes."""
+        return self._runner.run(["chroot", str(self.root), *argv], check=check,
+                                on_line=on_line)
 
     @contextlib.contextmanager
     def mounted(self) -> Iterator[Chroot]:

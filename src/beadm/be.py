@@ -48,6 +48,7 @@ from beadm.results import AutoSnapshot, BeInfo, Done, Listing, Pruned, TrialOutc
 if TYPE_CHECKING:
     from beadm import pvestate, retention, rollback_guard
     from beadm.backend import Checked
+    from beadm.runner import LineSink
     from beadm.tree import BootEnv, Tree
 
 #: a verb's own result record, to which the command's warnings are added
@@ -115,10 +116,10 @@ class BeManager(BeContext):
         return self._done(lambda: create.snapshot(self, spec))
 
     def upgrade(self, name: str | None, apt_args: Sequence[str] = (), *,
-                description: str = "") -> Upgraded:
+                description: str = "", on_line: LineSink | None = None) -> Upgraded:
         from beadm import upgrade
-        return self._with_warnings(lambda: upgrade.upgrade(self, name, apt_args,
-                                                    description=description))
+        return self._with_warnings(lambda: upgrade.upgrade(
+            self, name, apt_args, description=description, on_line=on_line))
 
     # -- destroy (beadm.destroy), shared state (beadm.shared) -------------------------------
 

@@ -15,7 +15,7 @@ from beadm.backend import BeRef, BootBackend, Warnings
 from beadm.becommon import _now
 from beadm.errors import NotFoundError, RefusedError, UnsupportedError, UsageError
 from beadm.lock import Lock
-from beadm.runner import Result, Runner
+from beadm.runner import LineSink, Result, Runner
 from beadm.tree import BootEnv, Tree
 from beadm.zfs import Zfs
 
@@ -55,10 +55,10 @@ class _HostNsRunner:
         return self._inner.dry_run
 
     def run(self, argv: Sequence[str], *, readonly: bool = False,
-            check: bool = True) -> Result:
+            check: bool = True, on_line: LineSink | None = None) -> Result:
         if not readonly and _needs_host_ns(argv):
             self._release()
-        return self._inner.run(argv, readonly=readonly, check=check)
+        return self._inner.run(argv, readonly=readonly, check=check, on_line=on_line)
 
 
 class BeContext:

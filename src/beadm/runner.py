@@ -8,6 +8,10 @@ The runner is passed in (constructor injection) to every layer that runs command
 unit tests hand in a fake that records argv sequences, and ``--dry-run`` is a runner that
 prints changing commands instead of running them. Queries pass ``readonly=True`` and run
 even in dry-run mode, so a dry run shows the real plan.
+
+A long command whose output the user should see as it comes (apt in ``beadm upgrade``)
+passes ``on_line``: each line of its stdout and stderr is handed to it as soon as it is
+read; the result still carries both in full.
 """
 
 from __future__ import annotations
@@ -16,11 +20,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Protocol, TextIO
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol, TextIO
 
 from beadm.errors import CommandError, UnsupportedError
 from beadm.record import record
+
+if TYPE_CHECKING:
+    import subprocess
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +42,10 @@ class Result:
     stderr: str
 
 
+#: What gets a running command's output, one line at a time.
+LineSink = Callable[[str], None]
+
+
 class Runner(Protocol):
     """Runs one external command. Implementations: :class:`SubprocessRunner`, test fakes."""
 
@@ -43,10 +54,13 @@ class Runner(Protocol):
         """True when changing commands (and file writes) must be shown, not done."""
         ...
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: LineSink | None = None) -> Result:
         """Run ``argv``. ``readonly`` commands run even in dry-run mode.
 
-        With ``check`` a non-zero exit raises :class:`CommandError`.
+        With ``check`` a non-zero exit raises :class:`CommandError`. ``on_line`` gets each
+        line of the output (stdout and stderr, without the newline) as it comes; a dry
+        run that does not run the command calls it for nothing.
         """
         ...
 
@@ -77,7 +91,8 @@ class SubprocessRunner:
     def dry_run(self) -> bool:
         return self._dry_run
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: LineSink | None = None) -> Result:
         import shlex
         import subprocess  # here: --help and a usage error run no command (issue 15)
 
@@ -90,25 +105,84 @@ class SubprocessRunner:
         log.debug("run: %s", shlex.join(args))
         start = time.monotonic()
         try:
-            proc = subprocess.run(
-                args,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                # Output is not always UTF-8 (a property value set by hand): undecodable
-                # bytes become lone surrogates, which go back out as the same bytes when
-                # passed on as an argument. The CLI escapes them when printing.
-                encoding="utf-8",
-                errors="surrogateescape",
-                env=_child_env(),
-                check=False,
-            )
+            if on_line is None:
+                proc = subprocess.run(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    # Output is not always UTF-8 (a property value set by hand): undecodable
+                    # bytes become lone surrogates, which go back out as the same bytes when
+                    # passed on as an argument. The CLI escapes them when printing.
+                    encoding="utf-8",
+                    errors="surrogateescape",
+                    env=_child_env(),
+                    check=False,
+                )
+                returncode, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
+            else:
+                returncode, stdout, stderr = _streamed(args, on_line)
         except FileNotFoundError as exc:
             raise UnsupportedError(f"{args[0]}: command not found") from exc
         # the timing log every profile reads (beadm -v; bench/speed.py sums it per command)
         log.debug("took %.3fs: %s", time.monotonic() - start, shlex.join(args))
-        result = Result(args, proc.returncode, proc.stdout, proc.stderr)
-        if proc.returncode != 0:
-            log.debug("exit %d: %s", proc.returncode, proc.stderr.strip())
+        result = Result(args, returncode, stdout, stderr)
+        if returncode != 0:
+            log.debug("exit %d: %s", returncode, stderr.strip())
             if check:
-                raise CommandError(list(args), proc.returncode, proc.stderr)
+                raise CommandError(list(args), returncode, stderr)
         return result
+
+
+def _streamed(args: tuple[str, ...], on_line: LineSink) -> tuple[int, str, str]:
+    """Run ``args`` as :meth:`SubprocessRunner.run` does, handing each line of stdout and
+    stderr to ``on_line`` as soon as it is read (both pipes watched at once, so neither
+    fills up); its exit status and its whole stdout and stderr."""
+    import subprocess
+
+    def text(data: bytes) -> str:
+        return data.decode("utf-8", errors="surrogateescape")
+
+    with subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, env=_child_env()) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        kept: dict[int, bytearray] = {proc.stdout.fileno(): bytearray(),
+                                      proc.stderr.fileno(): bytearray()}
+        partial = {fd: bytearray() for fd in kept}
+        try:
+            _pump(proc, kept, partial, on_line)
+        except BaseException:
+            proc.kill()  # as subprocess.run does (an interrupt, a failing on_line)
+            raise
+        returncode = proc.wait()
+        return (returncode, text(bytes(kept[proc.stdout.fileno()])),
+                text(bytes(kept[proc.stderr.fileno()])))
+
+
+def _pump(proc: subprocess.Popen[bytes], kept: dict[int, bytearray],
+          partial: dict[int, bytearray], on_line: LineSink) -> None:
+    """Read both pipes of ``proc`` to their ends: every byte into ``kept``, each line
+    to ``on_line`` once it is whole (a last one without newline at the end)."""
+    import selectors
+
+    def text(data: bytes) -> str:
+        return data.decode("utf-8", errors="surrogateescape")
+
+    assert proc.stdout is not None and proc.stderr is not None
+    with selectors.DefaultSelector() as sel:
+        for stream in (proc.stdout, proc.stderr):
+            sel.register(stream.fileno(), selectors.EVENT_READ)
+        while sel.get_map():
+            for key, _ in sel.select():
+                fd = int(key.fd)
+                data = os.read(fd, 65536)
+                if not data:
+                    sel.unregister(fd)
+                    if partial[fd]:
+                        on_line(text(bytes(partial[fd])))
+                    continue
+                kept[fd] += data
+                partial[fd] += data
+                *lines, rest = bytes(partial[fd]).split(b"\n")
+                partial[fd] = bytearray(rest)
+                for line in lines:
+                    on_line(text(line))

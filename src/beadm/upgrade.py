@@ -21,6 +21,7 @@ from beadm.becommon import AUTO_UPGRADE, STATE_FAILED, _check_description, _moun
 from beadm.errors import RefusedError, UpgradeError
 from beadm.names import check_new_be_name, same_but_case
 from beadm.results import Upgraded
+from beadm.runner import LineSink, Result
 from beadm.tree import Tree
 from beadm.zfs import PROP_AUTO, PROP_IMPORTANT, PROP_STATE
 
@@ -41,7 +42,7 @@ def describe(running: str, apt_args: Sequence[str]) -> str:
 # -- the verb: clone, apt in the clone, its entries ------------------------------------
 
 def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
-            description: str = "") -> Upgraded:
+            description: str = "", on_line: LineSink | None = None) -> Upgraded:
     """Clone the running BE as ``name``, run ``apt-get APT_ARGS`` (default
     ``full-upgrade -y``) in it in a chroot (``beadm.upgrade``), then write its boot
     entries: it is ready to try (``activate --trial``), nothing boots it yet.
@@ -69,7 +70,7 @@ def upgrade(ctx: BeContext, name: str | None, apt_args: Sequence[str] = (), *,
                 for d, rel in _mount_plan(src)]
         changes: tuple[Change, ...] = ()
         try:
-            changes = apt_in(ctx, plan, args)
+            changes = apt_in(ctx, plan, args, on_line=on_line)
         except BaseException as exc:
             mark_failed(ctx, ref)
             if isinstance(exc, Exception):
@@ -105,22 +106,33 @@ def upgrade_name(ctx: BeContext, tree: Tree) -> str:
     return name
 
 
-def apt_in(ctx: BeContext, plan: list[tuple[str, str]], args: tuple[str, ...]) -> tuple[
-        Change, ...]:
+def apt_in(ctx: BeContext, plan: list[tuple[str, str]], args: tuple[str, ...], *,
+           on_line: LineSink | None = None) -> tuple[Change, ...]:
     ctx._release()  # the chroot makes its own namespace from the host's
     chroot = (ctx._chroot(ctx._raw_runner, plan) if ctx._chroot is not None
               else Chroot(ctx._raw_runner, plan, out=ctx._out))
     with chroot.mounted() as root:
         before = packages(root)
-        res = root.run(apt_argv(args), check=False)
-        for line in (res.stdout + res.stderr).splitlines():
-            _be_log.info("apt: %s", line)
+        res = root.run(apt_argv(args), check=False,
+                       on_line=on_line or (lambda line: _be_log.info("apt: %s", line)))
         if res.returncode != 0:
-            tail = [ln for ln in res.stderr.splitlines() if ln.strip()]
-            why = tail[-1].strip() if tail else f"exit status {res.returncode}"
-            raise UpgradeError(f"apt-get {shlex.join(args)} exited {res.returncode}: {why}")
+            raise UpgradeError(f"apt-get {shlex.join(args)} exited {res.returncode}: "
+                               f"{apt_failure(res)}")
         after = packages(root)
     return diff(before, after)
+
+
+def apt_failure(res: Result) -> str:
+    """The useful part of a failed apt's output, for its one error line: its errors
+    (``E:`` lines, the last three), else its last line on stderr, else on stdout."""
+    errors = [ln.strip() for ln in res.stderr.splitlines() if ln.startswith("E:")]
+    if errors:
+        return "; ".join(errors[-3:])
+    for text in (res.stderr, res.stdout):
+        tail = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if tail:
+            return tail[-1]
+    return f"exit status {res.returncode}"
 
 
 def mark_failed(ctx: BeContext, ref: BeRef) -> None:

@@ -105,12 +105,13 @@ cat /tmp/esp.before
 dpkg-query -W > /tmp/pkgs.before
 
 # 1. a failing upgrade: the clone is marked failed, the running system is untouched
-if beadm upgrade bad -- install -y no-such-package-pvelab 2>/tmp/err; then
+if beadm upgrade -q bad -- install -y no-such-package-pvelab 2>/tmp/err; then
     echo "upgrade with a missing package succeeded"; exit 1
 fi
 cat /tmp/err
 test "$(wc -l < /tmp/err)" = 1
 grep -q "BE bad is marked failed" /tmp/err
+grep -q "E: Unable to locate package no-such-package-pvelab" /tmp/err
 beadm list
 desc=$(beadm list -H | awk -F'\t' '$1 == "bad" { print $6 }')
 case "$desc" in "[failed] "*) ;; *) echo "bad listed as: $desc"; exit 1;; esac
@@ -123,9 +124,36 @@ if zfs list rpool/ROOT/bad 2>/dev/null; then echo "bad not destroyed"; exit 1; f
 
 # 2. the kernel update in a new BE
 date +%s > /var/tmp/upgrade.start
-beadm -v upgrade pve-2 -- install -y $PKGS >/tmp/out 2>/tmp/log || { cat /tmp/log; exit 1; }
+# stderr as it reaches the terminal, each line stamped with the time it arrived
+beadm -v upgrade pve-2 -- install -y $PKGS 2>&1 >/tmp/out | python3 -c '
+import sys, time
+for line in iter(sys.stdin.readline, ""):
+    print(f"{time.time():.3f} {line}", end="", flush=True)' >/tmp/log.t ||
+    { cat /tmp/log.t; exit 1; }
+cut -d" " -f2- /tmp/log.t > /tmp/log
 echo "upgrade took $(( $(date +%s) - $(cat /var/tmp/upgrade.start) )) s"
 cat /tmp/out
+# issue 25 item 8: apt's lines reach the terminal while apt runs, not once it has ended
+# (the runner's -v log says when apt-get ended and how long it ran)
+python3 - <<'EOF'
+import re
+stamped = [ln.rstrip("\n").split(" ", 1) for ln in open("/tmp/log.t")]
+apt = [(float(t), m) for t, m in stamped if m.startswith("apt: ")]
+ended = [(float(t), float(re.search(r"took ([0-9.]+)s", m).group(1)))
+         for t, m in stamped
+         if m.startswith("beadm: took ") and ": chroot " in m and " apt-get " in m]
+assert len(apt) >= 10, apt
+assert any("Setting up pvelab-zfs-modules" in m for _, m in apt), apt
+assert len(ended) == 1, ended
+(end, ran), = ended
+first, last = apt[0][0], apt[-1][0]
+print(f"apt ran {ran:.1f}s; its first line came {end - first:.1f}s before it ended, "
+      f"its lines over {last - first:.1f}s")
+assert ran >= 2, ran
+assert end - first >= ran / 2, (apt[0], end, ran)
+assert last - first >= ran / 2, (apt[0], apt[-1], ran)
+EOF
+if grep -q "^apt: " /tmp/out; then echo "apt's lines on stdout"; exit 1; fi
 grep -E "in a chroot|apt: (Setting up|Running hook|No /etc/kernel)" /tmp/log || true
 grep -q "^installed $IMAGE " /tmp/out
 grep -q "^installed pvelab-zfs-modules-$NEW 1$" /tmp/out

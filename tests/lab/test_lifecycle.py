@@ -219,6 +219,26 @@ def test_rename_then_list(pool: str) -> None:
     assert sh("zpool", "get", "-H", "-o", "value", "bootfs", POOL).strip() == f"{ROOT}/first"
 
 
+def test_list_exact_numbers_columns_and_flags_after_the_command(pool: str) -> None:
+    """Issue 25 items 5 and 6 on real ZFS: list -p -o shows what zfs list -p shows; the
+    global options after the command; --json's output_version."""
+    used, creation = sh("zfs", "get", "-H", "-p", "-o", "value", "used,creation",
+                        f"{ROOT}/pve-1").split()
+    assert ok("list", "-H", "-p", "-o", "created,be,SPACE", "pve-1").splitlines() == [
+        f"{creation}\tpve-1\t{used}"]
+    before = names()
+    # after the command: -n runs dry, --root/--backend as before it
+    res = beadm_process("create", "-n", "--root", ROOT, "pve-9")
+    assert res.returncode == 0, res.stderr
+    assert "would run: zfs snapshot" in res.stdout
+    assert names() == before
+    res = beadm_process("list", "-o", "nosuch")
+    assert res.returncode == 2 and len(res.stderr.splitlines()) == 1
+    data = json.loads(ok("list", "--json"))
+    assert data["output_version"] == {"command": "beadm list", "vers_major": 1,
+                                      "vers_minor": 0}
+
+
 def test_mount_umount_with_children(pool: str, tmp_path: Path) -> None:
     ok("create", "pve-2")
     where = ok("mount", "pve-2").strip()

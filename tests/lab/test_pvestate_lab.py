@@ -108,7 +108,8 @@ class LabRunner(SubprocessRunner):
         super().__init__()
         self.systemctl: list[tuple[str, ...]] = []
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: object = None) -> Result:
         args = tuple(argv)
         if args[0] != "systemctl":
             return super().run(args, readonly=readonly, check=check)

@@ -52,6 +52,10 @@ def cmd_list(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
         raise UsageError("list: -k and -K are exclusive")
     if args.json and args.script:
         raise UsageError("list: --json and -H are exclusive")
+    if args.columns is not None:
+        if args.json:
+            raise UsageError("list: --json and -o are exclusive")
+        output.list_columns(args.columns)  # an unknown column: before any command runs
     listing = mgr.listing(snapshots=args.all or args.snapshots or args.json,
                           bootfs=args.json)
     infos = list(listing.bes)
@@ -231,7 +235,11 @@ def cmd_migrate(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextI
 
 def cmd_upgrade(mgr: BeManager, args: argparse.Namespace, deps: Deps, out: TextIO,
                 err: TextIO) -> int:
-    done = mgr.upgrade(args.name, args.apt_args, description=args.description)
+    def show(line: str) -> None:  # apt's output as it comes (issue 25 item 8)
+        print(f"apt: {shown(line, keep_tabs=True)}", file=err, flush=True)
+
+    done = mgr.upgrade(args.name, args.apt_args, description=args.description,
+                       on_line=None if args.quiet else show)
     output.print_upgraded(done, args, mgr.backend, out=out, err=err)
     return output.warnings(done.warnings, err)
 

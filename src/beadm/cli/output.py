@@ -53,6 +53,36 @@ def human(n: int) -> str:
     return f"{value:.0f}{unit}"
 
 
+#: ``output_version`` of every ``--json`` object (as OpenZFS's ``zfs list -j`` has): the
+#: major version changes when a key goes or changes its meaning, the minor when one is added.
+JSON_VERSION = (1, 0)
+
+#: list's columns, as its header names them (``-o`` picks them by these names).
+LIST_COLUMNS = ("BE", "Active", "Mountpoint", "Space", "Created", "Description")
+
+
+def output_version(command: str) -> dict[str, Any]:
+    """The ``output_version`` key of ``beadm COMMAND --json``, its first key."""
+    return {"command": f"beadm {command}", "vers_major": JSON_VERSION[0],
+            "vers_minor": JSON_VERSION[1]}
+
+
+def list_columns(spec: str) -> list[int]:
+    """``list -o``: the indexes of the columns named (case-insensitive, as the header
+    names them; the first also as ``BE/Dataset/Snapshot``), or a usage error."""
+    from beadm.errors import UsageError
+
+    names = {c.lower(): i for i, c in enumerate(LIST_COLUMNS)}
+    names["be/dataset/snapshot"] = 0
+    picked = []
+    for word in spec.split(","):
+        if word.strip().lower() not in names:
+            raise UsageError(f"list: -o: unknown column {shown(word)!r} (columns: "
+                             f"{', '.join(LIST_COLUMNS)})")
+        picked.append(names[word.strip().lower()])
+    return picked
+
+
 def _when(epoch: int) -> str:
     # time (built in), not datetime (an import for list): the same local time and format
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(epoch))
@@ -90,12 +120,14 @@ def list_json(listing: Listing, infos: list[BeInfo], reports: Mapping[str, Repor
     """list --json (the schema is :data:`beadm.cli.parser.LIST_JSON_SCHEMA`)."""
     import json
 
-    json.dump(_json(listing, infos, reports), out, indent=2)
+    json.dump({"output_version": output_version("list"), **_json(listing, infos, reports)},
+              out, indent=2)
     out.write("\n")
 
 
 def list_table(infos: list[BeInfo], args: argparse.Namespace, out: TextIO) -> None:
-    """list's table (-a, -s, -D, -H)."""
+    """list's table (-a, -s, -D, -H, -p: exact bytes and epoch seconds, -o: the columns)."""
+    size, when = (str, str) if args.parsable else (human, _when)
     rows: list[list[str]] = []
     for i in infos:
         space = i.be.space_without_snapshots if args.nosnap else i.be.space
@@ -104,30 +136,37 @@ def list_table(infos: list[BeInfo], args: argparse.Namespace, out: TextIO) -> No
                 i.be.name,
                 i.active,
                 shown(i.mounted_at or "-"),
-                human(space),
-                _when(i.be.root.creation),
+                size(space),
+                when(i.be.root.creation),
                 (f"[{i.state}] " if i.state else "") + (shown(i.be.description) or "-"),
             ]
         )
         if args.all:
             for d in i.be.datasets:
-                rows.append(_sub_row(d, args.nosnap))
+                rows.append(_sub_row(d, args.nosnap, parsable=args.parsable))
         if args.all or args.snapshots:
             for s in i.be.snapshots:
-                rows.append(_sub_row(s, args.nosnap, i.be.description))
-    header = ["BE", "Active", "Mountpoint", "Space", "Created", "Description"]
+                rows.append(_sub_row(s, args.nosnap, i.be.description,
+                                     parsable=args.parsable))
+    header = list(LIST_COLUMNS)
     if args.all or args.snapshots:
         header[0] = "BE/Dataset/Snapshot"
+    if args.columns is not None:
+        picked = list_columns(args.columns)
+        header = [header[c] for c in picked]
+        rows = [[r[c] for c in picked] for r in rows]
     table(out, header, rows, script=args.script)
 
 
-def _sub_row(d: Dataset, nosnap: bool, inherited: str | None = None) -> list[str]:
+def _sub_row(d: Dataset, nosnap: bool, inherited: str | None = None, *,
+             parsable: bool = False) -> list[str]:
     """A dataset or snapshot row. A snapshot shows its description only where it is its
     own (the apt hook's "apt: upgrade ..."), not the BE's, which it inherits."""
     space = d.used - d.usedbysnapshots if nosnap else d.used
     where = shown(d.mountpoint) if (d.mounted and d.mountpoint) else "-"
     own = d.description if inherited is not None and d.description != inherited else ""
-    return ["  " + d.name, "-", where, human(space), _when(d.creation), shown(own) or "-"]
+    size, when = (str, str) if parsable else (human, _when)
+    return ["  " + d.name, "-", where, size(space), when(d.creation), shown(own) or "-"]
 
 
 def table(out: TextIO, header: list[str], rows: list[list[str]], *, script: bool) -> None:
@@ -208,6 +247,7 @@ def print_pruned(pruned: Pruned, args: argparse.Namespace, out: TextIO) -> None:
         import json
 
         json.dump({
+            "output_version": output_version("prune"),
             "pool": pruned.pool,
             "pool_free": pruned.space.free,
             "pool_size": pruned.space.size,
@@ -274,7 +314,8 @@ def print_upgraded(done: Upgraded, args: argparse.Namespace, backend: BootBacken
     if args.json:
         import json
 
-        json.dump({"be": done.be.name, "dataset": done.be.dataset, "source": done.source,
+        json.dump({"output_version": output_version("upgrade"),
+                   "be": done.be.name, "dataset": done.be.dataset, "source": done.source,
                    "apt_args": list(done.apt_args), "dry_run": dry,
                    "changes": [{"kind": c.kind, "package": c.package, "old": c.old,
                                 "new": c.new} for c in done.changes]}, out, indent=2)

@@ -9,6 +9,7 @@ import os
 import sys
 from typing import NoReturn
 
+from beadm import __version__
 from beadm import watchdog as wd
 from beadm.errors import UsageError
 from beadm.registry import backends
@@ -17,7 +18,8 @@ SORT_KEYS = ("date", "name", "space")
 
 LIST_JSON_SCHEMA = """\
 --json prints one object:
-  {"root": "rpool/ROOT", "pool": "rpool", "bootfs": "rpool/ROOT/pve-1",
+  {"output_version": {"command": "beadm list", "vers_major": 1, "vers_minor": 0},
+   "root": "rpool/ROOT", "pool": "rpool", "bootfs": "rpool/ROOT/pve-1",
    "warnings": [str, ...],                  # from the boot backend
    "bes": [{"name": str, "dataset": str,
             "active": str,                  # "N", "R", "T" combined, or "-"
@@ -47,16 +49,19 @@ LIST_JSON_SCHEMA = """\
 
 UPGRADE_JSON_SCHEMA = """\
 --json prints one object:
-  {"be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
+  {"output_version": {"command": "beadm upgrade", "vers_major": 1, "vers_minor": 0},
+   "be": str, "dataset": str,      # the new BE (ready to try; nothing boots it yet)
    "source": str,                  # the running BE it was cloned from
    "apt_args": [str, ...], "dry_run": bool,
-   "changes": [{"kind": "upgraded" | "installed" | "removed", "package": str,
+   "changes": [{"kind": "upgraded" | "downgraded" | "installed" | "removed",
+                "package": str,
                 "old": str | null, "new": str | null}, ...]}"""
 
 
 PRUNE_JSON_SCHEMA = """\
 --json prints one object:
-  {"pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
+  {"output_version": {"command": "beadm prune", "vers_major": 1, "vers_minor": 0},
+   "pool": "rpool", "pool_free": int, "pool_size": int,   # bytes, before pruning
    "policy": {"keep": int, "keep_important": int, "pool_min_free": str,
               "esp_min_free": str},
    "floor": int,                                         # bytes
@@ -113,6 +118,38 @@ def _examples(*lines: str) -> str:
     return "example:\n" + "\n".join(f"  {line}" for line in lines)
 
 
+#: The global options' defaults (their dests): ``beadm -n create x`` and ``beadm create
+#: -n x`` are the same command line.
+GLOBAL_DEFAULTS: dict[str, object] = {"dry_run": False, "verbose": False, "root": None,
+                                      "backend": "auto"}
+
+
+def _global_options(p: argparse.ArgumentParser, defaults: dict[str, object] | None) -> None:
+    """The options every command takes, before the command (``defaults``: their values
+    when not given) and after it (``None``: not set when not given, so that the command's
+    parser does not overwrite what was given before it)."""
+
+    def default(dest: str) -> object:
+        return argparse.SUPPRESS if defaults is None else defaults[dest]
+
+    g: argparse.ArgumentParser | argparse._ArgumentGroup = p
+    if defaults is None:  # in each command's --help, apart from its own options
+        g = p.add_argument_group("global options (also before the command)")
+    g.add_argument("-n", "--dry-run", action="store_true", default=default("dry_run"),
+                   help="print commands, change nothing")
+    g.add_argument("-v", "--verbose", action="store_true", default=default("verbose"),
+                   help="log every command run (prune: also list what is kept, and why)")
+    g.add_argument("--root", metavar="DATASET", default=default("root"),
+                   help="BE root (default: parent of the / dataset)")
+    g.add_argument(
+        "--backend",
+        default=default("backend"),
+        choices=["auto", *backends()],
+        help="boot backend (default: auto: on proxmox-boot hosts systemd-boot or grub, as "
+             "the ESPs boot; a mixed host is refused; else none)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line (also walked by the docs tests)."""
     fmt = _Formatter
@@ -128,16 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         "\n6 locked, 7 unsupported, 8 boot (ESP) error, 9 command failed, 130 interrupted",
         formatter_class=fmt,
     )
-    p.add_argument("-n", "--dry-run", action="store_true", help="print commands, change nothing")
-    p.add_argument("-v", "--verbose", action="store_true", help="log every command run")
-    p.add_argument("--root", metavar="DATASET", help="BE root (default: parent of the / dataset)")
-    p.add_argument(
-        "--backend",
-        default="auto",
-        choices=["auto", *backends()],
-        help="boot backend (default: auto: on proxmox-boot hosts systemd-boot or grub, as "
-             "the ESPs boot; a mixed host is refused; else none)",
-    )
+    p.add_argument("--version", action="version", version=f"beadm {__version__}",
+                   help="print the version and exit (as 'beadm version')")
+    _global_options(p, GLOBAL_DEFAULTS)
+    # the same options after the command (beadm create -n x), for every command: their
+    # default there is "not given", so that one given before the command stays
+    common = _Parser(add_help=False)
+    _global_options(common, None)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -149,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_,
             epilog=_examples(example),
             formatter_class=fmt,
+            parents=[common],
         )
         return sp
 
@@ -158,6 +193,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-s", dest="snapshots", action="store_true", help="show snapshots")
     sp.add_argument("-D", dest="nosnap", action="store_true", help="space without snapshots")
     sp.add_argument("-H", dest="script", action="store_true", help="tab-separated, no header")
+    sp.add_argument("-p", dest="parsable", action="store_true",
+                    help="exact numbers: space in bytes, created in seconds since the epoch")
+    sp.add_argument("-o", dest="columns", metavar="COLUMN[,COLUMN]...",
+                    help="only these columns, in this order (their header names, any case: "
+                         "BE, Active, Mountpoint, Space, Created, Description)")
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
     sp.add_argument("-k", dest="sort", choices=SORT_KEYS, help="sort ascending (default date)")
     sp.add_argument("-K", dest="rsort", choices=SORT_KEYS, help="sort descending")
@@ -227,25 +267,19 @@ def build_parser() -> argparse.ArgumentParser:
              "beadm prune -n -v")
     sp.epilog = f"{sp.epilog}\n\n{PRUNE_JSON_SCHEMA}"
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
-    # also after the command (beadm prune -n -v), as the issue and users write it
-    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
-                    help="show what would go, change nothing (same as beadm -n prune)")
-    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                    help="also list what is kept, and why")
     sp = cmd("upgrade", "clone the running BE and run apt-get in the clone (chroot): "
              "the new BE is ready to try, nothing boots it yet",
              "beadm upgrade pve-2 -- install -y proxmox-kernel-6.8")
-    sp.usage = "beadm upgrade [-h] [-n] [-v] [--json] [-d DESCRIPTION] [NAME] [-- APT-ARGS...]"
+    sp.usage = "beadm upgrade [-h] [-n] [-v] [-q] [--json] [-d DESCRIPTION] [NAME] [-- APT-ARGS...]"
     sp.epilog = (f"{sp.epilog}\n\nAPT-ARGS (default: full-upgrade -y) go to apt-get in the new "
                  "BE, after --;\nrun 'apt update' first (the clone has the running BE's "
                  f"package lists).\n\n{UPGRADE_JSON_SCHEMA}")
     sp.add_argument("-d", dest="description", default="", metavar="DESCRIPTION",
                     help="description of the new BE (default: what apt-get was asked)")
     sp.add_argument("--json", action="store_true", help="JSON (schema below)")
-    sp.add_argument("-n", "--dry-run", action="store_true", default=argparse.SUPPRESS,
-                    help="print what would run, change nothing (same as beadm -n upgrade)")
-    sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
-                    help="log every command and apt's output")
+    sp.add_argument("-q", "--quiet", action="store_true",
+                    help="do not show apt's output (shown as it comes on stderr, each line "
+                         "after 'apt: ')")
     sp.add_argument("name", nargs="?", metavar="NAME",
                     help="the new BE (default: upgrade-YYYYmmdd-HHMMSS)")
     cmd("apt-hook", "what apt runs before dpkg: with auto_snapshot = yes in beadm.conf, "

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from beadm.errors import BootError, CommandError, UnsupportedError
-from beadm.runner import Result, Runner
+from beadm.runner import LineSink, Result, Runner
 
 CLONE_NEWNS = 0x00020000
 log = logging.getLogger(__name__)
@@ -62,11 +62,11 @@ class LibcMounts:
         return self._runner.dry_run
 
     def run(self, argv: Sequence[str], *, readonly: bool = False,
-            check: bool = True) -> Result:
+            check: bool = True, on_line: LineSink | None = None) -> Result:
         args = tuple(argv)
         call = _libc_call(args)
         if call is None:
-            return self._runner.run(args, readonly=readonly, check=check)
+            return self._runner.run(args, readonly=readonly, check=check, on_line=on_line)
         log.debug("run: %s (mount(2))", shlex.join(args))
         start = time.monotonic()
         rc = call(_libc())

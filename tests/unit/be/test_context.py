@@ -72,7 +72,7 @@ def test_without_zfs_installed_the_error_says_so_first(tmp_path: Path) -> None:
 
     class NoZfs(FakeRunner):
         def run(self, argv: Sequence[str], *, readonly: bool = False,
-                check: bool = True) -> Result:
+                check: bool = True, on_line: object = None) -> Result:
             if argv[0] in ("zfs", "zpool"):
                 raise UnsupportedError(f"{argv[0]}: command not found")
             return super().run(argv, readonly=readonly, check=check)

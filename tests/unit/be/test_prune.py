@@ -318,6 +318,9 @@ def test_cli_prune_dry_run_verbose_and_json(tmp_path: Path) -> None:
         assert sum("keep" in line for line in out.splitlines()) == 3, argv
     rc, out, _, runners = cli(tmp_path, "prune", "--json", conf="keep = 3")
     data = json.loads(out)
+    assert next(iter(data)) == "output_version"  # issue 25 item 6
+    assert data["output_version"] == {"command": "beadm prune", "vers_major": 1,
+                                      "vers_minor": 0}
     assert data["floor"] == 200000 and data["dry_run"] is False
     assert [s["destroy"] for s in data["snapshots"]] == [False, False, False, True]
     assert runners[0].changes == [("zfs", "destroy", "-r", f"rpool/ROOT/pve-1@{SNAPS[0]}")]

@@ -4,7 +4,6 @@ and the library's public face, ``beadm.open()``."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 from pathlib import Path
@@ -14,18 +13,10 @@ import pytest
 import beadm
 from beadm import results
 from beadm.backend import BeRef, NoopBackend
-from beadm.cli import Deps, main
 from worlds import REPO
-from worlds.fakes import FakeRunner, WarningBackend, pool_props
-from worlds.pool import (
-    GET_TEXT,
-    LIST_ARGV,
-    LIST_FS_ARGV,
-    LIST_TEXT,
-    MOUNTINFO,
-    manager,
-    without_snapshots,
-)
+from worlds.cli import run
+from worlds.fakes import WarningBackend
+from worlds.pool import manager
 
 SRC = REPO / "src"
 
@@ -54,23 +45,9 @@ def test_a_failed_command_leaves_no_warnings_for_the_next(tmp_path: Path) -> Non
 
 
 def test_the_cli_prints_the_results_warnings_once(tmp_path: Path) -> None:
-    def make_runner(dry: bool, out: object = None) -> FakeRunner:
-        r = FakeRunner(dry_run=dry)
-        r.on(*LIST_ARGV, stdout=LIST_TEXT)
-        r.on(*LIST_FS_ARGV, stdout=without_snapshots(LIST_TEXT))
-        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
-        r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
-        return r
-
-    mi = tmp_path / "mountinfo"
-    mi.write_text(MOUNTINFO)
-    out, err = io.StringIO(), io.StringIO()
-    deps = Deps(make_runner=make_runner,
-                make_backend=lambda name, runner: WarningBackend(),  # type: ignore[arg-type,return-value]
-                mountinfo=mi, running_root=tmp_path / "running", lock_path=tmp_path / "lock",
-                lock_wait=0.2, euid=lambda: 0, stdout=out, stderr=err)
-    assert main(["activate", "pve-2"], deps=deps) == 0
-    assert err.getvalue() == "beadm: warning: activate #1\n"
+    rc, _out, err, _runner = run(tmp_path, "activate", "pve-2", backend=WarningBackend())
+    assert rc == 0
+    assert err == "beadm: warning: activate #1\n"
 
 
 def test_open_gives_a_manager_and_releases_the_backend_on_leaving(

@@ -251,7 +251,7 @@ def cli(tmp_path: Path, *argv: str, listing: str = LIST_TEXT, chrooted: bool = F
 
 
 def test_cli_upgrade_prints_the_package_changes(tmp_path: Path) -> None:
-    rc, out, err, runners = cli(tmp_path, "upgrade", "pve-3", "--", "install", "-y", "foo")
+    rc, out, err, runners = cli(tmp_path, "upgrade", "-q", "pve-3", "--", "install", "-y", "foo")
     assert (rc, err) == (0, "")
     assert out.splitlines() == [
         "upgraded base-files 12.4 -> 12.5",
@@ -267,17 +267,33 @@ def test_cli_upgrade_prints_the_package_changes(tmp_path: Path) -> None:
 def test_cli_upgrade_suggests_what_works_on_this_host(tmp_path: Path) -> None:
     """Issue 23.8: where the boot backend has no trial boots (a GRUB host, --backend none),
     the hint is a one-time boot, not 'activate --trial' (which exits 7 there)."""
-    rc, out, err, _ = cli(tmp_path, "upgrade", "pve-3", trials=False)
+    rc, out, err, _ = cli(tmp_path, "upgrade", "--quiet", "pve-3", trials=False)
     assert (rc, err) == (0, "")
     assert out.splitlines()[-1] == (
         "BE pve-3 is ready (cloned from pve-1, which keeps running and booting): "
         "'beadm activate -t pve-3' and reboot to try it once")
 
 
+def test_cli_upgrade_shows_apt_output_as_it_comes(tmp_path: Path) -> None:
+    """Issue 25 item 8: apt's lines on stderr, prefixed, through the runner's on_line (the
+    fake calls it while "apt runs"); stdout has only the result."""
+    rc, out, err, runners = cli(tmp_path, "upgrade", "pve-3")
+    assert rc == 0 and runners[0].streamed is True
+    assert err.splitlines() == ["apt: Setting up linux-image-6.1.0-2", "apt: W: a warning"]
+    assert "apt:" not in out and out.splitlines()[0] == "upgraded base-files 12.4 -> 12.5"
+    # -q -v: apt's lines still reach the verbose log
+    rc, out, err, runners = cli(tmp_path, "upgrade", "-q", "-v", "pve-3")
+    assert rc == 0
+    assert "beadm: apt: Setting up linux-image-6.1.0-2" in err.splitlines()
+
+
 def test_cli_upgrade_json(tmp_path: Path) -> None:
     rc, out, _, _ = cli(tmp_path, "upgrade", "--json", "pve-3")
     assert rc == 0
     data = json.loads(out)
+    assert next(iter(data)) == "output_version"  # issue 25 item 6
+    assert data["output_version"] == {"command": "beadm upgrade", "vers_major": 1,
+                                      "vers_minor": 0}
     assert data["be"] == "pve-3" and data["source"] == "pve-1" and not data["dry_run"]
     assert data["apt_args"] == ["full-upgrade", "-y"]
     assert data["changes"][0] == {"kind": "upgraded", "package": "base-files",
@@ -293,9 +309,11 @@ def test_cli_upgrade_dry_run_after_the_command(tmp_path: Path) -> None:
 
 
 def test_cli_upgrade_failure_is_one_line(tmp_path: Path) -> None:
-    rc, _, err, runners = cli(tmp_path, "upgrade", "pve-3", apt_rc=100)
+    rc, _, err, runners = cli(tmp_path, "upgrade", "-q", "pve-3", apt_rc=100)
     assert rc == 9
     assert len(err.splitlines()) == 1 and "BE pve-3 is marked failed" in err
+    # the useful part of apt's output: its error, not the note after it
+    assert "exited 100: E: Sub-process /usr/bin/dpkg returned an error code (1);" in err
     assert runners[0].changes[-1] == ("zfs", "set", "org.beadm:state=failed",
                                       "rpool/ROOT/pve-3")
 

@@ -122,6 +122,17 @@ MODES = [pytest.param(False, id="plain-bash"), pytest.param(True, id="bash-compl
         ("beadm create ", []),
         ("beadm create -e a", ["a.b", "axb"]),
         ("beadm mount a.b ", ["bin"]),  # DIR: directories (the fake's bin/)
+        # the global options after the command too (issue 25 item 5)
+        ("beadm create --dr", ["--dry-run"]),
+        ("beadm activate --backend ", ["auto", "none", "systemd-boot", "grub"]),
+        ("beadm activate --root rpool/ROOT a", ["a.b", "axb"]),
+        ("beadm rename -n pve-1 ", []),
+        ("beadm --v", ["--version", "--verbose"]),
+        ("beadm list -o M", ["Mountpoint"]),
+        ("beadm list -o BE,S", ["BE,Space"]),
+        ("beadm list -o BE,Space,B", []),
+        ("beadm list -p -o Space ", ["pve-1", "a.b", "axb"]),
+        ("beadm create -o ", []),
     ],
 )
 def test_words(tmp_path: Path, bc: bool, line: str, expected: list[str]) -> None:
@@ -131,7 +142,8 @@ def test_words(tmp_path: Path, bc: bool, line: str, expected: list[str]) -> None
 @pytest.mark.parametrize("bc", MODES)
 def test_options_of_a_subcommand(tmp_path: Path, bc: bool) -> None:
     got = _complete(tmp_path, "beadm list -", bash_completion=bc)
-    assert set(got) == {"-h", "--help", "-a", "-s", "-D", "-H", "--json", "-k", "-K"}
+    assert set(got) == {"-h", "--help", "-a", "-s", "-D", "-H", "--json", "-k", "-K", "-p", "-o",
+                        "-n", "--dry-run", "-v", "--verbose", "--root", "--backend"}
 
 
 @pytest.mark.parametrize("bc", MODES)

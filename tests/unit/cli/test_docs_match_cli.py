@@ -169,12 +169,14 @@ def test_man_page_documents_no_subcommand_the_cli_lacks() -> None:
 
 
 def test_every_option_of_every_subcommand_is_in_its_man_entry() -> None:
-    _, commands = _commands()
+    """The global options, which every command also takes after it, are in GLOBAL OPTIONS
+    (test_every_global_option_is_in_global_options); each command's own in its entry."""
+    global_opts, commands = _commands()
     entries = _command_entries(_sections(_man())["COMMANDS"])
     for name, cmd in commands.items():
         assert name in entries, f"subcommand {name!r} has no entry in COMMANDS of man/beadm.8"
         text = _plain(entries[name])
-        for opt in sorted(cmd.options - {"-h", "--help"}):
+        for opt in sorted(cmd.options - {"-h", "--help"} - global_opts):
             assert _mentions(text, opt), f"option {opt} of 'beadm {name}' is not in its man entry"
 
 
@@ -252,7 +254,8 @@ def test_completion_knows_every_subcommand_and_option() -> None:
         )
         assert branch, f"completion/beadm has no opts=... branch for {name}"
         listed = set(branch.group(1).split())
-        missing = cmd.options - listed
+        # the global options are offered after every command (completion's $after_opts)
+        missing = cmd.options - listed - global_opts
         assert not missing, f"completion/beadm lacks options {sorted(missing)} of {name}"
         extra = listed - cmd.options
         assert not extra, f"completion/beadm offers options {sorted(extra)} that {name} lacks"
@@ -305,7 +308,7 @@ def test_synopsis_lists_every_option_and_every_choice_of_each_command() -> None:
     parsers: dict[str, argparse.ArgumentParser] = {"": parser}
     for name, sub in _subparsers(parser).choices.items():
         parsers.setdefault(name, sub)
-    _, commands = _commands()
+    global_opts, commands = _commands()
     for name, p in parsers.items():
         if name and name not in commands:
             continue  # an alias: its command's block
@@ -314,11 +317,15 @@ def test_synopsis_lists_every_option_and_every_choice_of_each_command() -> None:
         text = blocks[name]
         for action in p._actions:
             strings = [s for s in action.option_strings if s not in ("-h", "--help")]
+            if name and set(strings) & global_opts:
+                continue  # a global option, also taken after the command: the global line
             if strings:
                 assert any(_mentions(text, s) for s in strings), (
                     f"the SYNOPSIS of {where} lacks {'/'.join(strings)}"
                 )
         for opt, choices in _choices(p).items():
+            if name and opt in global_opts:
+                continue
             for choice in choices:
                 assert _mentions(text, choice), (
                     f"the SYNOPSIS of {where} lacks {choice!r} of {opt}"
@@ -335,10 +342,13 @@ def test_every_choice_of_an_option_is_in_its_man_entry() -> None:
             assert _mentions(_plain(sections["GLOBAL OPTIONS"]), choice), (
                 f"GLOBAL OPTIONS lacks {choice!r} of {opt}"
             )
+    global_opts, _ = _commands()
     for name, sub in _subparsers(parser).choices.items():
         if name not in commands:
             continue
         for opt, choices in _choices(sub).items():
+            if opt in global_opts:
+                continue  # a global option, also taken after the command: GLOBAL OPTIONS
             for choice in choices:
                 assert _mentions(_plain(entries[name]), choice), (
                     f"the man entry of 'beadm {name}' lacks {choice!r} of {opt}"

@@ -9,48 +9,14 @@ import pytest
 from beadm import __version__
 from beadm.backend import BootState, KernelPin
 from beadm.cli import Deps, human, main
+from worlds.cli import run
 from worlds.fakes import FakeRunner, RecordingBackend, pool_props
-from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
+from worlds.pool import LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO
 
 
 class Tty(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-def run(
-    tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None,
-    listing: str = LIST_TEXT, state: BootState | None = None,
-) -> tuple[int, str, str, FakeRunner]:
-    runners: list[FakeRunner] = []
-
-    def make_runner(dry: bool, out: object = None) -> FakeRunner:
-        r = FakeRunner(dry_run=dry)
-        r.on(*LIST_ARGV, stdout=listing)
-        r.on(*LIST_FS_ARGV, stdout=without_snapshots(listing))
-        r.on("zpool", "get", stdout=pool_props("rpool/ROOT/pve-1"))
-        r.on("zfs", "get", "-H", "-p", "-o", "name,property,value,source", stdout=GET_TEXT)
-        runners.append(r)
-        return r
-
-    mi = tmp_path / "mountinfo"
-    mi.write_text(MOUNTINFO)
-    out, err = io.StringIO(), io.StringIO()
-    deps = Deps(
-        make_runner=make_runner,
-        make_backend=lambda name, runner: RecordingBackend(state),  # type: ignore[arg-type,return-value]
-        mountinfo=mi,
-        running_root=tmp_path / "running",  # not this machine's /etc (activate's guard)
-        lock_path=tmp_path / "lock",
-        lock_wait=0.2,
-        euid=lambda: euid,
-        stdin=stdin if stdin is not None else io.StringIO(),
-        stdout=out,
-        stderr=err,
-    )
-    rc = main(list(argv), deps=deps)
-    runner = runners[0] if runners else FakeRunner()
-    return rc, out.getvalue() + runner.out.getvalue(), err.getvalue(), runner
 
 
 def test_version_works_anywhere(tmp_path: Path) -> None:

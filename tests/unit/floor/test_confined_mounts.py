@@ -60,11 +60,11 @@ def test_upgrade_writes_no_policy_rc_d_through_a_link(tmp_path: Path, host: Path
     seen: list[bool] = []
 
     class Runner(ChrootRunner):
-        def run(self, argv, *, readonly=False, check=True):  # type: ignore[no-untyped-def]
+        def run(self, argv, *, readonly=False, check=True, on_line=None):  # type: ignore[no-untyped-def]
             args = tuple(argv)
             if args[0] == "chroot":
                 seen.append((host / "usr/sbin/policy-rc.d").exists())
-            res = super().run(argv, readonly=readonly, check=check)
+            res = super().run(argv, readonly=readonly, check=check, on_line=on_line)
             if args[:3] == ("mount", "-t", "zfs") and args[-1].endswith("/root"):
                 (Path(args[-1]) / "usr").symlink_to(host / "usr")
             return res
@@ -83,9 +83,9 @@ def test_upgrade_hides_the_esp_list_where_the_clone_finds_it(tmp_path: Path,
     nowhere inside it): nothing is bound over the host's list."""
 
     class Runner(ChrootRunner):
-        def run(self, argv, *, readonly=False, check=True):  # type: ignore[no-untyped-def]
+        def run(self, argv, *, readonly=False, check=True, on_line=None):  # type: ignore[no-untyped-def]
             args = tuple(argv)
-            res = super().run(argv, readonly=readonly, check=check)
+            res = super().run(argv, readonly=readonly, check=check, on_line=on_line)
             if args[:3] == ("mount", "-t", "zfs") and args[-1].endswith("/root"):
                 (Path(args[-1]) / "etc/kernel").symlink_to(host / "etc/kernel")
             return res

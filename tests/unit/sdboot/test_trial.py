@@ -195,7 +195,8 @@ def test_health_scripts_and_units(tmp_path: Path) -> None:
     class Units:
         dry_run = False
 
-        def run(self, argv: list[str], *, readonly: bool = False, check: bool = True) -> object:
+        def run(self, argv: list[str], *, readonly: bool = False, check: bool = True,
+                on_line: object = None) -> object:
             from beadm.runner import Result
             states = {"a.service": "LoadState=loaded\nUnitFileState=enabled\nActiveState=failed",
                       "b.service": "LoadState=loaded\nUnitFileState=enabled\nActiveState=active",

@@ -58,7 +58,8 @@ class FakeRunner:
     def fail(self, *prefix: str, stderr: str = "boom") -> None:
         self.on(*prefix, returncode=1, stderr=stderr)
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: Callable[[str], None] | None = None) -> Result:
         args = tuple(argv)
         self.calls.append(args)
         if self._dry_run and not readonly:
@@ -74,6 +75,8 @@ class FakeRunner:
         ans = best if best is not None else Answer()
         if ans.hook is not None:
             ans.hook(args)
+        for line in (ans.stdout + ans.stderr).splitlines() if on_line is not None else []:
+            on_line(line)  # as the runner streams them: each line of the output
         if ans.returncode != 0 and check:
             raise CommandError(list(args), ans.returncode, ans.stderr)
         return Result(args, ans.returncode, ans.stdout, ans.stderr)

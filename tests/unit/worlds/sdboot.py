@@ -39,7 +39,8 @@ class PropRunner:
     def dry_run(self) -> bool:
         return self._dry_run
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: object = None) -> Result:
         a = tuple(argv)
         self.calls.append(a)
         out = ""

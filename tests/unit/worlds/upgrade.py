@@ -4,7 +4,7 @@ floor/test_confined_mounts.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar
 
@@ -37,15 +37,21 @@ class ChrootRunner(FakeRunner):
     """FakeRunner that answers ``chroot DIR ...``: dpkg-query (before, then after) and
     apt-get (``apt_rc``); mounting the clone's root dataset fills it from ``tree``."""
 
+    #: apt's output when it fails (stdout, stderr)
+    APT_FAILS = ("Reading package lists...\n", "W: a warning\nE: Sub-process /usr/bin/dpkg "
+                 "returned an error code (1)\nN: a note\n")
+
     def __init__(self, *, dry_run: bool = False, apt_rc: int = 0,
                  tree: Sequence[str] = ("etc/kernel/proxmox-boot-uuids",)) -> None:
         super().__init__(dry_run=dry_run)
+        self.apt_fails = self.APT_FAILS
         self.apt_rc = apt_rc
         self.tree = tree
         self.queries = [BEFORE, AFTER]
         self.seen_during_apt: dict[str, bool] = {}
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: Callable[[str], None] | None = None) -> Result:
         args = tuple(argv)
         if args[:3] == ("mount", "-t", "zfs") and args[-1].endswith("/root") \
                 and not self.dry_run:
@@ -63,12 +69,18 @@ class ChrootRunner(FakeRunner):
         policy = root / "usr/sbin/policy-rc.d"
         self.seen_during_apt = {"policy": policy.is_file()
                                 and "exit 101" in policy.read_text()}
+        # what the runner does with on_line: each line as the command prints it
+        stdout, stderr = self.apt_fails if self.apt_rc else ("Setting up linux-image-6.1.0-2\n",
+                                                             "W: a warning\n")
+        self.streamed = on_line is not None
+        for line in (stdout + stderr).splitlines():
+            if on_line is not None:
+                on_line(line)
         if self.apt_rc:
             if check:
                 raise AssertionError("apt-get must run with check=False")
-            return Result(args, self.apt_rc, "", "E: Sub-process /usr/bin/dpkg returned an "
-                          "error code (1)\n")
-        return Result(args, 0, "Setting up linux-image-6.1.0-2\n", "")
+            return Result(args, self.apt_rc, stdout, stderr)
+        return Result(args, 0, stdout, stderr)
 
 
 def make(tmp_path: Path, runner: ChrootRunner, *, listing: str = LIST_TEXT,

@@ -24,7 +24,8 @@ class Recorder:
     def dry_run(self) -> bool:
         return False
 
-    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True) -> Result:
+    def run(self, argv: Sequence[str], *, readonly: bool = False, check: bool = True,
+            on_line: object = None) -> Result:
         args = tuple(argv)
         self.calls.append((args, readonly, check))
         if self.returncode and check:
