@@ -48,6 +48,7 @@ from beadm.stateservices import cgroup_unit, restart_after_failure, units_to_sto
 from beadm.zfs import PROP_STATE, Dataset, Zfs
 
 log = logging.getLogger("beadm.pvestate")  # the feature's one logger
+_progress = logging.getLogger("beadm.progress")  # long steps, shown on a terminal (beadm.cli)
 
 #: Units stopped for the move and started again afterwards (on the new dataset).
 PROP_RESTART = "org.beadm:restart"
@@ -260,6 +261,8 @@ class Mover:
                 self._refuse_in_use([f], stopped=True)
                 skip = {db.name + s for db in dbs for s in ("", *SQLITE_SIDE)}
                 before = snapshot(src, skip)
+            if not self.dry_run:  # (a dry run prints the command)
+                _progress.info("copying %s (%.1f MiB) to %s", spec.path, need / (1 << 20), ds)
             self.runner.run(["cp", "-a", "--", f"{src}/.", f"{tmp}/"])
             for db in dbs:
                 self._step(f"sqlite {spec.path}")

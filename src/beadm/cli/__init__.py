@@ -59,12 +59,16 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
     root_log = logging.getLogger("beadm")
     root_log.addHandler(handler)
     propagate, root_log.propagate = root_log.propagate, False
+    progress = logging.getLogger("beadm.progress")  # long steps: a kernel to an ESP, ...
+    progress_level = progress.level
     try:
         try:
             args = _parse(list(sys.argv[1:] if argv is None else argv))
         except SystemExit as exc:  # --help
             return exc.code if isinstance(exc.code, int) else 0
         root_log.setLevel(logging.DEBUG if args.verbose else logging.WARNING)
+        if _is_terminal(err) and not getattr(args, "quiet", False):
+            progress.setLevel(logging.INFO)  # on a terminal: what a long step is doing
         if args.dry_run and getattr(args, "json", False):
             # a dry run's plan ("would ...", also a backend's) on stderr: stdout is the JSON
             with contextlib.redirect_stdout(err):
@@ -87,6 +91,14 @@ def main(argv: list[str] | None = None, *, deps: Deps | None = None) -> int:
     finally:
         root_log.removeHandler(handler)
         root_log.propagate = propagate
+        progress.setLevel(progress_level)
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):  # a closed or odd stream: no terminal
+        return False
 
 
 def _parse(words: list[str]) -> argparse.Namespace:

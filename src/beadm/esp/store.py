@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import re
 import stat
@@ -36,6 +37,9 @@ _digest_cache: dict[_StatKey, str] = {}
 _name_cache: dict[tuple[_StatKey, str], str] = {}
 _CHUNK = 1 << 20
 
+
+#: Long steps (a kernel or initrd copied to an ESP): shown on a terminal (beadm.cli).
+_progress = logging.getLogger("beadm.progress")
 
 def _stat_key(path: Path) -> _StatKey:
     """Of a source file (a kernel or initrd of a BE, resolved inside it by
@@ -247,6 +251,8 @@ class EspStore:
                     while view:
                         view = view[os.write(fd, view) :]
 
+        _progress.info("copying %s (%.1f MiB) to ESP %s", basename,
+                       _stat_key(src)[2] / (1 << 20), self.uuid)
         self._place(rel, write)
         return "/" + rel
 

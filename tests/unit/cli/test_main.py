@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -9,14 +10,9 @@ import pytest
 from beadm import __version__
 from beadm.backend import BootState, KernelPin
 from beadm.cli import Deps, human, main
-from worlds.cli import run
+from worlds.cli import Tty, run
 from worlds.fakes import FakeRunner, RecordingBackend, pool_props
 from worlds.pool import LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO
-
-
-class Tty(io.StringIO):
-    def isatty(self) -> bool:
-        return True
 
 
 def test_version_works_anywhere(tmp_path: Path) -> None:
@@ -272,3 +268,22 @@ def test_init_shared_state_dry_run_prints_the_move(
     assert "would run: zfs set canmount=on rpool/var-lib-pve-cluster" in out.splitlines()
     assert not (root / "etc").exists()
 
+
+
+class _CopyingBackend(RecordingBackend):
+    """post_create reports a long step on the progress logger, as the ESP store does."""
+
+    def post_create(self, be: object) -> tuple[str, ...]:
+        logging.getLogger("beadm.progress").info("copying vmlinuz-6.8 (12.0 MiB) to ESP A")
+        return super().post_create(be)
+
+
+def test_a_long_steps_progress_is_shown_on_a_terminal_only(tmp_path: Path) -> None:
+    """Issue 25.8: a create's copies to the ESPs say what they do on a terminal; piped
+    (scripts, the lab) stderr stays as it was, and the logger is left as it was found."""
+    before = logging.getLogger("beadm.progress").level
+    rc, _out, err, _r = run(tmp_path, "create", "pve-3", backend=_CopyingBackend(), tty=True)
+    assert (rc, err) == (0, "beadm: copying vmlinuz-6.8 (12.0 MiB) to ESP A\n")
+    rc, _out, err, _r = run(tmp_path, "create", "pve-4", backend=_CopyingBackend())
+    assert (rc, err) == (0, "")
+    assert logging.getLogger("beadm.progress").level == before

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
@@ -92,3 +93,16 @@ def test_store_full_esp_names_the_esp_and_leaves_no_temporary(
     with pytest.raises(BootError, match="ESP ABCD-0001 is full"):
         EspStore(esp, "ABCD-0001").put_file(tmp_path / "k", "vmlinuz-1")
     assert list((esp / "beadm").iterdir()) == []
+
+
+def test_a_copy_to_the_esp_is_reported_as_progress_and_a_stored_file_is_not(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    src = tmp_path / "vmlinuz"
+    src.write_bytes(b"k" * (3 << 20))
+    (tmp_path / "esp").mkdir()
+    st = EspStore(tmp_path / "esp", "AAAA-0001")
+    with caplog.at_level(logging.INFO, logger="beadm.progress"):
+        st.put_file(src, "vmlinuz-6.8")
+        st.put_file(src, "vmlinuz-6.8")  # stored already: nothing copied
+    assert [r.getMessage() for r in caplog.records if r.name == "beadm.progress"] == [
+        "copying vmlinuz-6.8 (3.0 MiB) to ESP AAAA-0001"]

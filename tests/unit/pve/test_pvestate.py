@@ -4,6 +4,7 @@ step followed by a re-run."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -228,6 +229,19 @@ def test_move_runs_exactly_these_commands_and_ends_consistent(tmp_path: Path) ->
     assert_consistent(w)
     assert w.active == {"pve-cluster.service", "pvedaemon.service", "pvescheduler.service",
                         "sshd.service"}
+
+
+def test_each_copy_of_the_move_is_reported_as_progress(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 25.8: ``init --shared-state`` copying /var/lib/vz (it can be large) says so on
+    the progress logger, which a terminal shows; a dry run prints the cp command instead."""
+    w = old_install(tmp_path)
+    with caplog.at_level(logging.INFO, logger="beadm.progress"):
+        mover(w).move_all()
+    said = [r.getMessage() for r in caplog.records if r.name == "beadm.progress"]
+    assert [s.split(" (")[0] for s in said] == [f"copying {VZ}", f"copying {PC}"]
+    assert all(s.endswith(f"MiB) to {pvestate.dataset_for(POOL, p)}")
+               for s, p in zip(said, (VZ, PC), strict=True)), said
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(tmp_path: Path) -> None:

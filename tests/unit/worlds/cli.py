@@ -12,13 +12,21 @@ from worlds.fakes import FakeRunner, RecordingBackend, pool_props
 from worlds.pool import GET_TEXT, LIST_ARGV, LIST_FS_ARGV, LIST_TEXT, MOUNTINFO, without_snapshots
 
 
+class Tty(io.StringIO):
+    """A stream that says it is a terminal (stdin of a prompt, stderr of progress lines)."""
+
+    def isatty(self) -> bool:
+        return True
+
+
 def run(
     tmp_path: Path, *argv: str, euid: int = 0, stdin: io.StringIO | None = None,
     listing: str = LIST_TEXT, state: BootState | None = None, backend: object = None,
+    tty: bool = False,
 ) -> tuple[int, str, str, FakeRunner]:
     """``beadm ARGV`` through ``cli.main`` over the fake pool (``listing``) with a recording
     backend (boot state ``state``) or ``backend``: (exit status, stdout with a dry run's
-    plan, stderr, the runner)."""
+    plan, stderr, the runner). ``tty``: stderr is a terminal."""
     runners: list[FakeRunner] = []
 
     def make_runner(dry: bool, out: object = None) -> FakeRunner:
@@ -32,7 +40,7 @@ def run(
 
     mi = tmp_path / "mountinfo"
     mi.write_text(MOUNTINFO)
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), Tty() if tty else io.StringIO()
     deps = Deps(
         make_runner=make_runner,
         make_backend=lambda name, runner: backend or RecordingBackend(state),  # type: ignore[arg-type,return-value]
