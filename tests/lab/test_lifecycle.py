@@ -540,14 +540,16 @@ def _failing(hook: str) -> object:
     calls: list[str] = []
 
     class Failing(NoopBackend):
-        def post_rename(self, old: object, new: object) -> None:
+        def post_rename(self, old: object, new: object) -> tuple[str, ...]:
             calls.append("post_rename")  # the second call is the undo: it succeeds
             if hook == "post_rename" and len(calls) == 1:
                 raise BootError("ESP 1111-AAAA: no space left on device")
+            return ()  # no warnings (what every changing hook returns)
 
-        def activate(self, be: object, *, temporary: bool) -> None:
+        def activate(self, be: object, *, temporary: bool) -> tuple[str, ...]:
             if hook == "activate":
                 raise BootError("ESP 1111-AAAA: no space left on device")
+            return ()
 
     return Failing(SubprocessRunner())
 
