@@ -15,16 +15,14 @@ error is a :class:`BeadmError` of the closed set in :mod:`beadm.errors`, each wi
 exit code. The names below are imported when first used: ``beadm version`` imports none.
 """
 
-from __future__ import annotations
-
-import contextlib
-import importlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
 __version__ = "0.1.0"
 
+# Nothing is imported here at start-up (``beadm version`` reads only __version__; ``typing``
+# alone would import ``re``): the names come when first used.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from beadm.backend import BeRef, BootState, Checked
     from beadm.be import BeManager
     from beadm.errors import (
@@ -62,13 +60,14 @@ __all__ = [
 
 def __getattr__(name: str) -> object:
     if name in _PUBLIC:
+        import importlib
+
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'beadm' has no attribute {name!r}")
 
 
-@contextlib.contextmanager
 def open(backend: str = "auto", *, root: str | None = None, dry_run: bool = False,
-         lock_wait: float = 5.0) -> Iterator[BeManager]:
+         lock_wait: float = 5.0) -> "AbstractContextManager[BeManager]":
     """The BEs of this host: a manager over the real commands (one runner), the boot
     ``backend`` named as ``--backend`` names it (``auto``: systemd-boot or GRUB as
     detected, or one that refuses every boot-changing command on a host beadm cannot
@@ -76,15 +75,6 @@ def open(backend: str = "auto", *, root: str | None = None, dry_run: bool = Fals
     for ``lock_wait`` seconds by each changing command). ``dry_run``: print what would
     run, change nothing. On leaving, whatever the backend still holds mounted is
     released."""
-    from beadm.be import BeManager
-    from beadm.lock import Lock
-    from beadm.registry import make_backend
-    from beadm.runner import SubprocessRunner
+    from beadm.be import opened
 
-    runner = SubprocessRunner(dry_run=dry_run)
-    bes = BeManager(runner, make_backend(backend, runner), root=root,
-                    lock=Lock(wait=lock_wait))
-    try:
-        yield bes
-    finally:
-        bes.backend.release()
+    return opened(backend, root=root, dry_run=dry_run, lock_wait=lock_wait)

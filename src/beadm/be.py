@@ -15,7 +15,8 @@ command left. Each verb module is imported when its command runs (start-up time)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, TextIO, TypeVar
 
 from beadm import watchdog as wd
@@ -196,6 +197,24 @@ class BeManager(BeContext):
     def umount(self, target: str, *, force: bool = False) -> Done:
         from beadm import mountbe
         return self._done(lambda: mountbe.umount(self, target, force=force))
+
+
+@contextlib.contextmanager
+def opened(backend: str = "auto", *, root: str | None = None, dry_run: bool = False,
+           lock_wait: float = 5.0) -> Iterator[BeManager]:
+    """:func:`beadm.open`: a manager over the real runner and the named backend; what the
+    backend still holds mounted is released on leaving."""
+    from beadm.lock import Lock
+    from beadm.registry import make_backend
+    from beadm.runner import SubprocessRunner
+
+    runner = SubprocessRunner(dry_run=dry_run)
+    bes = BeManager(runner, make_backend(backend, runner), root=root,
+                    lock=Lock(wait=lock_wait))
+    try:
+        yield bes
+    finally:
+        bes.backend.release()
 
 
 __all__ = [

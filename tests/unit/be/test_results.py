@@ -71,3 +71,8 @@ def test_the_public_names_are_imported_when_first_used() -> None:
     got = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, "
                           f"{str(SRC)!r}); {code}"], capture_output=True, text=True, check=True)
     assert got.stdout.strip() == "[]"  # `beadm version` pays for none of them
+    code = ("import sys; before = set(sys.modules); import beadm; "
+            "print(sorted(set(sys.modules) - before))")
+    got = subprocess.run([sys.executable, "-IS", "-c", f"import sys; sys.path.insert(0, "
+                          f"{str(SRC)!r}); {code}"], capture_output=True, text=True, check=True)
+    assert got.stdout.strip() == "['beadm']"  # nor typing (re), contextlib, importlib
